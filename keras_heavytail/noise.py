@@ -1,0 +1,471 @@
+"""Symmetric alpha-stable noise, sampled by Chambers-Mallows-Stuck.
+
+Everything here is a pure function of (shape, alpha, scale, seed, dtype): the
+optimizers only call it, so Gaussian (alpha=2), Cauchy (alpha=1) and general
+stable noise swap without touching them.
+
+Conventions follow `scipy.stats.levy_stable` with `beta=0` (its default
+"S1" parametrisation): the characteristic function of `SaS(alpha, scale)` is
+`exp(-|scale * t| ** alpha)`, so alpha=2 is N(0, 2 * scale**2) and alpha=1 is a
+Cauchy law with the given scale.
+
+Seeds follow Keras and TFP: an int, `None`, a `keras.random.SeedGenerator`, or
+a stateless seed (an integer tensor of shape `(2,)`, as `tfp.random` uses).
+The same stateless seed always gives the same numbers, which is how the
+optimizers keep their noise reproducible across checkpoints and replicas.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+from tensorflow_probability.python.internal import dtype_util
+from tensorflow_probability.python.internal import prefer_static as ps
+from tensorflow_probability.python.internal import tensor_util
+
+tfd = tfp.distributions
+
+STRUCTURES = ("entry", "neuron", "elliptical")
+
+# Uniforms are drawn on [_TINY, 1): the lower end keeps cos(U) and -log(V)
+# strictly positive in float32, so every sample is finite for alpha >= 0.5.
+_TINY = 2.0**-24
+
+
+def check_alpha(alpha):
+    """Validates a stability index; returns it as a float."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise ValueError(
+            f"`alpha` must be a number in (0, 2]. Received: alpha={alpha!r}"
+        )
+    if not 0.0 < alpha <= 2.0:
+        raise ValueError(f"`alpha` must be in (0, 2]. Received: alpha={alpha}")
+    return float(alpha)
+
+
+def check_structure(structure):
+    """Validates a noise structure name; returns it."""
+    if structure not in STRUCTURES:
+        raise ValueError(
+            f"`noise` must be one of {STRUCTURES}. Received: noise={structure!r}"
+        )
+    return structure
+
+
+# ----------------------------------------------------------------------------
+# Stateless random primitives. Keras 3's `keras.random` takes int seeds and
+# SeedGenerators only, so seed tensors go to the backend's stateless ops.
+# Philox is pinned so the stream does not depend on TF's per-device choice.
+# XLA generates a different Philox stream from the same seed than the TF
+# kernels do, so a run with jit_compile=True is reproducible with itself, not
+# with the same run at jit_compile=False.
+# ----------------------------------------------------------------------------
+
+
+def _backend():
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise NotImplementedError(
+            "keras_heavytail samples noise with stateless seeds, available on "
+            f"the 'tensorflow' and 'jax' backends. Received: backend={backend!r}"
+        )
+    return backend
+
+
+def as_stateless_seed(seed):
+    """Turns an int, `None`, a `SeedGenerator` or a seed tensor into a seed tensor.
+
+    Args:
+        seed: an int, `None`, a `keras.random.SeedGenerator`, or an integer
+            tensor of shape `(2,)`.
+
+    Returns:
+        An integer tensor of shape `(2,)` usable by `fold_in`.
+    """
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return keras.random.randint((2,), 0, 2**31 - 1, seed=seed, dtype="int32")
+    if isinstance(seed, bool):
+        raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed}")
+    if isinstance(seed, int):
+        return ops.convert_to_tensor([seed % (2**31 - 1), 0], dtype="int32")
+    return seed
+
+
+def fold_in(seed, data):
+    """A new stateless seed derived from `seed` and an integer `data`.
+
+    Distinct `data` give independent streams; the same pair always gives the
+    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`).
+    """
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        seed = tf.convert_to_tensor(seed)
+        if seed.dtype not in (tf.int32, tf.int64):
+            seed = tf.cast(seed, tf.int64)
+        return tf.random.experimental.stateless_fold_in(
+            seed, tf.cast(data, tf.int64), alg="philox"
+        )
+    import jax
+
+    key = jax.numpy.asarray(seed).astype("uint32")
+    return jax.random.fold_in(key, jax.numpy.asarray(data).astype("uint32"))
+
+
+def _uniform(shape, seed, dtype, minval, maxval):
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.random.stateless_uniform(
+            shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype, alg="philox"
+        )
+    import jax
+
+    key = jax.numpy.asarray(seed).astype("uint32")
+    return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
+
+
+def _normal(shape, seed, dtype):
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
+    import jax
+
+    key = jax.numpy.asarray(seed).astype("uint32")
+    return jax.random.normal(key, shape, dtype=dtype)
+
+
+def _sampling_dtype(dtype):
+    """Half-precision noise is drawn in float32 and cast at the end."""
+    dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+    return "float32" if dtype in ("float16", "bfloat16") else dtype, dtype
+
+
+# ----------------------------------------------------------------------------
+# Chambers-Mallows-Stuck transforms, written once for any array namespace
+# with numpy names (`keras.ops` here, `tf.math` in the TFP distribution).
+# ----------------------------------------------------------------------------
+
+
+def cms_symmetric(xp, u, log_w, alpha):
+    """CMS transform: `U ~ Uniform(-pi/2, pi/2)`, `log W`, `W ~ Exp(1)` -> SaS(alpha, 1).
+
+    `X = sin(aU) / cos(U)**(1/a) * (cos((1-a)U) / W)**((1-a)/a)`, evaluated as
+    one `exp` of a sum of logs (cheaper than three powers). Exact for a tensor
+    `alpha`, alpha=1 (tan U) and alpha=2 (2 sin(U) sqrt(W) ~ N(0, 2)) included.
+    """
+    one_minus = 1.0 - alpha
+    log_abs = (
+        xp.log(xp.abs(xp.sin(alpha * u)))
+        - xp.log(xp.cos(u)) / alpha
+        + (one_minus / alpha) * (xp.log(xp.cos(one_minus * u)) - log_w)
+    )
+    return xp.sign(u) * xp.exp(log_abs)
+
+
+def cms_positive(xp, u, log_w, a):
+    """Kanter's transform: `U ~ Uniform(0, pi)` -> positive a-stable, a in (0, 1).
+
+    `A = sin(aU) / sin(U)**(1/a) * (sin((1-a)U) / W)**((1-a)/a)` has Laplace
+    transform `E exp(-sA) = exp(-s**a)` (Kanter, 1975).
+    """
+    one_minus = 1.0 - a
+    log_a = (
+        xp.log(xp.sin(a * u))
+        - xp.log(xp.sin(u)) / a
+        + (one_minus / a) * (xp.log(xp.sin(one_minus * u)) - log_w)
+    )
+    return xp.exp(log_a)
+
+
+def _angle_and_log_exp(shape, seed, dtype, low, high):
+    """`U ~ Uniform(low, high)` and `log W` with `W ~ Exp(1)`, from one seed."""
+    v = _uniform(shape, fold_in(seed, 0), dtype, _TINY, 1.0)
+    u = low + (high - low) * v
+    v = _uniform(shape, fold_in(seed, 1), dtype, _TINY, 1.0)
+    return u, ops.log(-ops.log(v))
+
+
+def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
+    """Draws symmetric alpha-stable samples (Chambers-Mallows-Stuck).
+
+    ```python
+    U ~ Uniform(-pi/2, pi/2),  W ~ Exp(1)
+    X = scale * sin(alpha U) / cos(U)**(1/alpha)
+              * (cos((1 - alpha) U) / W)**((1 - alpha) / alpha)
+    ```
+
+    alpha=1 is drawn as `scale * tan(U)` (Cauchy) and alpha=2 as
+    `scale * sqrt(2) * N(0, 1)`, the `scipy.stats.levy_stable` convention.
+    Written with `keras.ops` on the backend's stateless random ops.
+
+    Args:
+        shape: tuple of ints, the output shape.
+        alpha: float in (0, 2], the stability index. Samples are finite in
+            float32 for alpha >= 0.5. Defaults to none; required.
+        scale: float or tensor broadcastable to `shape`. Defaults to `1.0`.
+        seed: int, `None`, `keras.random.SeedGenerator` or a stateless seed
+            tensor of shape `(2,)`. Defaults to `None` (Keras' global seed).
+        dtype: float dtype of the output. Defaults to `None`
+            (`keras.config.floatx()`).
+
+    Returns:
+        A tensor of `shape` whose entries are i.i.d. `SaS(alpha, scale)`.
+
+    Example:
+
+    >>> x = symmetric_stable((1000,), alpha=1.5, seed=0)
+    >>> x.shape
+    TensorShape([1000])
+
+    References:
+        - [Chambers, Mallows & Stuck, 1976](https://doi.org/10.1080/01621459.1976.10480344)
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+    alpha = check_alpha(alpha)
+    compute_dtype, out_dtype = _sampling_dtype(dtype)
+    seed = as_stateless_seed(seed)
+    shape = tuple(shape)
+    if alpha == 2.0:
+        x = _normal(shape, seed, compute_dtype) * math.sqrt(2.0)
+    else:
+        half_pi = math.pi / 2
+        u, log_w = _angle_and_log_exp(shape, seed, compute_dtype, -half_pi, half_pi)
+        if alpha == 1.0:
+            x = ops.tan(u)
+        else:
+            x = cms_symmetric(ops, u, log_w, alpha)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        x = x * ops.cast(scale, compute_dtype)
+    return ops.cast(x, out_dtype)
+
+
+def positive_stable(shape, a, seed=None, dtype=None):
+    """Draws positive a-stable samples with `E exp(-sA) = exp(-s**a)`, a in (0, 1].
+
+    This is `levy_stable(a, beta=1, scale=cos(pi a / 2)**(1/a))` in scipy's
+    convention; `a=1` gives the constant 1. It is the mixing variable of the
+    elliptical (sub-Gaussian) stable vector `sqrt(2A) * G`.
+
+    Args:
+        shape: tuple of ints. Defaults to none; required.
+        a: float in (0, 1]. Defaults to none; required.
+        seed: as in `symmetric_stable`. Defaults to `None`.
+        dtype: float dtype. Defaults to `None` (`keras.config.floatx()`).
+
+    Returns:
+        A tensor of `shape` with positive entries.
+    """
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
+        raise ValueError(f"`a` must be in (0, 1]. Received: a={a!r}")
+    compute_dtype, out_dtype = _sampling_dtype(dtype)
+    shape = tuple(shape)
+    if a == 1.0:
+        return ops.ones(shape, dtype=out_dtype)
+    u, log_w = _angle_and_log_exp(
+        shape, as_stateless_seed(seed), compute_dtype, 0.0, math.pi
+    )
+    return ops.cast(cms_positive(ops, u, log_w, float(a)), out_dtype)
+
+
+def unit_shape(shape):
+    """The shape of one value per output unit: `(1, ..., 1, shape[-1])`."""
+    shape = tuple(shape)
+    return (1,) * (len(shape) - 1) + shape[-1:]
+
+
+def stable_noise(shape, alpha, structure="entry", seed=None, dtype=None):
+    """Draws a kernel-shaped alpha-stable perturbation with the paper's structure.
+
+    Output units are the last axis (Dense `(in, out)`, Conv `(..., in, out)`).
+
+    - `"entry"`: every entry i.i.d. `SaS(alpha, 1)`.
+    - `"neuron"`: one `SaS(alpha, 1)` scalar per output unit, shared by all
+      its incoming weights (noise type 1 of the paper's code).
+    - `"elliptical"`: per output unit `sqrt(2A) * G`, `A` positive
+      (alpha/2)-stable, `G` standard Gaussian over the fan-in: every entry is
+      marginally `SaS(alpha, 1)` and the unit's vector is rotation invariant.
+
+    Args:
+        shape: tuple of ints, the kernel shape. Defaults to none; required.
+        alpha: float in (0, 2]. Defaults to none; required.
+        structure: one of `"entry"`, `"neuron"`, `"elliptical"`.
+            Defaults to `"entry"`.
+        seed: as in `symmetric_stable`. Defaults to `None`.
+        dtype: float dtype. Defaults to `None` (`keras.config.floatx()`).
+
+    Returns:
+        A tensor of `shape`. For `"neuron"` it is constant along every axis
+        but the last.
+
+    References:
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+    check_structure(structure)
+    shape = tuple(shape)
+    if structure == "entry" or len(shape) < 2:
+        return symmetric_stable(shape, alpha, seed=seed, dtype=dtype)
+    seed = as_stateless_seed(seed)
+    if structure == "neuron":
+        per_unit = symmetric_stable(unit_shape(shape), alpha, seed=seed, dtype=dtype)
+        return ops.broadcast_to(per_unit, shape)
+    compute_dtype, out_dtype = _sampling_dtype(dtype)
+    mixing = positive_stable(
+        unit_shape(shape), alpha / 2.0, seed=fold_in(seed, 2), dtype=compute_dtype
+    )
+    gauss = _normal(shape, fold_in(seed, 3), compute_dtype)
+    return ops.cast(ops.sqrt(2.0 * mixing) * gauss, out_dtype)
+
+
+class SymmetricStable(tfd.Distribution):
+    """The symmetric alpha-stable distribution, as a TFP distribution.
+
+    TensorFlow Probability has no stable law; this one samples with the same
+    Chambers-Mallows-Stuck transform as `symmetric_stable`, under TFP's
+    conventions: stateless seeds through `tfp.random.sanitize_seed`,
+    broadcasting batch shapes of `alpha`, `scale` and `loc`, and moments that
+    say when they do not exist. TensorFlow only.
+
+    ```python
+    X = loc + scale * Z,  Z ~ SaS(alpha, 1),  E exp(itZ) = exp(-|t|**alpha)
+    ```
+
+    There is no closed-form density for general alpha, so `log_prob` is not
+    implemented; `mean` is `loc` for alpha > 1 and undefined (NaN, or an
+    error with `allow_nan_stats=False`) otherwise; `variance` is
+    `2 * scale**2` at alpha=2 and infinite below.
+
+    Args:
+        alpha: float tensor in (0, 2], the stability index. Defaults to none;
+            required.
+        scale: positive float tensor. Defaults to `1.0`.
+        loc: float tensor, the centre. Defaults to `0.0`.
+        validate_args: check parameters at run time. Defaults to `False`.
+        allow_nan_stats: return NaN for undefined moments instead of raising.
+            Defaults to `True`.
+        name: Defaults to `"SymmetricStable"`.
+
+    Example:
+
+    >>> dist = SymmetricStable(alpha=[1.5, 2.0], scale=0.1)
+    >>> dist.sample(3, seed=(0, 1)).shape
+    TensorShape([3, 2])
+
+    References:
+        - [Samorodnitsky & Taqqu, 1994, Stable Non-Gaussian Random Processes](https://doi.org/10.1201/9780203738818)
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+
+    def __init__(
+        self,
+        alpha,
+        scale=1.0,
+        loc=0.0,
+        validate_args=False,
+        allow_nan_stats=True,
+        name="SymmetricStable",
+    ):
+        parameters = dict(locals())
+        with tf.name_scope(name) as name:
+            dtype = dtype_util.common_dtype([alpha, scale, loc], tf.float32)
+            self._alpha = tensor_util.convert_nonref_to_tensor(alpha, dtype=dtype)
+            self._scale = tensor_util.convert_nonref_to_tensor(scale, dtype=dtype)
+            self._loc = tensor_util.convert_nonref_to_tensor(loc, dtype=dtype)
+            super().__init__(
+                dtype=dtype,
+                reparameterization_type=tfd.FULLY_REPARAMETERIZED,
+                validate_args=validate_args,
+                allow_nan_stats=allow_nan_stats,
+                parameters=parameters,
+                name=name,
+            )
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(
+            alpha=tfp.util.ParameterProperties(),
+            scale=tfp.util.ParameterProperties(),
+            loc=tfp.util.ParameterProperties(),
+        )
+
+    @property
+    def alpha(self):
+        return self._alpha
+
+    @property
+    def scale(self):
+        return self._scale
+
+    @property
+    def loc(self):
+        return self._loc
+
+    def _event_shape(self):
+        return tf.TensorShape([])
+
+    def _event_shape_tensor(self):
+        return tf.constant([], dtype=tf.int32)
+
+    def _sample_n(self, n, seed=None):
+        seed = tfp.random.sanitize_seed(seed, salt="SymmetricStable")
+        u_seed, w_seed = tfp.random.split_seed(seed, n=2)
+        alpha = tf.convert_to_tensor(self.alpha)
+        shape = ps.concat([[n], self._batch_shape_tensor()], axis=0)
+        v = tf.random.stateless_uniform(shape, u_seed, _TINY, 1.0, dtype=self.dtype)
+        u = math.pi * (v - 0.5)
+        w = tf.random.stateless_uniform(shape, w_seed, _TINY, 1.0, dtype=self.dtype)
+        z = cms_symmetric(tf.math, u, tf.math.log(-tf.math.log(w)), alpha)
+        return self.loc + self.scale * z
+
+    def _mean(self):
+        loc = tf.broadcast_to(self.loc, self._batch_shape_tensor())
+        alpha = tf.broadcast_to(self.alpha, tf.shape(loc))
+        if not self.allow_nan_stats:
+            checks = [
+                tf.debugging.assert_greater(
+                    alpha,
+                    tf.ones([], self.dtype),
+                    message="The mean is undefined for alpha <= 1.",
+                )
+            ]
+            with tf.control_dependencies(checks):
+                return tf.identity(loc)
+        return tf.where(alpha > 1.0, loc, tf.constant(float("nan"), self.dtype))
+
+    def _variance(self):
+        scale = tf.broadcast_to(self.scale, self._batch_shape_tensor())
+        alpha = tf.broadcast_to(self.alpha, tf.shape(scale))
+        inf = tf.constant(float("inf"), self.dtype)
+        return tf.where(alpha >= 2.0, 2.0 * tf.square(scale), inf)
+
+    def _stddev(self):
+        return tf.sqrt(self._variance())
+
+    def _mode(self):
+        return tf.broadcast_to(self.loc, self._batch_shape_tensor())
+
+    def _default_event_space_bijector(self):
+        return tfp.bijectors.Identity(validate_args=self.validate_args)
+
+    def _parameter_control_dependencies(self, is_init):
+        if not self.validate_args:
+            return []
+        assertions = []
+        if is_init != tensor_util.is_ref(self.alpha):
+            alpha = tf.convert_to_tensor(self.alpha)
+            assertions += [
+                tf.debugging.assert_positive(alpha, message="`alpha` must be > 0."),
+                tf.debugging.assert_less_equal(
+                    alpha, tf.constant(2.0, self.dtype), message="`alpha` must be <= 2."
+                ),
+            ]
+        if is_init != tensor_util.is_ref(self.scale):
+            assertions.append(
+                tf.debugging.assert_positive(
+                    self.scale, message="`scale` must be positive."
+                )
+            )
+        return assertions

@@ -1,0 +1,398 @@
+"""Tests of HeavyTailSGD and HeavyTailNoise.
+
+The distribution tests use the same tolerance as `test_noise.py`: the KS
+statistic must stay below 1.95 / sqrt(n), the 0.1% critical value; seeds are
+fixed, so the tests are deterministic.
+"""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_round_trips
+from conftest import tiny_data
+from conftest import tiny_mlp
+from scipy import stats
+
+import keras_heavytail as kht
+
+# One row per case: (alpha, noise structure, inner optimizer or None for SGD).
+CASES = [
+    (1.75, "entry", None),
+    (1.75, "neuron", None),
+    (1.75, "elliptical", None),
+    (1.5, "entry", "adam"),
+    (1.9, "neuron", "rmsprop"),
+    (2.0, "elliptical", "nadam"),
+]
+
+
+def make_optimizer(alpha, noise, inner, **kwargs):
+    if inner is None:
+        return kht.HeavyTailSGD(alpha=alpha, noise=noise, **kwargs)
+    lr = kwargs.pop("learning_rate", 0.01)
+    inner_opt = keras.optimizers.get({"class_name": inner, "config": {}})
+    inner_opt.learning_rate = lr
+    return kht.HeavyTailNoise(inner_opt, alpha=alpha, noise=noise, **kwargs)
+
+
+def increments(optimizer, shape, steps):
+    """Weight changes of `steps` zero-gradient steps on a zero variable."""
+    var = keras.Variable(np.zeros(shape, "float32"))
+    optimizer.build([var])
+    out = []
+    for _ in range(steps):
+        var.assign(np.zeros(shape, "float32"))
+        optimizer.apply([keras.ops.zeros(shape)], [var])
+        out.append(np.asarray(var))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("alpha,noise,inner", CASES)
+def test_zero_gradient_increments_are_sas(alpha, noise, inner):
+    lr, sigma = 0.05, 0.01
+    opt = make_optimizer(alpha, noise, inner, learning_rate=lr, sigma=sigma, seed=3)
+    # Row 0 across 1000 units and 20 steps: 20000 independent draws for
+    # every structure (entries of one unit are dependent for the others).
+    steps = increments(opt, (4, 1000), steps=20)
+    xi = steps[:, 0, :] / (sigma * lr ** (1 / alpha))
+    statistic = stats.kstest(xi.ravel(), stats.levy_stable(alpha, 0.0).cdf).statistic
+    assert statistic < 1.95 / math.sqrt(xi.size), statistic
+    if noise == "neuron":
+        np.testing.assert_array_equal(steps, np.broadcast_to(steps[:, :1], steps.shape))
+
+
+def test_noise_differs_between_steps_and_variables():
+    opt = kht.HeavyTailSGD(learning_rate=0.1, sigma=0.1, seed=0, noise="entry")
+    a, b = keras.Variable(np.zeros((3, 4))), keras.Variable(np.zeros((3, 4)))
+    opt.build([a, b])
+    zeros = [keras.ops.zeros((3, 4))] * 2
+    opt.apply(zeros, [a, b])
+    first_a, first_b = np.asarray(a), np.asarray(b)
+    opt.apply(zeros, [a, b])
+    assert not np.allclose(first_a, first_b)
+    assert not np.allclose(np.asarray(a) - first_a, first_a)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True},
+        {"weight_decay": 0.01},
+    ],
+)
+def test_sigma_zero_is_exactly_sgd(kwargs):
+    x, y = tiny_data()
+    weights = []
+    for opt in [
+        kht.HeavyTailSGD(learning_rate=0.1, sigma=0.0, seed=1, **kwargs),
+        keras.optimizers.SGD(learning_rate=0.1, **kwargs),
+    ]:
+        model = tiny_mlp()
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for noisy, plain in zip(*weights):
+        np.testing.assert_array_equal(noisy, plain)
+
+
+def test_sigma_zero_wrapper_is_exactly_inner_optimizer():
+    x, y = tiny_data()
+    weights = []
+    for opt in [
+        kht.HeavyTailNoise(keras.optimizers.Adam(1e-2), sigma=0.0, seed=1),
+        keras.optimizers.Adam(1e-2),
+    ]:
+        model = tiny_mlp()
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+        weights.append(model.get_weights())
+    for noisy, plain in zip(*weights):
+        np.testing.assert_array_equal(noisy, plain)
+
+
+@pytest.mark.parametrize("alpha,noise,inner", CASES)
+def test_biases_and_excluded_variables_are_never_perturbed(alpha, noise, inner):
+    model = tiny_mlp()
+    opt = make_optimizer(alpha, noise, inner, sigma=1.0, seed=0)
+    hidden, out = model.get_layer("hidden"), model.get_layer("out")
+    opt.exclude_from_noise(var_list=[out.kernel], var_names=["nothing_matches"])
+    variables = model.trainable_variables
+    before = [np.asarray(v) for v in variables]
+    opt.build(variables)
+    opt.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    after = dict(zip([v.path for v in variables], [np.asarray(v) for v in variables]))
+    old = dict(zip([v.path for v in variables], before))
+    assert not np.allclose(after[hidden.kernel.path], old[hidden.kernel.path])
+    for v in (hidden.bias, out.kernel, out.bias):
+        np.testing.assert_array_equal(after[v.path], old[v.path])
+
+
+def test_exclude_by_name_and_paper_exclusions():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="conv1"),
+            keras.layers.Conv2D(4, 3, name="conv2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, name="fc"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
+    excluded = kht.paper_exclusions(model)
+    assert {v.path.split("/", 1)[1] for v in excluded} == {
+        "conv1/kernel",
+        "conv1/bias",
+        "logits/kernel",
+        "logits/bias",
+    }
+    opt = kht.HeavyTailSGD(sigma=1.0, seed=0)
+    opt.exclude_from_noise(excluded, var_names=["fc/"])
+    variables = model.trainable_variables
+    before = [np.asarray(v) for v in variables]
+    opt.build(variables)
+    opt.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    changed = {
+        v.path
+        for v, b in zip(variables, before)
+        if not np.array_equal(np.asarray(v), b)
+    }
+    assert {path.split("/", 1)[1] for path in changed} == {"conv2/kernel"}
+
+
+def test_exclude_after_build_raises():
+    opt = kht.HeavyTailSGD()
+    opt.build([keras.Variable(np.zeros((2, 2)))])
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        opt.exclude_from_noise(var_names=["x"])
+
+
+def test_same_seed_same_trajectory_other_seed_other():
+    x, y = tiny_data()
+    runs = []
+    for seed in (5, 5, 6):
+        model = tiny_mlp()
+        model.compile(
+            optimizer=kht.HeavyTailSGD(0.1, sigma=0.05, seed=seed), loss="mse"
+        )
+        model.fit(
+            x,
+            keras.ops.one_hot(y, 3),
+            epochs=1,
+            batch_size=16,
+            verbose=0,
+            shuffle=False,
+        )
+        runs.append(model.get_weights()[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("alpha,noise,inner", CASES)
+def test_save_reload_mid_training_continues_the_same_noise(
+    alpha, noise, inner, tmp_path
+):
+    x, y = tiny_data()
+    y = keras.ops.one_hot(y, 3)
+
+    def fit(model, epochs):
+        model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False)
+
+    straight = tiny_mlp()
+    straight.compile(
+        optimizer=make_optimizer(alpha, noise, inner, sigma=0.05, seed=2), loss="mse"
+    )
+    fit(straight, 4)
+
+    first = tiny_mlp()
+    first.compile(
+        optimizer=make_optimizer(alpha, noise, inner, sigma=0.05, seed=2), loss="mse"
+    )
+    fit(first, 2)
+    path = os.path.join(tmp_path, "mid.keras")
+    first.save(path)
+    resumed = keras.models.load_model(path)
+    assert int(resumed.optimizer.iterations) == 8
+    fit(resumed, 2)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_jit_compile_is_reproducible_and_exact_at_sigma_zero():
+    # XLA draws a different (equally valid) Philox stream than the TF kernels,
+    # so jit runs are compared with jit runs; sigma=0 matches SGD up to XLA's
+    # float reassociation.
+    x, y = tiny_data()
+
+    def fit(opt):
+        model = tiny_mlp()
+        model.compile(
+            optimizer=opt, loss="sparse_categorical_crossentropy", jit_compile=True
+        )
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+        return model.get_weights()
+
+    noisy = [
+        fit(kht.HeavyTailSGD(0.1, sigma=0.05, seed=4, noise=n))
+        for n in ("entry", "entry")
+    ]
+    for a, b in zip(*noisy):
+        np.testing.assert_array_equal(a, b)
+    quiet = fit(kht.HeavyTailSGD(0.1, sigma=0.0, seed=4))
+    plain = fit(keras.optimizers.SGD(0.1))
+    for a, b in zip(quiet, plain):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(noisy[0][0], plain[0])
+
+
+def test_noise_scales_with_the_scheduled_learning_rate():
+    # Same seed, same step: lr_rescaling=True gives lr_t**(1/alpha) times the
+    # noise of lr_rescaling=False, with lr_t read from the schedule.
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        0.5, decay_steps=1, decay_rate=0.5
+    )
+    alpha = 1.5
+    with_lr = increments(
+        kht.HeavyTailSGD(schedule, alpha=alpha, seed=1), (3, 5), steps=3
+    )
+    without = increments(
+        kht.HeavyTailSGD(schedule, alpha=alpha, seed=1, lr_rescaling=False),
+        (3, 5),
+        steps=3,
+    )
+    for step in range(3):
+        lr = 0.5 * 0.5**step
+        np.testing.assert_allclose(
+            with_lr[step], without[step] * lr ** (1 / alpha), rtol=1e-5
+        )
+
+
+def test_sigma_schedule_anneals_the_noise():
+    sigma = keras.optimizers.schedules.PiecewiseConstantDecay([1], [0.1, 0.0])
+    steps = increments(kht.HeavyTailSGD(0.1, sigma=sigma, seed=0), (3, 4), steps=4)
+    assert np.abs(steps[:2]).min() > 0
+    np.testing.assert_array_equal(steps[2:], 0.0)
+    constant = increments(kht.HeavyTailSGD(0.1, sigma=0.1, seed=0), (3, 4), steps=1)
+    np.testing.assert_array_equal(steps[0], constant[0])
+
+
+def test_wrapper_delegates_learning_rate_iterations_and_variables():
+    inner = keras.optimizers.Adam(learning_rate=0.02)
+    opt = kht.HeavyTailNoise(inner, seed=0)
+    var = keras.Variable(np.zeros((2, 3)))
+    opt.build([var])
+    assert float(opt.learning_rate) == pytest.approx(0.02)
+    opt.learning_rate = 0.03
+    assert float(inner.learning_rate) == pytest.approx(0.03)
+    opt.apply([keras.ops.ones((2, 3))], [var])
+    assert opt.iterations is inner.iterations and int(opt.iterations) == 1
+    assert all(any(v is w for w in opt.variables) for v in inner.variables)
+
+
+def test_mixed_precision_under_loss_scale_optimizer(mixed_precision):
+    x, y = tiny_data()
+    model = tiny_mlp()
+    before = model.get_layer("hidden").kernel.numpy().copy()
+    opt = keras.optimizers.LossScaleOptimizer(
+        kht.HeavyTailSGD(0.05, sigma=0.05, seed=1)
+    )
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    after = model.get_layer("hidden").kernel.numpy()
+    assert model.get_layer("hidden").kernel.dtype == "float32"
+    assert np.isfinite(after).all() and not np.allclose(before, after)
+
+
+@pytest.mark.parametrize("alpha,noise,inner", CASES)
+def test_get_config_round_trips(alpha, noise, inner, tmp_path):
+    opt = make_optimizer(alpha, noise, inner, sigma=0.02, seed=9, lr_rescaling=False)
+    assert opt.alpha == alpha and opt.noise == noise and opt.seed == 9
+    assert opt.sigma == 0.02 and opt.lr_rescaling is False
+    assert_round_trips(opt, tmp_path)
+
+
+def test_schedules_round_trip(tmp_path):
+    sigma = keras.optimizers.schedules.PolynomialDecay(0.01, 100, 0.0)
+    lr = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    assert_round_trips(
+        kht.HeavyTailSGD(lr, momentum=0.9, nesterov=True, sigma=sigma, seed=1), tmp_path
+    )
+
+
+def test_seed_none_is_drawn_and_kept():
+    opt = kht.HeavyTailSGD()
+    assert isinstance(opt.seed, int)
+    assert kht.HeavyTailSGD.from_config(opt.get_config()).seed == opt.seed
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"alpha": 2.5}, "Received: alpha=2.5"),
+        ({"alpha": 0}, "Received: alpha=0"),
+        ({"sigma": -0.1}, "Received: sigma=-0.1"),
+        ({"noise": "row"}, "Received: noise='row'"),
+        ({"seed": 1.5}, "Received: seed=1.5"),
+        ({"seed": "1"}, "Received: seed='1'"),
+        ({"lr_rescaling": "yes"}, "Received: lr_rescaling='yes'"),
+    ],
+)
+def test_invalid_arguments_repeat_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kht.HeavyTailSGD(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        kht.HeavyTailNoise(keras.optimizers.Adam(), **kwargs)
+
+
+def test_wrapper_rejects_non_keras3_optimizer():
+    with pytest.raises(ValueError, match="Received: optimizer='adam'"):
+        kht.HeavyTailNoise("adam")
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, keras_heavytail as kht
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+    for opt_fn in (lambda: kht.HeavyTailSGD(0.1, sigma=0.05, seed=1, noise="entry"),
+                   lambda: kht.HeavyTailNoise(keras.optimizers.Adam(1e-2), sigma=0.05, seed=1)):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+                                      keras.layers.Dense(3)])
+            model.compile(optimizer=opt_fn(), loss="sparse_categorical_crossentropy")
+        before = model.layers[0].kernel.numpy().copy()
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        replicas = [v.numpy() for v in model.layers[0].kernel.value.values]
+        assert len(replicas) == 2
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+        assert not np.allclose(before, replicas[0])
+    print("replicas identical")
+    """
+)
+
+
+def test_mirrored_replicas_draw_identical_noise():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas identical" in result.stdout
