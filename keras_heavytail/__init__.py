@@ -4,6 +4,11 @@ References:
     - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
 """
 
+from keras_heavytail.compressibility import best_k_error
+from keras_heavytail.compressibility import compressibility_report
+from keras_heavytail.compressibility import neuron_norms
+from keras_heavytail.compressibility import neuron_prune_ratio
+from keras_heavytail.compressibility import tail_index
 from keras_heavytail.noise import SymmetricStable
 from keras_heavytail.noise import positive_stable
 from keras_heavytail.noise import stable_noise
@@ -11,6 +16,12 @@ from keras_heavytail.noise import symmetric_stable
 from keras_heavytail.optimizers import HeavyTailNoise
 from keras_heavytail.optimizers import HeavyTailSGD
 from keras_heavytail.optimizers import paper_exclusions
+from keras_heavytail.plots import plot_norm_tails
+from keras_heavytail.plots import plot_pruning_curves
+from keras_heavytail.pruning import neuron_scores
+from keras_heavytail.pruning import prune
+from keras_heavytail.pruning import pruning_curve
+from keras_heavytail.pruning import shrink
 
 __version__ = "0.1.0"
 
@@ -18,8 +29,19 @@ __all__ = [
     "HeavyTailNoise",
     "HeavyTailSGD",
     "SymmetricStable",
+    "best_k_error",
+    "compressibility_report",
+    "neuron_norms",
+    "neuron_prune_ratio",
+    "neuron_scores",
     "paper_exclusions",
+    "plot_norm_tails",
+    "plot_pruning_curves",
     "positive_stable",
+    "prune",
+    "pruning_curve",
+    "shrink",
     "stable_noise",
     "symmetric_stable",
+    "tail_index",
 ]

@@ -1,0 +1,115 @@
+"""Exact tests of the compressibility numbers on inputs with known answers."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+from keras_heavytail import compressibility as cm
+
+
+@pytest.mark.parametrize("alpha", [1.2, 1.5, 1.8])
+def test_mmo2014_recovers_the_tail_index_within_0_1(alpha):
+    # n = 100000 scipy samples with a fixed seed; the estimator's spread at
+    # this n is about 0.01 (measured over seeds 0-2), so 0.1 is a wide margin.
+    x = stats.levy_stable.rvs(alpha, 0.0, size=100_000, random_state=1)
+    assert abs(cm.tail_index(x) - alpha) < 0.1
+
+
+def test_mmo2014_caps_at_two_for_gaussian_data():
+    x = np.random.default_rng(0).normal(size=50_000)
+    assert 1.9 < cm.tail_index(x) <= 2.0
+
+
+def test_hill_on_a_pareto_sample():
+    # |x| Pareto with index 1.5: Hill's estimate converges to 1.5.
+    x = stats.pareto.rvs(1.5, size=100_000, random_state=0)
+    assert abs(cm.tail_index(x, "hill", 0.05) - 1.5) < 0.05
+
+
+def test_tail_index_rejects_bad_input():
+    with pytest.raises(ValueError, match="must not be empty"):
+        cm.tail_index([])
+    with pytest.raises(ValueError, match="Received: method='moment'"):
+        cm.tail_index(np.ones(100), method="moment")
+    with pytest.raises(ValueError, match="tail_fraction=1.5"):
+        cm.tail_index(np.arange(1, 100), "hill", tail_fraction=1.5)
+    with pytest.raises(ValueError, match="finite"):
+        cm.tail_index([1.0, np.nan] * 10)
+
+
+def test_best_k_error_on_linspace():
+    # w = 1..10; keeping the top 20% (9, 10) drops 1..8:
+    # sqrt(sum_{i<=8} i^2 / sum_{i<=10} i^2) = sqrt(204 / 385).
+    w = np.linspace(1, 10, 10)
+    assert cm.best_k_error(w, 0.2) == pytest.approx(math.sqrt(204 / 385))
+    assert cm.best_k_error(-w, 0.2, p=1) == pytest.approx(36 / 55)
+    assert cm.best_k_error(w, 1.0) == 0.0
+    assert cm.best_k_error(w, 0.0) == pytest.approx(1.0)
+
+
+def test_best_k_error_rejects_bad_keep():
+    with pytest.raises(ValueError, match="Received: keep=1.2"):
+        cm.best_k_error(np.ones(3), 1.2)
+
+
+def test_neuron_norms_and_the_paper_criterion_on_a_hand_built_kernel():
+    # Columns with norms 1, 2, 3, 4 (squared 1, 4, 9, 16; total 30).
+    kernel = np.array([[1.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 4.0]])
+    np.testing.assert_allclose(cm.neuron_norms(kernel), [1, 2, 3, 4])
+    # cumulative 1, 5, 14, 30: within 10% (3.0) only the first; within 20%
+    # (6.0) the first two; within 50% (15.0) three.
+    assert cm.neuron_prune_ratio(kernel, 0.1) == 0.25
+    assert cm.neuron_prune_ratio(kernel, 0.2) == 0.5
+    assert cm.neuron_prune_ratio(kernel, 0.5) == 0.75
+    assert cm.neuron_prune_ratio(kernel, 0.0) == 0.0
+
+
+def test_conv_kernels_are_scored_per_filter():
+    kernel = np.zeros((3, 3, 2, 2))
+    kernel[..., 1] = 1.0  # 18 ones: norm sqrt(18)
+    np.testing.assert_allclose(cm.neuron_norms(kernel), [0.0, math.sqrt(18)])
+    assert cm.neuron_prune_ratio(kernel) == 0.5
+
+
+def test_neuron_norms_reject_vectors():
+    with pytest.raises(ValueError, match=r"Received: shape=\(3,\)"):
+        cm.neuron_norms(np.ones(3))
+
+
+def make_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(40, name="hidden"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+
+
+def test_report_rows_table_and_json():
+    model = make_model()
+    report = cm.compressibility_report(model)
+    assert [r["layer"] for r in report.rows] == ["hidden", "out", "(model)"]
+    hidden = report["hidden"]
+    kernel = model.get_layer("hidden").kernel.numpy()
+    assert hidden["shape"] == [5, 40] and hidden["parameters"] == 200
+    assert hidden["neuron_prune_ratio"] == cm.neuron_prune_ratio(kernel)
+    assert hidden["best_k_error@0.2"] == pytest.approx(cm.best_k_error(kernel, 0.2))
+    whole = report["(model)"]
+    assert whole["parameters"] == 5 * 40 + 40 * 3
+    assert whole["neurons"] == 43
+    text = str(report)
+    assert len({len(line) for line in text.splitlines()}) == 1  # aligned
+    assert "hidden" in text and "neuron_prune_ratio" in text
+    assert json.loads(report.to_json())["rows"][0]["layer"] == "hidden"
+
+
+def test_report_rejects_a_model_without_kernels():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.ReLU()])
+    with pytest.raises(ValueError, match="no layer with a kernel"):
+        cm.compressibility_report(model)
