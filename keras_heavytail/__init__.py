@@ -9,6 +9,15 @@ from keras_heavytail.compressibility import compressibility_report
 from keras_heavytail.compressibility import neuron_norms
 from keras_heavytail.compressibility import neuron_prune_ratio
 from keras_heavytail.compressibility import tail_index
+from keras_heavytail.datasets import load_dataset
+from keras_heavytail.experiments import Setting
+from keras_heavytail.experiments import build_model
+from keras_heavytail.experiments import run_protocol
+from keras_heavytail.export import benchmark_tflite
+from keras_heavytail.export import evaluate_tflite
+from keras_heavytail.export import export_tflite
+from keras_heavytail.export import model_card
+from keras_heavytail.export import predict_tflite
 from keras_heavytail.noise import SymmetricStable
 from keras_heavytail.noise import positive_stable
 from keras_heavytail.noise import stable_noise
@@ -28,9 +37,16 @@ __version__ = "0.1.0"
 __all__ = [
     "HeavyTailNoise",
     "HeavyTailSGD",
+    "Setting",
     "SymmetricStable",
+    "benchmark_tflite",
     "best_k_error",
+    "build_model",
     "compressibility_report",
+    "evaluate_tflite",
+    "export_tflite",
+    "load_dataset",
+    "model_card",
     "neuron_norms",
     "neuron_prune_ratio",
     "neuron_scores",
@@ -38,8 +54,10 @@ __all__ = [
     "plot_norm_tails",
     "plot_pruning_curves",
     "positive_stable",
+    "predict_tflite",
     "prune",
     "pruning_curve",
+    "run_protocol",
     "shrink",
     "stable_noise",
     "symmetric_stable",

@@ -154,16 +154,15 @@ def cms_symmetric(xp, u, log_w, alpha):
     """CMS transform: `U ~ Uniform(-pi/2, pi/2)`, `log W`, `W ~ Exp(1)` -> SaS(alpha, 1).
 
     `X = sin(aU) / cos(U)**(1/a) * (cos((1-a)U) / W)**((1-a)/a)`, evaluated as
-    one `exp` of a sum of logs (cheaper than three powers). Exact for a tensor
-    `alpha`, alpha=1 (tan U) and alpha=2 (2 sin(U) sqrt(W) ~ N(0, 2)) included.
+    `sin(aU) * exp(sum of logs)`: one `exp` instead of three powers, and few
+    passes over the data. Exact for a tensor `alpha`, alpha=1 (tan U) and
+    alpha=2 (2 sin(U) sqrt(W) ~ N(0, 2)) included.
     """
     one_minus = 1.0 - alpha
-    log_abs = (
-        xp.log(xp.abs(xp.sin(alpha * u)))
-        - xp.log(xp.cos(u)) / alpha
-        + (one_minus / alpha) * (xp.log(xp.cos(one_minus * u)) - log_w)
-    )
-    return xp.sign(u) * xp.exp(log_abs)
+    log_rest = (one_minus / alpha) * (xp.log(xp.cos(one_minus * u)) - log_w) - xp.log(
+        xp.cos(u)
+    ) / alpha
+    return xp.sin(alpha * u) * xp.exp(log_rest)
 
 
 def cms_positive(xp, u, log_w, a):
@@ -173,18 +172,15 @@ def cms_positive(xp, u, log_w, a):
     transform `E exp(-sA) = exp(-s**a)` (Kanter, 1975).
     """
     one_minus = 1.0 - a
-    log_a = (
-        xp.log(xp.sin(a * u))
-        - xp.log(xp.sin(u)) / a
-        + (one_minus / a) * (xp.log(xp.sin(one_minus * u)) - log_w)
-    )
-    return xp.exp(log_a)
+    log_rest = (one_minus / a) * (xp.log(xp.sin(one_minus * u)) - log_w) - xp.log(
+        xp.sin(u)
+    ) / a
+    return xp.sin(a * u) * xp.exp(log_rest)
 
 
 def _angle_and_log_exp(shape, seed, dtype, low, high):
     """`U ~ Uniform(low, high)` and `log W` with `W ~ Exp(1)`, from one seed."""
-    v = _uniform(shape, fold_in(seed, 0), dtype, _TINY, 1.0)
-    u = low + (high - low) * v
+    u = _uniform(shape, fold_in(seed, 0), dtype, low + (high - low) * _TINY, high)
     v = _uniform(shape, fold_in(seed, 1), dtype, _TINY, 1.0)
     return u, ops.log(-ops.log(v))
 
@@ -277,29 +273,37 @@ def unit_shape(shape):
     return (1,) * (len(shape) - 1) + shape[-1:]
 
 
-def stable_noise(shape, alpha, structure="entry", seed=None, dtype=None):
+def stable_noise(
+    shape, alpha, structure="entry", scale=1.0, seed=None, dtype=None, broadcast=True
+):
     """Draws a kernel-shaped alpha-stable perturbation with the paper's structure.
 
     Output units are the last axis (Dense `(in, out)`, Conv `(..., in, out)`).
 
-    - `"entry"`: every entry i.i.d. `SaS(alpha, 1)`.
-    - `"neuron"`: one `SaS(alpha, 1)` scalar per output unit, shared by all
-      its incoming weights (noise type 1 of the paper's code).
-    - `"elliptical"`: per output unit `sqrt(2A) * G`, `A` positive
+    - `"entry"`: every entry i.i.d. `SaS(alpha, scale)`.
+    - `"neuron"`: one `SaS(alpha, scale)` scalar per output unit, shared by
+      all its incoming weights (noise type 1 of the paper's code).
+    - `"elliptical"`: per output unit `scale * sqrt(2A) * G`, `A` positive
       (alpha/2)-stable, `G` standard Gaussian over the fan-in: every entry is
-      marginally `SaS(alpha, 1)` and the unit's vector is rotation invariant.
+      marginally `SaS(alpha, scale)` and the unit's vector is rotation
+      invariant. It costs one Gaussian draw per entry.
 
     Args:
         shape: tuple of ints, the kernel shape. Defaults to none; required.
         alpha: float in (0, 2]. Defaults to none; required.
         structure: one of `"entry"`, `"neuron"`, `"elliptical"`.
             Defaults to `"entry"`.
+        scale: float or scalar tensor, applied at the smallest shape (per
+            unit for `"neuron"` and `"elliptical"`). Defaults to `1.0`.
         seed: as in `symmetric_stable`. Defaults to `None`.
         dtype: float dtype. Defaults to `None` (`keras.config.floatx()`).
+        broadcast: if `False`, `"neuron"` noise is returned with shape
+            `(1, ..., 1, units)`, for adding with broadcasting instead of
+            materialising the full kernel. Defaults to `True`.
 
     Returns:
-        A tensor of `shape`. For `"neuron"` it is constant along every axis
-        but the last.
+        A tensor of `shape` (or broadcastable to it). For `"neuron"` it is
+        constant along every axis but the last.
 
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
@@ -307,17 +311,22 @@ def stable_noise(shape, alpha, structure="entry", seed=None, dtype=None):
     check_structure(structure)
     shape = tuple(shape)
     if structure == "entry" or len(shape) < 2:
-        return symmetric_stable(shape, alpha, seed=seed, dtype=dtype)
+        return symmetric_stable(shape, alpha, scale=scale, seed=seed, dtype=dtype)
     seed = as_stateless_seed(seed)
     if structure == "neuron":
-        per_unit = symmetric_stable(unit_shape(shape), alpha, seed=seed, dtype=dtype)
-        return ops.broadcast_to(per_unit, shape)
+        per_unit = symmetric_stable(
+            unit_shape(shape), alpha, scale=scale, seed=seed, dtype=dtype
+        )
+        return ops.broadcast_to(per_unit, shape) if broadcast else per_unit
     compute_dtype, out_dtype = _sampling_dtype(dtype)
     mixing = positive_stable(
         unit_shape(shape), alpha / 2.0, seed=fold_in(seed, 2), dtype=compute_dtype
     )
+    per_unit = ops.sqrt(2.0 * mixing)
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        per_unit = per_unit * ops.cast(scale, compute_dtype)
     gauss = _normal(shape, fold_in(seed, 3), compute_dtype)
-    return ops.cast(ops.sqrt(2.0 * mixing) * gauss, out_dtype)
+    return ops.cast(per_unit * gauss, out_dtype)
 
 
 class SymmetricStable(tfd.Distribution):

@@ -118,16 +118,28 @@ class _StableNoiseMixin:
         return self.sigma
 
     def _noise_increment(self, variable, index, learning_rate, sigma, iteration):
-        """`sigma * lr**(1/alpha) * xi` for one variable, as a tensor."""
+        """`sigma * lr**(1/alpha) * xi` for one variable (broadcastable to it)."""
         seed = noise_lib.fold_in(noise_lib.fold_in([self.seed, 0], index), iteration)
-        xi = noise_lib.stable_noise(
-            variable.shape, self.alpha, self.noise, seed=seed, dtype=variable.dtype
-        )
         factor = ops.cast(sigma, variable.dtype)
         if self.lr_rescaling:
             lr = ops.cast(learning_rate, variable.dtype)
             factor = factor * ops.power(lr, 1.0 / self.alpha)
-        return factor * xi
+        return noise_lib.stable_noise(
+            variable.shape,
+            self.alpha,
+            self.noise,
+            scale=factor,
+            seed=seed,
+            dtype=variable.dtype,
+            broadcast=False,
+        )
+
+    def _add_increment(self, variable, increment):
+        """Adds in place; a per-unit increment is added with broadcasting."""
+        if tuple(increment.shape) == tuple(variable.shape):
+            self.assign_add(variable, increment)
+        else:
+            self.assign(variable, ops.add(variable, increment))
 
     def _noise_config(self):
         sigma = self.sigma
@@ -234,7 +246,7 @@ class HeavyTailSGD(_StableNoiseMixin, keras.optimizers.SGD):
             self._current_sigma(),
             self.iterations,
         )
-        self.assign_add(variable, increment)
+        self._add_increment(variable, increment)
 
     def get_config(self):
         config = super().get_config()
@@ -341,18 +353,21 @@ class HeavyTailNoise(_StableNoiseMixin, keras.optimizers.Optimizer):
             self._tf_add_noise([v for v, _ in targets], increments)
         else:
             for (variable, _), increment in zip(targets, increments):
-                self.assign_add(variable, increment)
+                self._add_increment(variable, increment)
 
     def _tf_add_noise(self, variables, increments):
         """Adds noise to (possibly mirrored) variables in a replica context."""
         import tensorflow as tf
 
+        def add(variable, increment):
+            if tuple(increment.shape) == tuple(variable.shape):
+                return variable.assign_add(increment)
+            return variable.assign(variable + increment)
+
         def merge_fn(distribution, pairs):
             for variable, increment in pairs:
                 value = variable.value if hasattr(variable, "value") else variable
-                distribution.extended.update(
-                    value, lambda v, d: v.assign_add(d), args=(increment,), group=False
-                )
+                distribution.extended.update(value, add, args=(increment,), group=False)
 
         tf.__internal__.distribute.interim.maybe_merge_call(
             merge_fn,

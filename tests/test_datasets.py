@@ -1,0 +1,110 @@
+"""Loading the embedded default and the paper's file formats, offline."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+
+from keras_heavytail import datasets
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist(directory, n_train=12, n_test=6):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28)),
+        "y_train": np.arange(n_train) % 10,
+        "x_test": rng.integers(0, 256, (n_test, 28, 28)),
+        "y_test": np.arange(n_test) % 10,
+    }
+    for key, name in datasets._IDX.items():
+        write_idx(directory / name, arrays[key])
+    return arrays
+
+
+def test_digits_is_embedded_split_and_standardised():
+    data = datasets.load_dataset("digits")
+    assert data.input_shape == (8, 8, 1) and data.num_classes == 10
+    assert len(data.y_train) + len(data.y_test) == 1797
+    assert len(data.y_test) == round(0.2 * 1797)
+    assert abs(float(data.x_train.mean())) < 1e-5
+    assert abs(float(data.x_train.std()) - 1.0) < 1e-3
+    assert "z-score" in data.preprocessing and "scikit-learn" in data.source
+
+
+def test_digits_unstandardised_is_in_unit_range():
+    data = datasets.load_dataset("digits", standardize=False)
+    assert data.x_train.min() == 0.0 and data.x_train.max() == 1.0
+
+
+def test_idx_files_in_a_directory(tmp_path):
+    arrays = fake_mnist(tmp_path)
+    data = datasets.load_dataset("mnist", data_dir=tmp_path, standardize=False)
+    assert data.x_train.shape == (12, 28, 28, 1)
+    np.testing.assert_array_equal(data.y_test, arrays["y_test"])
+    np.testing.assert_allclose(
+        data.x_train[..., 0], arrays["x_train"] / 255.0, rtol=1e-6
+    )
+
+
+def test_fashion_mnist_from_the_keras_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cache = tmp_path / "datasets" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    fake_mnist(cache)
+    data = datasets.load_dataset("fashion_mnist", limit=5)
+    assert data.x_train.shape == (5, 28, 28, 1) and str(cache) == data.source
+
+
+def test_mnist_npz_from_the_keras_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "datasets" / "mnist.npz",
+        x_train=rng.integers(0, 256, (4, 28, 28)).astype(np.uint8),
+        y_train=np.array([0, 1, 2, 3]),
+        x_test=rng.integers(0, 256, (2, 28, 28)).astype(np.uint8),
+        y_test=np.array([4, 5]),
+    )
+    data = datasets.load_dataset("mnist")
+    assert data.num_classes == 6 and data.source.endswith("mnist.npz")
+
+
+def test_cifar10_pickles(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in datasets._CIFAR:
+        batch = {b"data": rng.integers(0, 256, (3, 3072)), b"labels": [0, 1, 9]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    data = datasets.load_dataset("cifar10", data_dir=tmp_path)
+    assert data.x_train.shape == (15, 32, 32, 3) and data.x_test.shape == (3, 32, 32, 3)
+    assert data.num_classes == 10
+
+
+def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):
+        datasets.load_dataset("mnist", data_dir=tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        datasets.load_dataset("cifar10")
+
+
+def test_bad_name_and_corrupt_file(tmp_path):
+    with pytest.raises(ValueError, match="Received: name='imagenet'"):
+        datasets.load_dataset("imagenet")
+    bad = tmp_path / "bad.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"not an idx file")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        datasets.read_idx(bad)

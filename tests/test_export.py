@@ -1,0 +1,131 @@
+"""TFLite export, checked in the LiteRT interpreter."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_heavytail as kht
+from keras_heavytail import datasets
+from keras_heavytail import export
+
+pytest.importorskip("ai_edge_litert", reason="LiteRT checks need ai-edge-litert")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(digits.input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=kht.HeavyTailSGD(0.05, sigma=0.005, seed=0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(digits.x_train, digits.y_train, epochs=4, batch_size=32, verbose=0)
+    return model
+
+
+def test_float32_outputs_match_keras(trained, digits, tmp_path):
+    report = export.export_tflite(trained, tmp_path / "m.tflite", sparse=False)
+    assert report.quantization == "float32" and report.bytes > 4 * 64 * 128
+    outputs, runtime = export.predict_tflite(report.path, digits.x_test)
+    expected = trained.predict(digits.x_test, verbose=0)
+    assert np.max(np.abs(outputs - expected)) < 1e-4
+    assert runtime in ("xnnpack", "builtin")
+
+
+def test_int8_accuracy_within_one_point(trained, digits, tmp_path):
+    _, keras_accuracy = trained.evaluate(digits.x_test, digits.y_test, verbose=0)
+    report = export.export_tflite(
+        trained,
+        tmp_path / "q.tflite",
+        quantize="int8",
+        representative_data=digits.x_train,
+    )
+    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    assert abs(result["accuracy"] - keras_accuracy) <= 0.01
+    assert result["examples"] == len(digits.y_test)
+
+
+def test_sparse_int8_falls_back_to_builtin_kernels_and_is_small(
+    trained, digits, tmp_path
+):
+    pruned = kht.prune(trained, 0.9)
+    dense = export.export_tflite(trained, tmp_path / "dense.tflite", sparse=False)
+    small = export.export_tflite(
+        pruned,
+        tmp_path / "small.tflite",
+        quantize="int8",
+        representative_data=digits.x_train,
+    )
+    # 90% of the hidden kernel is zero, the output layer stays dense (77.8%
+    # of all kernel weights are zero) and int8 stores a quarter of the bytes.
+    assert small.weight_sparsity == pytest.approx(0.9 * 8192 / (8192 + 1280), abs=1e-3)
+    assert small.bytes < dense.bytes / 3
+    result = export.evaluate_tflite(small.path, digits.x_test, digits.y_test)
+    assert result["runtime"] == "builtin"  # XNNPACK refuses sparse int8
+    latency = export.benchmark_tflite(small.path, runs=20, warmup=2)
+    assert latency["median_ms"] > 0 and latency["p90_ms"] >= latency["median_ms"]
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "float16"])
+def test_other_quantizations_run(trained, digits, tmp_path, quantize):
+    report = export.export_tflite(
+        trained, tmp_path / f"{quantize}.tflite", quantize=quantize
+    )
+    assert report.quantization == quantize
+    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    assert result["accuracy"] > 0.8
+
+
+def test_bad_arguments_and_files(trained, digits, tmp_path):
+    with pytest.raises(ValueError, match="Received: quantize='int4'"):
+        export.export_tflite(trained, tmp_path / "x.tflite", quantize="int4")
+    with pytest.raises(ValueError, match="representative_data=None"):
+        export.export_tflite(trained, tmp_path / "x.tflite", quantize="int8")
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        export.evaluate_tflite(
+            tmp_path / "missing.tflite", digits.x_test, digits.y_test
+        )
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"this is not a flatbuffer" * 10)
+    with pytest.raises(ValueError, match="not a valid .tflite model"):
+        export.evaluate_tflite(corrupt, digits.x_test, digits.y_test)
+    good = export.export_tflite(trained, tmp_path / "good.tflite").path
+    with pytest.raises(
+        ValueError, match=r"do not fit the model, which takes \[8, 8, 1\]"
+    ):
+        export.predict_tflite(good, np.zeros((2, 64), "float32"))
+    with pytest.raises(ValueError, match="Received: dtype=int64"):
+        export.predict_tflite(good, np.zeros((2, 8, 8, 1), "int64"))
+
+
+def test_model_card_is_written_next_to_the_model(trained, digits, tmp_path):
+    report = export.export_tflite(trained, tmp_path / "card.tflite")
+    evaluation = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    card = export.model_card(
+        report.path,
+        source="test",
+        training={"alpha": 1.75, "sigma": 0.005, "noise": "elliptical", "seed": 0},
+        export=report,
+        evaluation=evaluation,
+        neurons_kept=128,
+    )
+    on_disk = json.loads((tmp_path / "card.json").read_text())
+    assert on_disk == json.loads(json.dumps(card))
+    assert on_disk["litert_evaluation"]["accuracy"] == evaluation["accuracy"]
+    assert on_disk["versions"]["tensorflow"] and on_disk["neurons_kept"] == 128
+    assert on_disk["bytes"] == report.bytes
