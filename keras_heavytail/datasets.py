@@ -207,7 +207,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
         preprocessing = (
             "pixels / max, then per-channel z-score with the training split's "
-            f"mean {np.round(mean, 4).tolist()} and std {np.round(std, 4).tolist()}"
+            f"mean {[round(float(m), 4) for m in mean]} and std {[round(float(v), 4) for v in std]}"
         )
     else:
         preprocessing = "pixels / max, in [0, 1]"

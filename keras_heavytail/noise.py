@@ -127,6 +127,27 @@ def _uniform(shape, seed, dtype, minval, maxval):
     return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
 
 
+def _uniform01(shape, seed, dtype):
+    """Uniform on [_TINY, 1): the raw Philox draw, clipped away from 0.
+
+    TF's `stateless_uniform` always adds two passes (`* (max - min) + min`);
+    the raw op and one `maximum` cost one.
+    """
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
+        v = tf.raw_ops.StatelessRandomUniformV2(
+            shape=shape,
+            key=key,
+            counter=counter,
+            alg=1,
+            dtype=dtype,  # 1: Philox
+        )
+        return tf.maximum(v, tf.constant(_TINY, dtype))
+    return _uniform(shape, seed, dtype, _TINY, 1.0)
+
+
 def _normal(shape, seed, dtype):
     if _backend() == "tensorflow":
         import tensorflow as tf
@@ -150,39 +171,38 @@ def _sampling_dtype(dtype):
 # ----------------------------------------------------------------------------
 
 
-def cms_symmetric(xp, u, log_w, alpha):
-    """CMS transform: `U ~ Uniform(-pi/2, pi/2)`, `log W`, `W ~ Exp(1)` -> SaS(alpha, 1).
+def cms_symmetric(xp, u, w, alpha):
+    """CMS transform: `U ~ Uniform(-pi/2, pi/2)`, `W ~ Exp(1)` -> SaS(alpha, 1).
 
     `X = sin(aU) / cos(U)**(1/a) * (cos((1-a)U) / W)**((1-a)/a)`, evaluated as
-    `sin(aU) * exp(sum of logs)`: one `exp` instead of three powers, and few
-    passes over the data. Exact for a tensor `alpha`, alpha=1 (tan U) and
-    alpha=2 (2 sin(U) sqrt(W) ~ N(0, 2)) included.
+    `sin(aU) * exp(sum of logs)`: one `exp` instead of three powers, and as
+    few passes over the data as the formula allows. Exact for a tensor
+    `alpha`, alpha=1 (tan U) and alpha=2 (2 sin(U) sqrt(W) ~ N(0, 2)) included.
     """
     one_minus = 1.0 - alpha
-    log_rest = (one_minus / alpha) * (xp.log(xp.cos(one_minus * u)) - log_w) - xp.log(
+    log_rest = (one_minus / alpha) * xp.log(xp.cos(one_minus * u) / w) - xp.log(
         xp.cos(u)
     ) / alpha
     return xp.sin(alpha * u) * xp.exp(log_rest)
 
 
-def cms_positive(xp, u, log_w, a):
-    """Kanter's transform: `U ~ Uniform(0, pi)` -> positive a-stable, a in (0, 1).
+def cms_positive(xp, u, w, a):
+    """Kanter's transform: `U ~ Uniform(0, pi)`, `W ~ Exp(1)` -> positive a-stable.
 
-    `A = sin(aU) / sin(U)**(1/a) * (sin((1-a)U) / W)**((1-a)/a)` has Laplace
-    transform `E exp(-sA) = exp(-s**a)` (Kanter, 1975).
+    For a in (0, 1), `A = sin(aU) / sin(U)**(1/a) * (sin((1-a)U) / W)**((1-a)/a)`
+    has Laplace transform `E exp(-sA) = exp(-s**a)` (Kanter, 1975).
     """
     one_minus = 1.0 - a
-    log_rest = (one_minus / a) * (xp.log(xp.sin(one_minus * u)) - log_w) - xp.log(
+    log_rest = (one_minus / a) * xp.log(xp.sin(one_minus * u) / w) - xp.log(
         xp.sin(u)
     ) / a
     return xp.sin(a * u) * xp.exp(log_rest)
 
 
-def _angle_and_log_exp(shape, seed, dtype, low, high):
-    """`U ~ Uniform(low, high)` and `log W` with `W ~ Exp(1)`, from one seed."""
+def _angle_and_exp(shape, seed, dtype, low, high):
+    """`U ~ Uniform(low, high)` and `W ~ Exp(1)`, from one seed."""
     u = _uniform(shape, fold_in(seed, 0), dtype, low + (high - low) * _TINY, high)
-    v = _uniform(shape, fold_in(seed, 1), dtype, _TINY, 1.0)
-    return u, ops.log(-ops.log(v))
+    return u, -ops.log(_uniform01(shape, fold_in(seed, 1), dtype))
 
 
 def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
@@ -229,11 +249,11 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
         x = _normal(shape, seed, compute_dtype) * math.sqrt(2.0)
     else:
         half_pi = math.pi / 2
-        u, log_w = _angle_and_log_exp(shape, seed, compute_dtype, -half_pi, half_pi)
+        u, w = _angle_and_exp(shape, seed, compute_dtype, -half_pi, half_pi)
         if alpha == 1.0:
             x = ops.tan(u)
         else:
-            x = cms_symmetric(ops, u, log_w, alpha)
+            x = cms_symmetric(ops, u, w, alpha)
     if not (isinstance(scale, (int, float)) and scale == 1.0):
         x = x * ops.cast(scale, compute_dtype)
     return ops.cast(x, out_dtype)
@@ -261,10 +281,8 @@ def positive_stable(shape, a, seed=None, dtype=None):
     shape = tuple(shape)
     if a == 1.0:
         return ops.ones(shape, dtype=out_dtype)
-    u, log_w = _angle_and_log_exp(
-        shape, as_stateless_seed(seed), compute_dtype, 0.0, math.pi
-    )
-    return ops.cast(cms_positive(ops, u, log_w, float(a)), out_dtype)
+    u, w = _angle_and_exp(shape, as_stateless_seed(seed), compute_dtype, 0.0, math.pi)
+    return ops.cast(cms_positive(ops, u, w, float(a)), out_dtype)
 
 
 def unit_shape(shape):
@@ -426,7 +444,7 @@ class SymmetricStable(tfd.Distribution):
         v = tf.random.stateless_uniform(shape, u_seed, _TINY, 1.0, dtype=self.dtype)
         u = math.pi * (v - 0.5)
         w = tf.random.stateless_uniform(shape, w_seed, _TINY, 1.0, dtype=self.dtype)
-        z = cms_symmetric(tf.math, u, tf.math.log(-tf.math.log(w)), alpha)
+        z = cms_symmetric(tf.math, u, -tf.math.log(w), alpha)
         return self.loc + self.scale * z
 
     def _mean(self):

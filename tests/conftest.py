@@ -47,6 +47,7 @@ def assert_round_trips(obj, tmp_path=None, model_fn=tiny_mlp):
     if tmp_path is not None and isinstance(obj, keras.optimizers.Optimizer):
         model = model_fn()
         model.compile(optimizer=obj, loss="mse")
+        obj.build(model.trainable_variables)  # save the optimizer's variables too
         path = os.path.join(tmp_path, "round_trip.keras")
         model.save(path)
         reloaded = keras.models.load_model(path)  # no custom_objects

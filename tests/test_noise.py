@@ -97,8 +97,8 @@ def test_general_formula_is_exact_at_alpha_1():
     # The CMS transform with a tensor alpha=1 reduces to tan(U): no special
     # case is needed for the TFP class.
     u = np.linspace(-1.5, 1.5, 7).astype("float32")
-    log_w = np.log(np.linspace(0.1, 3, 7)).astype("float32")
-    got = noise.cms_symmetric(tf.math, u, log_w, tf.constant(1.0))
+    w = np.linspace(0.1, 3, 7).astype("float32")
+    got = noise.cms_symmetric(tf.math, u, w, tf.constant(1.0))
     np.testing.assert_allclose(got, np.tan(u), rtol=1e-5)
 
 

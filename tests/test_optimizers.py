@@ -103,6 +103,31 @@ def test_sigma_zero_is_exactly_sgd(kwargs):
         np.testing.assert_array_equal(noisy, plain)
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}]
+)
+@pytest.mark.parametrize("noise", ["entry", "neuron"])
+def test_noisy_step_is_the_sgd_step_plus_the_noise(kwargs, noise):
+    # HeavyTailSGD folds the noise into SGD's write: after two steps with
+    # real gradients, it must equal SGD's weights plus the noise alone.
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(6, 5)).astype("float32") for _ in range(2)]
+
+    def run(opt, use_grads=True):
+        var = keras.Variable(np.ones((6, 5), "float32"))
+        opt.build([var])
+        for g in grads:
+            opt.apply([g if use_grads else np.zeros_like(g)], [var])
+        return np.asarray(var)
+
+    noisy = run(kht.HeavyTailSGD(0.1, sigma=0.2, seed=3, noise=noise, **kwargs))
+    plain = run(keras.optimizers.SGD(0.1, **kwargs))
+    noise_only = run(
+        kht.HeavyTailSGD(0.1, sigma=0.2, seed=3, noise=noise, **kwargs), False
+    )
+    np.testing.assert_allclose(noisy - plain, noise_only - 1.0, atol=1e-5)
+
+
 def test_sigma_zero_wrapper_is_exactly_inner_optimizer():
     x, y = tiny_data()
     weights = []

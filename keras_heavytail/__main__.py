@@ -1,0 +1,7 @@
+"""`python -m keras_heavytail` runs the `keras-heavytail` command."""
+
+import sys
+
+from keras_heavytail.cli import main
+
+sys.exit(main())
