@@ -19,8 +19,9 @@ from keras_heavytail import noise as noise_lib
 DEFAULT_NOISE = "neuron"
 
 
-def _check_sigma(sigma):
-    if isinstance(sigma, keras.optimizers.schedules.LearningRateSchedule):
+def _check_sigma(sigma, schedule_type=None):
+    schedule_type = schedule_type or keras.optimizers.schedules.LearningRateSchedule
+    if isinstance(sigma, schedule_type):
         return sigma
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
         raise ValueError(
@@ -70,11 +71,17 @@ def paper_exclusions(model):
 
 
 class _StableNoiseMixin:
-    """Arguments, validation, exclusion and the per-variable perturbation."""
+    """Arguments, validation, exclusion and the per-variable perturbation.
+
+    Shared by the Keras 3 optimizers here and the tf_keras one in `legacy`,
+    which sets `_schedules` to `tf_keras.optimizers.schedules`.
+    """
+
+    _schedules = keras.optimizers.schedules
 
     def _init_noise(self, alpha, sigma, noise, lr_rescaling, seed):
         self.alpha = noise_lib.check_alpha(alpha)
-        self.sigma = _check_sigma(sigma)
+        self.sigma = _check_sigma(sigma, self._schedules.LearningRateSchedule)
         self.noise = noise_lib.check_structure(noise)
         if not isinstance(lr_rescaling, bool):
             raise ValueError(
@@ -95,7 +102,7 @@ class _StableNoiseMixin:
             var_names: regular expressions; a variable whose path (or name)
                 matches one is excluded. Defaults to `None`.
         """
-        if self.built:
+        if getattr(self, "built", False) or getattr(self, "_built", False):
             raise ValueError(
                 "`exclude_from_noise()` can only be called before the "
                 "optimizer is built (before its first step)."
@@ -113,7 +120,7 @@ class _StableNoiseMixin:
         return not any(re.search(p, path) for p in self._noise_excluded_names)
 
     def _current_sigma(self):
-        if isinstance(self.sigma, keras.optimizers.schedules.LearningRateSchedule):
+        if isinstance(self.sigma, self._schedules.LearningRateSchedule):
             return self.sigma(self.iterations)
         return self.sigma
 
@@ -137,7 +144,7 @@ class _StableNoiseMixin:
     def _noise_config(self):
         sigma = self.sigma
         if not isinstance(sigma, float):
-            sigma = keras.optimizers.schedules.serialize(sigma)
+            sigma = self._schedules.serialize(sigma)
         return {
             "alpha": self.alpha,
             "sigma": sigma,
@@ -146,10 +153,10 @@ class _StableNoiseMixin:
             "seed": self.seed,
         }
 
-    @staticmethod
-    def _deserialize_sigma(config):
+    @classmethod
+    def _deserialize_sigma(cls, config):
         if isinstance(config.get("sigma"), dict):
-            config["sigma"] = keras.optimizers.schedules.deserialize(config["sigma"])
+            config["sigma"] = cls._schedules.deserialize(config["sigma"])
         return config
 
 

@@ -1,5 +1,6 @@
 """The public surface: every name in `__all__` imports and is documented."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,17 @@ def test_importing_the_package_leaves_tf_keras_alone():
         "assert 'tensorflow_model_optimization' not in sys.modules; "
         "assert os.environ.get('TF_USE_LEGACY_KERAS') is None; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_the_test_process_itself_stays_on_keras_3():
+    # Collecting every test module must not have imported tfmot here.
+    assert os.environ.get("TF_USE_LEGACY_KERAS") is None
+    assert "tensorflow_model_optimization" not in sys.modules
 
 
 def test_ruff_lint_is_clean():

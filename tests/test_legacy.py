@@ -1,0 +1,139 @@
+"""The tf_keras path: LegacyHeavyTailSGD and tfmot pruning, then LiteRT.
+
+Each test runs in a fresh interpreter: importing tfmot sets
+TF_USE_LEGACY_KERAS=1 for the whole process, which must not leak into the
+Keras 3 tests. The KS tolerance is the one of `test_noise.py` (0.1% critical
+value, fixed seed).
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# find_spec, not importorskip: importing tfmot here would set
+# TF_USE_LEGACY_KERAS=1 in the test process itself.
+for _package in ("tf_keras", "tensorflow_model_optimization"):
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(f"the legacy path needs {_package}", allow_module_level=True)
+
+
+def run(code):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):
+    out = run(
+        f"""
+        import math, json, numpy as np, tensorflow as tf, tf_keras
+        from scipy import stats
+        from keras_heavytail.legacy import LegacyHeavyTailSGD
+
+        # Zero gradients: increments / (sigma lr^(1/alpha)) are SaS(alpha, 1).
+        alpha, lr, sigma = 1.5, 0.05, 0.01
+        opt = LegacyHeavyTailSGD(lr, alpha=alpha, sigma=sigma, noise="entry", seed=1)
+        var = tf.Variable(np.zeros((4, 5000), "float32"))
+        opt.apply_gradients([(tf.zeros_like(var), var)])
+        xi = var.numpy()[0] / (sigma * lr ** (1 / alpha))
+        d = stats.kstest(xi, stats.levy_stable(alpha, 0.0).cdf).statistic
+        assert d < 1.95 / math.sqrt(xi.size), d
+
+        # Neuron noise is constant along the fan-in; biases never move.
+        opt = LegacyHeavyTailSGD(lr, sigma=0.1, noise="neuron", seed=1)
+        k, b = tf.Variable(np.zeros((3, 4), "float32")), tf.Variable(np.zeros(4, "float32"))
+        opt.apply_gradients([(tf.zeros_like(k), k), (tf.zeros_like(b), b)])
+        assert np.all(k.numpy() == k.numpy()[:1]) and np.any(k.numpy() != 0)
+        assert np.all(b.numpy() == 0)
+
+        # sigma=0 is exactly tf_keras SGD.
+        x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+        y = np.arange(64) % 3
+        weights = []
+        for opt in (LegacyHeavyTailSGD(0.1, momentum=0.9, sigma=0.0, seed=1),
+                    tf_keras.optimizers.SGD(0.1, momentum=0.9)):
+            tf_keras.utils.set_random_seed(0)
+            m = tf_keras.Sequential([tf_keras.layers.Dense(16, activation="relu", input_shape=(8,)),
+                                     tf_keras.layers.Dense(3)])
+            m.compile(optimizer=opt, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            m.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+            weights.append(m.get_weights())
+        for a, b in zip(*weights):
+            np.testing.assert_array_equal(a, b)
+
+        # Config round trip, with a tf_keras schedule as sigma, and a saved model.
+        sigma = tf_keras.optimizers.schedules.PolynomialDecay(0.01, 100, 0.0)
+        opt = LegacyHeavyTailSGD(0.1, alpha=1.9, sigma=sigma, noise="elliptical", seed=4)
+        config = opt.get_config()
+        assert LegacyHeavyTailSGD.from_config(config).get_config() == config
+        m.compile(optimizer=opt, loss="mse")
+        m.fit(x, tf_keras.utils.to_categorical(y, 3), epochs=1, verbose=0)
+        path = {str(tmp_path / "legacy.keras")!r}
+        m.save(path)
+        again = tf_keras.models.load_model(path)
+        assert type(again.optimizer).__name__ == "LegacyHeavyTailSGD"
+        assert again.optimizer.get_config()["seed"] == 4
+        print("legacy ok")
+        """
+    )
+    assert "legacy ok" in out
+
+
+def test_tfmot_pruning_then_litert_export(tmp_path):
+    out = run(
+        f"""
+        import numpy as np, tf_keras
+        from keras_heavytail import datasets, export
+        from keras_heavytail import legacy
+
+        data = datasets.load_dataset("digits")
+        tf_keras.utils.set_random_seed(0)
+        model = tf_keras.Sequential([
+            tf_keras.layers.Flatten(input_shape=data.input_shape),
+            tf_keras.layers.Dense(128, activation="relu"),
+            tf_keras.layers.Dense(10),
+        ])
+        steps = 4 * int(np.ceil(len(data.y_train) / 32))
+        pruned = legacy.prune_low_magnitude(model, 0.8, end_step=steps // 2, frequency=10)
+        pruned.compile(
+            optimizer=legacy.LegacyHeavyTailSGD(0.05, sigma=0.005, seed=0),
+            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        pruned.fit(data.x_train, data.y_train, epochs=4, batch_size=32, verbose=0,
+                   callbacks=legacy.pruning_callbacks())
+        stripped = legacy.strip_pruning(pruned)
+        sparsity = legacy.kernel_sparsity(stripped)
+        assert abs(sparsity - 0.8) < 0.01, sparsity
+        logits = stripped.predict(data.x_test, verbose=0)
+        keras_accuracy = np.mean(np.argmax(logits, -1) == data.y_test)
+        report = export.export_tflite(stripped, {str(tmp_path / "t.tflite")!r})
+        outputs, _ = export.predict_tflite(report.path, data.x_test)
+        assert np.max(np.abs(outputs - logits)) < 1e-4
+        assert report.weight_sparsity > 0.75 and keras_accuracy > 0.8
+        try:
+            legacy.pruning_callbacks(log_dir="logs")
+        except ImportError as error:
+            assert "tensorboard" in str(error)
+        import keras
+        try:
+            legacy.prune_low_magnitude(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        except ValueError as error:
+            assert "tf_keras (Keras 2) models only" in str(error)
+        else:
+            raise AssertionError("a Keras 3 model was accepted")
+        print("tfmot ok", round(sparsity, 3), round(float(keras_accuracy), 3))
+        """
+    )
+    assert "tfmot ok" in out
