@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
 from keras_heavytail import datasets  # noqa: E402
-from keras_heavytail import export  # noqa: E402
+from keras_heavytail import deploy  # noqa: E402
 
 
 # --8<-- [start:litert_predict]
@@ -98,7 +98,7 @@ def main(argv=None):
         model, training = train(data, args.epochs, args.seed)
     _, keras_accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
     print(f"Keras test accuracy: {keras_accuracy:.4f}")
-    rows = export.export_variants(
+    rows = deploy.export_variants(
         model,
         args.output,
         data.x_train[:500],
@@ -115,11 +115,11 @@ def main(argv=None):
             sys.exit(
                 f"{row['variant']}: board snippet {board} != {row['litert_accuracy']}"
             )
-    print(export.variants_table(rows))
-    export.write_index(args.output)
+    print(deploy.variants_table(rows))
+    deploy.write_index(args.output)
     parent = os.path.dirname(os.path.abspath(args.output))
     if os.path.basename(parent) == "saved_models":
-        export.write_index(parent)
+        deploy.write_index(parent)
     print(f"Wrote {len(rows)} models with cards to {args.output}")
 
 

@@ -10,6 +10,8 @@ from keras_heavytail.compressibility import neuron_norms
 from keras_heavytail.compressibility import neuron_prune_ratio
 from keras_heavytail.compressibility import tail_index
 from keras_heavytail.datasets import load_dataset
+from keras_heavytail.deploy import export_variants
+from keras_heavytail.distribution import SymmetricStable
 from keras_heavytail.experiments import Setting
 from keras_heavytail.experiments import build_model
 from keras_heavytail.experiments import run_protocol
@@ -18,7 +20,6 @@ from keras_heavytail.export import evaluate_tflite
 from keras_heavytail.export import export_tflite
 from keras_heavytail.export import model_card
 from keras_heavytail.export import predict_tflite
-from keras_heavytail.noise import SymmetricStable
 from keras_heavytail.noise import positive_stable
 from keras_heavytail.noise import stable_noise
 from keras_heavytail.noise import symmetric_stable
@@ -30,7 +31,7 @@ from keras_heavytail.plots import plot_pruning_curves
 from keras_heavytail.pruning import neuron_scores
 from keras_heavytail.pruning import prune
 from keras_heavytail.pruning import pruning_curve
-from keras_heavytail.pruning import shrink
+from keras_heavytail.shrinking import shrink
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "compressibility_report",
     "evaluate_tflite",
     "export_tflite",
+    "export_variants",
     "load_dataset",
     "model_card",
     "neuron_norms",

@@ -1,0 +1,170 @@
+"""Deployment bundles: the four LiteRT variants of a model, their cards, an index.
+
+Builds on `pruning`, `shrink` and `export`: prune, shrink, convert, evaluate
+and time in LiteRT, and write a model card beside every file.
+"""
+
+import json
+from pathlib import Path
+
+from keras_heavytail.export import benchmark_tflite
+from keras_heavytail.export import evaluate_tflite
+from keras_heavytail.export import export_tflite
+from keras_heavytail.export import model_card
+
+VARIANTS = (
+    "dense_float32",
+    "pruned_sparse_float32",
+    "pruned_sparse_int8",
+    "shrunk_int8",
+)
+
+
+def export_variants(
+    model,
+    directory,
+    x_calibration,
+    x_test,
+    y_test,
+    *,
+    entry_ratio=0.9,
+    neuron_ratio=0.7,
+    training=None,
+    source="keras-heavytail",
+    dataset=None,
+    num_threads=1,
+    runs=200,
+):
+    """Exports the four deployment variants of a model, each with its card.
+
+    1. `dense_float32`: the model as trained.
+    2. `pruned_sparse_float32`: `entry_ratio` of every hidden kernel's
+       entries pruned, stored sparsely.
+    3. `pruned_sparse_int8`: the same, full-integer quantised.
+    4. `shrunk_int8`: `neuron_ratio` of the hidden neurons pruned, then
+       removed by `shrink` (a smaller dense model: the fast one), int8.
+
+    Each `.tflite` is evaluated and timed in LiteRT and gets a model card.
+
+    Args:
+        model: a trained Keras 3 classifier (logits or probabilities).
+        directory: where the files go.
+        x_calibration: inputs for int8 calibration (a few hundred).
+        x_test, y_test: the evaluation split.
+        entry_ratio: entry sparsity of variants 2 and 3. Defaults to `0.9`.
+        neuron_ratio: share of hidden neurons removed in variant 4.
+            Defaults to `0.7`.
+        training: training settings for the cards. Defaults to `None`.
+        source: the cards' source line. Defaults to `"keras-heavytail"`.
+        dataset: what the cards say about the data (name, split, preprocessing),
+            e.g. `Dataset.summary()`. Defaults to `None`.
+        num_threads: LiteRT threads for timing. Defaults to `1`.
+        runs: timed invocations per model. Defaults to `200`.
+
+    Returns:
+        A list of dicts, one per variant: name, path, bytes, gzip bytes,
+        weight sparsity, hidden neurons, LiteRT accuracy, latency, runtime.
+    """
+    from keras_heavytail import pruning
+    from keras_heavytail.compressibility import kernel_layers
+    from keras_heavytail.shrinking import shrink
+
+    directory = Path(directory)
+    entry_pruned = pruning.prune(model, entry_ratio, structure="entry")
+    shrunk = shrink(pruning.prune(model, neuron_ratio, structure="neuron"))
+    plans = [
+        ("dense_float32", model, dict(sparse=False)),
+        ("pruned_sparse_float32", entry_pruned, dict(sparse=True)),
+        ("pruned_sparse_int8", entry_pruned, dict(sparse=True, quantize="int8")),
+        ("shrunk_int8", shrunk, dict(sparse=False, quantize="int8")),
+    ]
+    rows = []
+    for name, variant, options in plans:
+        report = export_tflite(
+            variant,
+            directory / f"{name}.tflite",
+            representative_data=x_calibration,
+            **options,
+        )
+        evaluation = evaluate_tflite(
+            report.path, x_test, y_test, num_threads=num_threads
+        )
+        latency = benchmark_tflite(report.path, num_threads=num_threads, runs=runs)
+        hidden = [layer.kernel.shape[-1] for layer in kernel_layers(variant)[:-1]]
+        model_card(
+            report.path,
+            source=source,
+            training=training,
+            export=report,
+            evaluation=evaluation,
+            benchmark=latency,
+            dataset=dataset,
+            variant=name,
+            hidden_neurons=hidden,
+            parameters=int(variant.count_params()),
+            pruning={
+                "entry_ratio": entry_ratio if "pruned" in name else 0.0,
+                "neuron_ratio": neuron_ratio if "shrunk" in name else 0.0,
+            },
+        )
+        rows.append(
+            {
+                "variant": name,
+                "path": report.path,
+                "bytes": report.bytes,
+                "gzip_bytes": report.gzip_bytes,
+                "weight_sparsity": report.weight_sparsity,
+                "hidden_neurons": hidden,
+                "litert_accuracy": evaluation["accuracy"],
+                "median_ms": latency["median_ms"],
+                "runtime": evaluation["runtime"],
+            }
+        )
+    return rows
+
+
+def variants_table(rows):
+    """A markdown table of `export_variants` rows, sizes relative to the first."""
+    base_bytes, base_ms = rows[0]["bytes"], rows[0]["median_ms"]
+    lines = [
+        "| variant | bytes | gzip bytes | x smaller | LiteRT accuracy | 1-thread latency (ms) | x faster | runtime |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
+            f"{base_bytes / r['bytes']:.1f} | {r['litert_accuracy']:.4f} | "
+            f"{r['median_ms']:.4f} | {base_ms / r['median_ms']:.1f} | {r['runtime']} |"
+        )
+    return "\n".join(lines)
+
+
+def write_index(root):
+    """Writes `root/README.md`: a table of every `.tflite` under `root` and its card."""
+    root = Path(root)
+    lines = [
+        "# saved_models",
+        "",
+        "Models exported by keras-heavytail, each with its model card (`.json`",
+        "beside it: training settings, sparsity, size, accuracy measured in",
+        "LiteRT, latency, library versions). Regenerated by the commands that",
+        "write them (`keras-heavytail demo`, `python examples/deploy_edge.py`).",
+        "",
+        "| file | variant | bytes | hidden neurons | LiteRT accuracy | 1-thread latency (ms) | dataset |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for path in sorted(root.rglob("*.tflite")):
+        card_path = path.with_suffix(".json")
+        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        evaluation = card.get("litert_evaluation") or {}
+        latency = card.get("litert_latency") or {}
+        dataset = (card.get("dataset") or {}).get("name", "")
+        accuracy = evaluation.get("accuracy")
+        median = latency.get("median_ms")
+        lines.append(
+            f"| `{path.relative_to(root)}` | {card.get('variant', '')} | {path.stat().st_size:,} | "
+            f"{card.get('hidden_neurons', '')} | "
+            f"{'' if accuracy is None else f'{accuracy:.4f}'} | "
+            f"{'' if median is None else f'{median:.4f}'} | {dataset} |"
+        )
+    (root / "README.md").write_text("\n".join(lines) + "\n")

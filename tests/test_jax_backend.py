@@ -1,0 +1,90 @@
+"""The optimizers on Keras 3's JAX backend (the backend of the GPU path).
+
+Runs in a subprocess with KERAS_BACKEND=jax: the backend is fixed when Keras
+is first imported. Same KS tolerance as `test_noise.py`.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+if importlib.util.find_spec("jax") is None:
+    pytest.skip("the JAX backend checks need jax", allow_module_level=True)
+
+CODE = textwrap.dedent(
+    """
+    import math, os, tempfile
+    import numpy as np, keras
+    from scipy import stats
+    import keras_heavytail as kht
+
+    assert keras.backend.backend() == "jax"
+    bound = lambda n: 1.95 / math.sqrt(n)
+    x = np.asarray(kht.symmetric_stable((20000,), 1.5, seed=1))
+    assert stats.kstest(x, stats.levy_stable(1.5, 0).cdf).statistic < bound(20000)
+
+    # Zero-gradient increments through stateless_apply (jitted by fit) are SaS.
+    for opt in (kht.HeavyTailSGD(0.05, alpha=1.5, sigma=0.01, noise="elliptical", seed=2),
+                kht.HeavyTailNoise(keras.optimizers.Adam(0.05), alpha=1.5, sigma=0.01, seed=2)):
+        var = keras.Variable(np.zeros((2, 20000), "float32"))
+        opt.build([var])
+        new_vars, _ = opt.stateless_apply(
+            [v.value for v in opt.variables], [np.zeros((2, 20000), "float32")], [var.value])
+        xi = np.asarray(new_vars[0])[0] / (0.01 * 0.05 ** (1 / 1.5))
+        d = stats.kstest(xi, stats.levy_stable(1.5, 0).cdf).statistic
+        assert d < bound(xi.size), (type(opt).__name__, d)
+
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(64, 8)).astype("float32"), np.arange(64) % 3
+
+    def model():
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(3)])
+        return m
+
+    def fit(m, epochs):
+        m.fit(xs, ys, epochs=epochs, batch_size=16, verbose=0, shuffle=False)
+        return m
+
+    # sigma=0 is exactly SGD.
+    weights = []
+    for opt in (kht.HeavyTailSGD(0.1, sigma=0.0, seed=1), keras.optimizers.SGD(0.1)):
+        m = model(); m.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        weights.append(fit(m, 2).get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+    # Save mid-training, reload, continue: same weights as straight through.
+    for make in (lambda: kht.HeavyTailSGD(0.1, sigma=0.05, seed=3),
+                 lambda: kht.HeavyTailNoise(keras.optimizers.Adam(1e-2), sigma=0.05, seed=3)):
+        straight = model(); straight.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
+        fit(straight, 4)
+        half = model(); half.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
+        fit(half, 2)
+        path = os.path.join(tempfile.mkdtemp(), "m.keras")
+        half.save(path)
+        resumed = fit(keras.saving.load_model(path), 2)
+        for a, b in zip(straight.get_weights(), resumed.get_weights()):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        assert not np.allclose(straight.get_weights()[0], weights[1][0])
+    print("jax ok")
+    """
+)
+
+
+def test_optimizers_on_the_jax_backend():
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", CODE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "jax ok" in result.stdout
