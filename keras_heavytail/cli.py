@@ -33,6 +33,14 @@ def _settings(args, baseline=True):
     return settings
 
 
+def _fresh_log(output):
+    """`output/runs.jsonl`, emptied: each finished run is appended to it."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "runs.jsonl"
+    path.write_text("")
+    return path
+
+
 def _load(args):
     from keras_heavytail import datasets
 
@@ -83,6 +91,7 @@ def cmd_demo(args):
         batch_size=64,
         epochs=args.epochs,
         seeds=seeds,
+        log_path=_fresh_log(output),
     )
     print(result.markdown())
     exports = {}
@@ -139,6 +148,7 @@ def cmd_reproduce(args):
         target_train_accuracy=args.target_train_accuracy,
         seeds=tuple(args.seeds),
         scores=("norm", "path"),
+        log_path=_fresh_log(Path(args.output)),
     )
     print(result.markdown())
     report.write_report(
@@ -151,14 +161,18 @@ def cmd_reproduce(args):
 
 
 def cmd_train(args):
+    from tqdm.auto import tqdm
+
     from keras_heavytail import experiments
 
     data = _load(args)
     setting = _settings(args, baseline=False)[0]
-    model, seconds, ran = experiments.train_one(
-        data, setting, args.architecture, args.width, args.depth, args.lr, args.momentum,
-        args.batch_size, args.epochs, args.target_train_accuracy, args.seeds[0],
-    )  # fmt: skip
+    with tqdm(total=args.epochs, desc=setting.label, unit="epoch", disable=None) as bar:
+        model, seconds, ran = experiments.train_one(
+            data, setting, args.architecture, args.width, args.depth, args.lr,
+            args.momentum, args.batch_size, args.epochs, args.target_train_accuracy,
+            args.seeds[0], progress=bar,
+        )  # fmt: skip
     _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
     model.save(args.output)
     print(

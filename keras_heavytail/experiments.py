@@ -7,6 +7,7 @@ curves, and returns per-run rows and a mean/spread table over seeds.
 """
 
 import dataclasses
+import json
 import math
 import time
 
@@ -270,6 +271,7 @@ def run_protocol(
     scores=("norm",),
     max_rel_sq_error=0.1,
     progress=True,
+    log_path=None,
 ):
     """Trains every setting for every seed under one budget and measures it.
 
@@ -290,6 +292,9 @@ def run_protocol(
         max_rel_sq_error: the paper criterion's budget. Defaults to `0.1`.
         progress: show a progress bar over all epochs (on a terminal).
             Defaults to `True`.
+        log_path: a JSON-lines file that gets each run's row as soon as it
+            is measured, so a crash or an interrupt loses at most the run in
+            progress. Defaults to `None`.
 
     Returns:
         A `ProtocolResult`: `runs` (one dict per run), `table` (per setting,
@@ -349,6 +354,9 @@ def run_protocol(
                     }
                 )
                 models[(setting.label, seed)] = model
+                if log_path is not None:
+                    with open(log_path, "a") as log:
+                        log.write(json.dumps(runs[-1]) + "\n")
     result = ProtocolResult(
         config, runs, _aggregate(runs, [s.label for s in settings]), models
     )
