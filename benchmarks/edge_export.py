@@ -2,7 +2,9 @@
 
 Trains the deployment model of `examples/deploy_edge.py` (one hidden layer of
 2000 units on the embedded digits, HeavyTailSGD, 20 epochs), then exports:
-dense float32; 90% and 95% entry-pruned sparse float32 and int8; and the
+dense float32; 90% and 95% of the hidden kernel's entries pruned, sparse
+float32 and int8 (per-unit and per-tensor quantisation scales); 90% of all
+kernel entries pruned (the output layer too), sparse int8; and the
 model with 70% of its hidden neurons pruned and removed (`shrink`), float32
 and int8. Latency is single-example, one thread, median over 5 interleaved
 rounds of 300 invocations each, so drift hits every file alike.
@@ -40,9 +42,26 @@ def main():
     for ratio in (0.9, 0.95):
         pruned = kht.prune(model, ratio)
         variants += [
-            (f"{ratio:.0%} entries pruned, sparse float32", pruned, {}),
-            (f"{ratio:.0%} entries pruned, sparse int8", pruned, {"quantize": "int8"}),
+            (f"{ratio:.0%} hidden entries pruned, sparse float32", pruned, {}),
+            (
+                f"{ratio:.0%} hidden entries pruned, sparse int8",
+                pruned,
+                {"quantize": "int8"},
+            ),
+            (
+                f"{ratio:.0%} hidden entries pruned, sparse int8 per-tensor",
+                pruned,
+                {"quantize": "int8", "per_channel": False},
+            ),
         ]
+    everything = kht.prune(model, 0.9, include_output=True)
+    variants.append(
+        (
+            "90% of all entries pruned, sparse int8 per-tensor",
+            everything,
+            {"quantize": "int8", "per_channel": False},
+        )
+    )
     variants += [
         ("70% neurons removed (shrink), float32", shrunk, {"sparse": False}),
         (

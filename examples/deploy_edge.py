@@ -6,7 +6,7 @@ with their cards into `--output`:
 
 - dense float32 (the reference),
 - pruned (90% of hidden weights) sparse float32,
-- pruned sparse int8,
+- pruned sparse int8 (one quantisation scale per tensor),
 - shrunk int8: 70% of the hidden neurons removed, a smaller dense model.
 
 and prints bytes, gzip bytes, accuracy measured in LiteRT and 1-thread

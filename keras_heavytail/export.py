@@ -30,6 +30,7 @@ class ExportReport:
     weight_sparsity: float
     quantization: str
     sparse: bool
+    per_channel: bool
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -59,7 +60,15 @@ def _saved_model(model, directory):
         model.export(directory)
 
 
-def export_tflite(model, path, *, sparse=True, quantize=None, representative_data=None):
+def export_tflite(
+    model,
+    path,
+    *,
+    sparse=True,
+    quantize=None,
+    representative_data=None,
+    per_channel=True,
+):
     """Converts a Keras model to a `.tflite` file.
 
     - `sparse=True` adds `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: pruned
@@ -75,6 +84,11 @@ def export_tflite(model, path, *, sparse=True, quantize=None, representative_dat
             with one float input. Defaults to none; required.
         path: the `.tflite` file to write.
         sparse: store pruned weights sparsely. Defaults to `True`.
+        per_channel: with `"int8"` or `"dynamic"`, one quantisation scale per
+            output unit (the converter's default, the most accurate); `False`
+            uses one per tensor, which saves 12 bytes of scale and zero point
+            per unit and tensor: 60 KB on a 2000-unit layer, a third of a
+            90%-sparse int8 file. Defaults to `True`.
         quantize: `None`, `"dynamic"`, `"float16"` or `"int8"`.
             Defaults to `None` (float32).
         representative_data: array of inputs for `"int8"` calibration.
@@ -104,6 +118,7 @@ def export_tflite(model, path, *, sparse=True, quantize=None, representative_dat
     with tempfile.TemporaryDirectory() as directory:
         _saved_model(model, directory)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        converter._experimental_disable_per_channel = not per_channel
         flatbuffer = _convert(converter, sparse, quantize, representative_data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +129,7 @@ def export_tflite(model, path, *, sparse=True, quantize=None, representative_dat
         gzip_bytes=len(gzip.compress(flatbuffer, compresslevel=9)),
         weight_sparsity=_weight_sparsity(model),
         quantization=quantize or "float32",
+        per_channel=bool(per_channel) and quantize in ("int8", "dynamic"),
         sparse=bool(sparse),
     )
 

@@ -47,12 +47,14 @@ def _check_choice(value, name, choices):
         )
 
 
-def prunable_layers(model, exclude=None):
+def prunable_layers(model, exclude=None, include_output=False):
     """Layers that pruning may touch: every kernel layer but the output layer.
 
     Args:
         model: a Keras model.
         exclude: names of more layers to leave alone. Defaults to `None`.
+        include_output: prune the output layer too (entries only: its units
+            are the model's outputs). Defaults to `False`, as in the paper.
 
     Returns:
         A list of layers.
@@ -64,7 +66,8 @@ def prunable_layers(model, exclude=None):
         raise ValueError(
             f"`exclude` names no kernel layer of the model. Received: {sorted(unknown)}"
         )
-    chosen = [layer for layer in layers[:-1] if layer.name not in exclude]
+    candidates = layers if include_output else layers[:-1]
+    chosen = [layer for layer in candidates if layer.name not in exclude]
     if not chosen:
         raise ValueError(
             f"Model {model.name!r} has no prunable layer: pruning leaves the output "
@@ -134,6 +137,7 @@ def pruning_masks(
     criterion=None,
     max_rel_sq_error=0.1,
     score="norm",
+    include_output=False,
 ):
     """Which weights `prune` zeroes: `{layer name: kept-mask}`.
 
@@ -142,7 +146,13 @@ def pruning_masks(
     """
     _check_choice(structure, "structure", STRUCTURES)
     _check_choice(scope, "scope", SCOPES)
-    layers = prunable_layers(model, exclude)
+    if include_output and (structure != "entry" or criterion is not None):
+        raise ValueError(
+            "`include_output=True` prunes the output layer's entries only; its units "
+            f"are the model's outputs. Received: structure={structure!r}, "
+            f"criterion={criterion!r}"
+        )
+    layers = prunable_layers(model, exclude, include_output)
     if criterion is not None:
         if criterion != "paper":
             raise ValueError(
@@ -221,6 +231,7 @@ def prune(
     criterion=None,
     max_rel_sq_error=0.1,
     score="norm",
+    include_output=False,
 ):
     """One-shot magnitude pruning; returns a pruned copy of `model`.
 
@@ -234,7 +245,8 @@ def prune(
     - `criterion="paper"` prunes, per layer, the most units whose squared
       norms stay within `max_rel_sq_error` of the layer's (Wan et al., 2024).
 
-    The output layer is never pruned, as in the paper; `exclude` names more.
+    The output layer is left alone, as in the paper (`include_output=True`
+    prunes its entries too, for the smallest file); `exclude` names more.
 
     Args:
         model: a Sequential or functional Keras 3 model (not modified).
@@ -245,6 +257,8 @@ def prune(
         criterion: `None` or `"paper"`. Defaults to `None`.
         max_rel_sq_error: the paper criterion's budget. Defaults to `0.1`.
         score: `"norm"` or `"path"`. Defaults to `"norm"`.
+        include_output: also prune the output layer's entries (only with
+            `structure="entry"`). Defaults to `False`.
 
     Returns:
         A new model with the same architecture and pruned weights.
@@ -258,7 +272,15 @@ def prune(
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
     masks = pruning_masks(
-        model, ratio, structure, scope, exclude, criterion, max_rel_sq_error, score
+        model,
+        ratio,
+        structure,
+        scope,
+        exclude,
+        criterion,
+        max_rel_sq_error,
+        score,
+        include_output,
     )
     return apply_masks(_copy(model), masks)
 

@@ -60,7 +60,9 @@ def test_demo_writes_report_models_and_cards(tmp_path, capsys):
             card = json.loads((out / name / f"{variant}.json").read_text())
             assert 0.0 <= card["litert_evaluation"]["accuracy"] <= 1.0
     assert (out / "pruning_curves.png").stat().st_size > 1000
-    logged = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()
+    ]
     assert [r["setting"] for r in logged] == [r["setting"] for r in payload["runs"]]
     assert "Report:" in capsys.readouterr().out
 

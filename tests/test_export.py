@@ -81,6 +81,29 @@ def test_sparse_int8_falls_back_to_builtin_kernels_and_is_small(
     assert latency["median_ms"] > 0 and latency["p90_ms"] >= latency["median_ms"]
 
 
+def test_per_tensor_int8_drops_per_unit_metadata(trained, digits, tmp_path):
+    pruned = kht.prune(trained, 0.9)
+    reports = {
+        per_channel: export.export_tflite(
+            pruned,
+            tmp_path / f"pc{per_channel}.tflite",
+            quantize="int8",
+            representative_data=digits.x_train,
+            per_channel=per_channel,
+        )
+        for per_channel in (True, False)
+    }
+    assert reports[True].per_channel and not reports[False].per_channel
+    # 12 bytes (float32 scale, int64 zero point) per unit of the 128-unit
+    # kernel and of its bias at least.
+    assert reports[True].bytes - reports[False].bytes >= 2 * 12 * 128
+    accuracies = [
+        export.evaluate_tflite(r.path, digits.x_test, digits.y_test)["accuracy"]
+        for r in reports.values()
+    ]
+    assert abs(accuracies[0] - accuracies[1]) <= 0.01
+
+
 @pytest.mark.parametrize("quantize", ["dynamic", "float16"])
 def test_other_quantizations_run(trained, digits, tmp_path, quantize):
     report = export.export_tflite(

@@ -99,6 +99,15 @@ def test_paper_criterion_prunes_within_the_error_budget():
     np.testing.assert_array_equal(unpruned, model.get_layer("h").kernel.numpy())
 
 
+def test_include_output_prunes_output_entries_only():
+    model = mlp()
+    pruned = kht.prune(model, 0.5, include_output=True)
+    assert np.mean(pruned.get_layer("out").kernel.numpy() == 0) == pytest.approx(0.5)
+    assert np.mean(pruned.get_layer("h1").kernel.numpy() == 0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="Received: structure='neuron'"):
+        kht.prune(model, 0.5, structure="neuron", include_output=True)
+
+
 def test_global_scope_ranks_all_layers_together():
     model = mlp()
     model.get_layer("h2").kernel.assign(model.get_layer("h2").kernel.numpy() * 100)
