@@ -126,7 +126,8 @@ class _StableNoiseMixin:
 
     def _noise_increment(self, variable, index, learning_rate, sigma, iteration):
         """`sigma * lr**(1/alpha) * xi` for one variable (broadcastable to it)."""
-        seed = noise_lib.fold_in(noise_lib.fold_in([self.seed, 0], index), iteration)
+        base = noise_lib.as_stateless_seed(self.seed)
+        seed = noise_lib.fold_in(noise_lib.fold_in(base, index), iteration)
         factor = ops.cast(sigma, variable.dtype)
         if self.lr_rescaling:
             lr = ops.cast(learning_rate, variable.dtype)

@@ -352,6 +352,12 @@ def test_schedules_round_trip(tmp_path):
     )
 
 
+def test_large_and_negative_seeds_work():
+    for seed in (2**40, -7):
+        steps = increments(kht.HeavyTailSGD(0.1, sigma=0.1, seed=seed), (3, 4), steps=1)
+        assert np.isfinite(steps).all() and np.abs(steps).max() > 0
+
+
 def test_seed_none_is_drawn_and_kept():
     opt = kht.HeavyTailSGD()
     assert isinstance(opt.seed, int)
