@@ -98,16 +98,6 @@ class LegacyHeavyTailSGD(_StableNoiseMixin, tf_keras.optimizers.SGD):
         else:
             variable.assign(variable + increment)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._noise_config())
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = cls._deserialize_sigma(dict(config))
-        return super().from_config(config, custom_objects=custom_objects)
-
 
 def _tfmot():
     try:

@@ -160,6 +160,18 @@ class _StableNoiseMixin:
             config["sigma"] = cls._schedules.deserialize(config["sigma"])
         return config
 
+    # For optimizers that subclass a concrete one (HeavyTailSGD and its
+    # tf_keras twin): the parent's config plus the noise arguments.
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._noise_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = cls._deserialize_sigma(dict(config))
+        return super().from_config(config, custom_objects=custom_objects)
+
 
 _UPDATE_RULE = """
     ```python
@@ -264,16 +276,6 @@ class HeavyTailSGD(_StableNoiseMixin, keras.optimizers.SGD):
         else:
             move = m
         self.assign_add(variable, ops.add(move, noise))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._noise_config())
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = cls._deserialize_sigma(dict(config))
-        return super().from_config(config, custom_objects=custom_objects)
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")
