@@ -12,13 +12,6 @@ from keras_heavytail.export import evaluate_tflite
 from keras_heavytail.export import export_tflite
 from keras_heavytail.export import model_card
 
-VARIANTS = (
-    "dense_float32",
-    "pruned_sparse_float32",
-    "pruned_sparse_int8",
-    "shrunk_int8",
-)
-
 
 def export_variants(
     model,
