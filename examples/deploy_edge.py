@@ -66,7 +66,7 @@ def train(data, epochs, seed):
     model = kht.build_model(
         "mlp", data.input_shape, data.num_classes, width=2000, seed=seed
     )
-    optimizer = kht.HeavyTailSGD(0.05, alpha=1.75, sigma=0.005, seed=seed)
+    optimizer = kht.HeavyTailSGD(0.05, seed=seed)  # alpha, sigma, noise: defaults
     optimizer.exclude_from_noise(kht.paper_exclusions(model))
     model.compile(
         optimizer=optimizer,
@@ -82,7 +82,11 @@ def main(argv=None):
     parser.add_argument("--model", help="a .keras file; trained here if omitted")
     parser.add_argument("--dataset", default="digits", choices=datasets.NAMES)
     parser.add_argument("--data", help="directory with the dataset's files")
-    parser.add_argument("--output", default="saved_models/edge")
+    parser.add_argument(
+        "--output",
+        default="results/edge",
+        help="where to write (the committed copy: --output saved_models/edge)",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=200, help="timed invocations")
@@ -104,6 +108,7 @@ def main(argv=None):
         data.x_train[:500],
         data.x_test,
         data.y_test,
+        from_logits=True,
         training=training,
         source="examples/deploy_edge.py",
         dataset={**data.summary(), "split_seed": args.seed},

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_heavytail as kht  # noqa: E402
 from keras_heavytail import datasets  # noqa: E402
+from keras_heavytail import defaults  # noqa: E402
 
 
 def main(argv=None):
@@ -27,39 +28,39 @@ def main(argv=None):
     parser.add_argument("--data", help="directory with the dataset's files")
     parser.add_argument("--widths", type=int, nargs="+", default=[250, 1000, 4000])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--sigma", type=float, default=0.005)
-    parser.add_argument("--alpha", type=float, default=1.75)
+    parser.add_argument("--sigma", type=float, default=defaults.SIGMA)
+    parser.add_argument("--alpha", type=float, default=defaults.ALPHA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--plot", default="one_hidden_layer.png")
+    parser.add_argument("--plot", default="results/one_hidden_layer.png")
     args = parser.parse_args(argv)
 
     data = kht.load_dataset(args.dataset, data_dir=args.data)
     settings = [
         kht.Setting("SGD"),
-        kht.Setting("HeavyTailSGD", "neuron", args.alpha, args.sigma),
+        kht.Setting("HeavyTailSGD", defaults.NOISE, args.alpha, args.sigma),
     ]
     print(
-        "| width | optimizer | test accuracy | prunable (paper) | accuracy, 70% pruned |"
+        "| width | optimizer | test accuracy | prunable (paper) | accuracy, 70% pruned "
+        "| neurons at iso-accuracy |"
     )
-    print("| ---: | --- | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
     last = None
     for width in args.widths:
+        protocol = kht.Protocol(
+            width=width, epochs=args.epochs, ratios=(0.7,), fine_tune_epochs=0
+        )
         last = kht.run_protocol(
-            data,
-            settings,
-            width=width,
-            epochs=args.epochs,
-            seeds=tuple(args.seeds),
-            ratios=(0.7,),
-            progress=False,
+            data, settings, protocol, seeds=tuple(args.seeds), progress=False
         )
         for row in last.table:
             print(
                 f"| {width} | {row['setting']} | {row['test_accuracy'][0]:.3f} | "
-                f"{row['paper_prune_ratio'][0]:.2f} | {row['accuracy@70%pruned'][0]:.3f} |"
+                f"{row['paper_prune_ratio'][0]:.2f} | {row['accuracy@70%pruned'][0]:.3f} "
+                f"| {row['neurons_at_iso_accuracy'][0]:.0f} |"
             )
+    os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
     curves = {
-        label: kht.pruning_curve(model, data.x_test, data.y_test)
+        label: kht.pruning_curve(model, data.x_test, data.y_test, from_logits=True)
         for (label, seed), model in last.models.items()
         if seed == args.seeds[0]
     }

@@ -1,43 +1,108 @@
 """The `keras-heavytail` command (also `python -m keras_heavytail`).
 
-Subcommands: `demo` (the main job), `train`, `analyze`, `prune`, `export`,
-`benchmark` and `reproduce`. Bad arguments and missing data end with one
-line on stderr and exit code 2, never a traceback.
+Subcommands: `demo` (the main job), `reproduce` (the paper's protocol),
+`sweep` (a grid of noise settings), `train`, `analyze`, `prune`, `export` and
+`benchmark`. Bad arguments, missing data and files that would be overwritten
+end with one line on stderr and exit code 2, never a traceback. Parsing the
+arguments imports no Keras: `--help` answers at once.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-DEMO_SIGMA = 0.005
+from keras_heavytail import defaults
 
 
 class CommandError(Exception):
     """An error the user can fix: printed as one line, exit code 2."""
 
 
-def _settings(args, baseline=True):
-    from keras_heavytail import experiments
+# ----------------------------------------------------------------------------
+# Argument types
+# ----------------------------------------------------------------------------
 
-    settings = [experiments.Setting("SGD")] if baseline else []
-    for noise in args.noise:
-        label = f"HeavyTailSGD({noise}, alpha={args.alpha:g}, sigma={args.sigma:g})"
-        settings.append(
-            experiments.Setting(label, noise, args.alpha, args.sigma, args.anneal)
+
+def _number(kind, low=None, low_open=False, high=None, high_open=False):
+    """An argparse type: a finite number of `kind` within the given bounds."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        bad = value != value or value in (float("inf"), float("-inf"))
+        if low is not None:
+            bad |= value <= low if low_open else value < low
+        if high is not None:
+            bad |= value >= high if high_open else value > high
+        if bad:
+            lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+            hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+            raise argparse.ArgumentTypeError(
+                f"expected a value in {lo or '(-inf'}, {hi or 'inf)'}; got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1)
+_nonnegative_int = _number(int, 0)
+_positive = _number(float, 0, low_open=True)
+_nonnegative = _number(float, 0)
+_fraction = _number(float, 0, high=1)
+_open_fraction = _number(float, 0, low_open=True, high=1)
+_alpha = _number(float, 0, low_open=True, high=2)
+_seed = _number(int, 0, high=2**31 - 1, high_open=True)
+
+
+# ----------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(verbose):
+    """Hides TensorFlow's and the converter's chatter on stderr unless verbose."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with contextlib.ExitStack() as stack:
+        import warnings
+
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", module="keras")
+        warnings.filterwarnings("ignore", module="tensorflow")
+        yield
+
+
+def _output_folder(path):
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"--output {str(path)!r} is a file; give a folder")
+    return path
+
+
+def _output_file(path, overwrite, suffix):
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
+    if path.suffix != suffix:
+        raise CommandError(f"--output must end in {suffix}. Received: {str(path)!r}")
+    if path.exists() and not overwrite:
+        raise CommandError(
+            f"--output {str(path)!r} exists; pass --overwrite to replace it"
         )
-    return settings
-
-
-def _fresh_log(output):
-    """`output/runs.jsonl`, emptied: each finished run is appended to it."""
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "runs.jsonl"
-    path.write_text("")
     return path
 
 
@@ -52,13 +117,58 @@ def _load(args):
     )
 
 
-def _write_indexes(output):
-    """The output's model index, and `saved_models/README.md` when inside it."""
-    from keras_heavytail import deploy
+def _load_model(path):
+    import zipfile
 
-    deploy.write_index(output)
-    if output.resolve().parent.name == "saved_models":
-        deploy.write_index(output.resolve().parent)
+    import keras
+
+    from keras_heavytail import optimizers  # noqa: F401  registers our classes
+
+    if not Path(path).is_file():
+        raise CommandError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(f"{path!r} is not a .keras file (not a zip archive)")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for broken files
+        raise CommandError(f"cannot load {path!r}: {error}") from None
+
+
+def _protocol(args, **extra):
+    from keras_heavytail import experiments
+
+    fields = (
+        "architecture", "width", "depth", "lr", "momentum", "weight_decay",
+        "batch_size", "epochs", "target_train_accuracy", "fine_tune_epochs",
+    )  # fmt: skip
+    overrides = {
+        name: getattr(args, name)
+        for name in fields
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "no_bias", False):
+        overrides["use_bias"] = False
+    return experiments.Protocol.preset(
+        getattr(args, "protocol", "default"), **overrides, **extra
+    )
+
+
+def _settings(args, baseline=True):
+    from keras_heavytail import experiments
+
+    settings = [experiments.Setting("SGD")] if baseline else []
+    for noise in args.noise:
+        label = f"HeavyTailSGD({noise}, alpha={args.alpha:g}, sigma={args.sigma:g}"
+        label += ", annealed)" if args.anneal else ")"
+        settings.append(
+            experiments.Setting(label, noise, args.alpha, args.sigma, args.anneal)
+        )
+    return settings
+
+
+# ----------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------
 
 
 def cmd_demo(args):
@@ -67,51 +177,33 @@ def cmd_demo(args):
     from keras_heavytail import experiments
     from keras_heavytail import report
 
-    output = Path(args.output)
+    output = _output_folder(args.output)
     data = datasets.load_dataset("digits", seed=0)
-    settings = [
-        experiments.Setting("SGD"),
-        experiments.Setting(
-            f"HeavyTailSGD(neuron, alpha=1.75, sigma={DEMO_SIGMA:g})",
-            "neuron",
-            1.75,
-            DEMO_SIGMA,
-        ),
-    ]
+    settings = experiments.default_settings()
+    protocol = experiments.Protocol(width=args.width, epochs=args.epochs)
     seeds = tuple(range(args.seeds))
     print(
-        f"Training {len(settings)} settings x {len(seeds)} seeds on the embedded digits ..."
+        f"Training {len(settings)} settings x {len(seeds)} seeds on the embedded "
+        f"digits into {output} ...",
+        flush=True,
     )
-    result = experiments.run_protocol(
-        data,
-        settings,
-        architecture="mlp",
-        width=args.width,
-        lr=0.05,
-        batch_size=64,
-        epochs=args.epochs,
-        seeds=seeds,
-        log_path=_fresh_log(output),
-    )
-    print(result.markdown())
+    result = experiments.run_protocol(data, settings, protocol, seeds, output=output)
+    print("Summary:")
+    for line in result.headline():
+        print(line)
+    print(result.markdown(report.SUMMARY_COLUMNS))
     exports = {}
     for setting in settings:
-        model = result.models[(setting.label, seeds[0])]
         name = "sgd" if setting.noise is None else "heavytail"
-        print(f"Exporting {setting.label} to LiteRT ...")
+        print(f"Exporting {setting.label} to LiteRT ...", flush=True)
         exports[setting.label] = deploy.export_variants(
-            model,
+            result.models[(setting.label, seeds[0])],
             output / name,
             data.x_train[:500],
             data.x_test,
             data.y_test,
-            training={
-                **vars(setting),
-                "lr": 0.05,
-                "batch_size": 64,
-                "epochs": args.epochs,
-                "seed": seeds[0],
-            },
+            from_logits=True,
+            training={**vars(setting), **vars(protocol), "seed": seeds[0]},
             source="keras-heavytail demo",
             dataset={**data.summary(), "split_seed": 0},
             runs=args.runs,
@@ -124,68 +216,69 @@ def cmd_demo(args):
         exports,
         title="keras-heavytail demo: SGD vs heavy-tailed SGD",
     )
-    _write_indexes(output)
-    print(
-        f"Report: {output / 'report.md'} (also report.json, PNG plots, .tflite models and cards)"
-    )
+    deploy.write_index(output)
+    print(f"Report: {output / 'report.md'} (report.json, plots, .tflite models, cards)")
 
 
 def cmd_reproduce(args):
     from keras_heavytail import experiments
     from keras_heavytail import report
 
+    output = _output_folder(args.output)
     data = _load(args)
     result = experiments.run_protocol(
-        data,
-        _settings(args),
-        architecture=args.architecture,
-        width=args.width,
-        depth=args.depth,
-        lr=args.lr,
-        momentum=args.momentum,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        target_train_accuracy=args.target_train_accuracy,
-        seeds=tuple(args.seeds),
-        scores=("norm", "path"),
-        log_path=_fresh_log(Path(args.output)),
-    )
-    print(result.markdown())
+        data, _settings(args), _protocol(args, scores=("norm", "path")),
+        tuple(args.seeds), output=output,
+    )  # fmt: skip
+    for line in result.headline():
+        print(line)
+    print(result.markdown(report.SUMMARY_COLUMNS))
     report.write_report(
-        Path(args.output),
-        result,
-        data,
-        title=f"keras-heavytail reproduce: {args.dataset}",
+        output, result, data, title=f"keras-heavytail reproduce: {args.dataset}"
     )
-    print(f"Report: {Path(args.output) / 'report.md'}")
+    print(f"Report: {output / 'report.md'}")
+
+
+def cmd_sweep(args):
+    from keras_heavytail import sweep
+
+    output = _output_folder(args.output)
+    data = _load(args)
+    grid = sweep.Grid(
+        sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,
+        width=args.width, protocol=args.protocol, seeds=args.seeds,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+    )  # fmt: skip
+    result = sweep.run_sweep(data, grid, output)
+    print(result.markdown())
+    print(f"Table and plot: {output / 'sweep.md'}, {output / 'sweep.png'}")
 
 
 def cmd_train(args):
-    from tqdm.auto import tqdm
-
     from keras_heavytail import experiments
+    from keras_heavytail import files
 
+    output = _output_file(args.output, args.overwrite, ".keras")
     data = _load(args)
     setting = _settings(args, baseline=False)[0]
-    with tqdm(total=args.epochs, desc=setting.label, unit="epoch", disable=None) as bar:
-        model, seconds, ran = experiments.train_one(
-            data, setting, args.architecture, args.width, args.depth, args.lr,
-            args.momentum, args.batch_size, args.epochs, args.target_train_accuracy,
-            args.seeds[0], progress=bar,
-        )  # fmt: skip
-    _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
-    model.save(args.output)
+    if args.sigma == 0:
+        setting = experiments.Setting("SGD")
+    protocol = _protocol(args, validation_fraction=0.2)
+    split = experiments.Split.of(data, protocol, args.seed)
+    with experiments.progress_bar(protocol.epochs, "epoch") as bar:
+        bar.set_description(setting.label)
+        model, seconds, ran, steps = experiments.train_one(
+            data, setting, protocol, args.seed, bar, split
+        )
+    experiments.check_finite(model, f"{setting.label} seed {args.seed}", steps)
+    accuracy = experiments.accuracy(model, data.x_test, data.y_test)
+    files.save_model(model, output)
+    card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
+    files.write_text(output.with_suffix(".json"), json.dumps(card, indent=1) + "\n")
     print(
-        f"{ran} epochs in {seconds:.1f} s; test accuracy {accuracy:.4f}; saved {args.output}"
+        f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
+        f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"
     )
-
-
-def _load_model(path):
-    import keras
-
-    if not Path(path).is_file():
-        raise CommandError(f"no model file at {path!r}")
-    return keras.saving.load_model(path)
 
 
 def cmd_analyze(args):
@@ -198,53 +291,80 @@ def cmd_analyze(args):
 
 
 def cmd_prune(args):
+    import numpy as np
+
+    from keras_heavytail import files
     from keras_heavytail import pruning
+    from keras_heavytail import topology
     from keras_heavytail.shrinking import shrink
 
-    model = _load_model(args.model)
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
+    if args.shrink and args.structure == "entry":
+        raise CommandError(
+            "--shrink removes whole neurons: use it with --structure neuron "
+            "(entry pruning leaves no neuron empty)"
+        )
+    output = _output_file(args.output, args.overwrite, ".keras")
+    model = _load_model(args.model)
     pruned = pruning.prune(
-        model,
-        args.ratio,
-        structure=args.structure,
-        scope=args.scope,
-        exclude=args.exclude,
-        criterion=args.criterion,
-        score=args.score,
+        model, args.ratio, structure=args.structure, scope=args.scope,
+        exclude=args.exclude, criterion=args.criterion, score=args.score,
+    )  # fmt: skip
+    before = sum(int(np.sum(w == 0)) for w in model.get_weights())
+    zeroed = sum(int(np.sum(w == 0)) for w in pruned.get_weights()) - before
+    line = (
+        f"zeroed {zeroed:,} of {model.count_params():,} parameters; kernel "
+        f"sparsity {topology.weight_sparsity(pruned):.3f}"
     )
     if args.shrink:
         pruned = shrink(pruned)
-    pruned.save(args.output)
-    print(
-        f"parameters {model.count_params():,} -> {pruned.count_params():,}; saved {args.output}"
-    )
+        line += f"; shrunk to {pruned.count_params():,} parameters"
+    files.save_model(pruned, output)
+    print(f"{line}; saved {output}")
+
+
+def _export_data(args):
+    """The dataset for int8 calibration and --evaluate, as the model was trained."""
+    card_path = Path(args.model).with_suffix(".json")
+    if card_path.is_file() and not args.ignore_card:
+        card = json.loads(card_path.read_text())
+        if card.get("raw_pixels") is not None and card["raw_pixels"] != args.raw_pixels:
+            print(
+                f"Using the preprocessing the model was trained with ({card_path}): "
+                f"raw pixels {card['raw_pixels']}.",
+                file=sys.stderr,
+            )
+            args.raw_pixels = card["raw_pixels"]
+    return _load(args)
 
 
 def cmd_export(args):
     from keras_heavytail import export
 
+    output = _output_file(args.output, args.overwrite, ".tflite")
     model = _load_model(args.model)
-    data = _load(args) if (args.quantize == "int8" or args.evaluate) else None
+    data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
     report = export.export_tflite(
         model,
-        args.output,
+        output,
         sparse=not args.dense,
         quantize=args.quantize,
         representative_data=None if data is None else data.x_train[:500],
     )
     print(json.dumps(report.to_dict(), indent=1))
     if args.evaluate:
-        print(
-            json.dumps(
-                export.evaluate_tflite(report.path, data.x_test, data.y_test), indent=1
-            )
+        evaluation = export.evaluate_tflite(
+            report.path, data.x_test, data.y_test, from_logits=not args.probabilities
         )
+        print(json.dumps(evaluation, indent=1, allow_nan=False, default=str))
 
 
 def cmd_benchmark(args):
     from keras_heavytail import export
 
+    if not Path(args.model).is_file():
+        raise CommandError(f"no .tflite file at {args.model!r}")
     print(
         json.dumps(
             export.benchmark_tflite(args.model, args.threads, args.warmup, args.runs),
@@ -253,144 +373,301 @@ def cmd_benchmark(args):
     )
 
 
+# ----------------------------------------------------------------------------
+# The parser
+# ----------------------------------------------------------------------------
+
+
 def _data_options(parser):
-    from keras_heavytail.datasets import NAMES
-
     parser.add_argument(
-        "--dataset", default="digits", choices=NAMES, help="default: digits (embedded)"
-    )
-    parser.add_argument("--data", help="directory with the dataset's standard files")
+        "--dataset", default=defaults.DATASET, choices=defaults.DATASETS,
+        help="digits is embedded; teacher_student is synthetic; the others read --data",
+    )  # fmt: skip
     parser.add_argument(
-        "--limit", type=_positive_int, help="use at most this many examples"
+        "--data",
+        help="folder with the dataset's standard files (IDX .gz, CIFAR batches)",
     )
     parser.add_argument(
-        "--raw-pixels", action="store_true", help="do not standardise inputs"
+        "--limit", type=_positive_int, help="use at most this many examples per split"
     )
-
-
-def _training_options(parser, width=2000, epochs=10):
-    from keras_heavytail.experiments import ARCHITECTURES
-    from keras_heavytail.noise import STRUCTURES
-
-    parser.add_argument("--architecture", default="mlp", choices=ARCHITECTURES)
-    parser.add_argument("--width", type=_positive_int, default=width)
     parser.add_argument(
-        "--depth", type=_positive_int, default=2, help="hidden layers of deep_mlp"
+        "--raw-pixels", action="store_true", help="scale pixels to [0, 1], no z-score"
     )
-    parser.add_argument("--epochs", type=_positive_int, default=epochs)
-    parser.add_argument(
-        "--target-train-accuracy", type=float, help="stop early at this train accuracy"
-    )
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--momentum", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--alpha", type=float, default=1.75)
-    parser.add_argument("--sigma", type=float, default=DEMO_SIGMA)
-    parser.add_argument("--noise", nargs="+", default=["neuron"], choices=STRUCTURES)
-    parser.add_argument(
-        "--anneal", action="store_true", help="decay sigma linearly to 0"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _noise_options(parser, many=False):
+    nargs = "+" if many else None
+    parser.add_argument(
+        "--alpha", type=_alpha, default=[defaults.ALPHA] if many else defaults.ALPHA,
+        nargs=nargs, help="stability index of the noise, in (0, 2]",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sigma", type=_nonnegative, default=[defaults.SIGMA] if many else defaults.SIGMA,
+        nargs=nargs, help="noise scale (0: plain SGD)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--noise", nargs="+", default=[defaults.NOISE], choices=defaults.NOISE_STRUCTURES,
+        help="noise structure(s)",
+    )  # fmt: skip
+
+
+def _training_options(parser):
+    parser.add_argument(
+        "--architecture", choices=defaults.ARCHITECTURES,
+        help="network (default: the protocol's, mlp)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--width", type=_positive_int, help="hidden units (default: the protocol's)"
+    )
+    parser.add_argument("--depth", type=_positive_int, help="hidden layers of deep_mlp")
+    parser.add_argument(
+        "--no-bias", action="store_true", help="bias-free hidden layers"
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, help="epoch budget (default: the protocol's)"
+    )
+    parser.add_argument(
+        "--target-train-accuracy", type=_open_fraction,
+        help="stop once accuracy on the whole training set reaches this fraction (0.95)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lr", type=_positive, help="SGD learning rate (default: the protocol's)"
+    )
+    parser.add_argument("--momentum", type=_fraction, help="SGD momentum")
+    parser.add_argument(
+        "--weight-decay", type=_nonnegative, help="decoupled weight decay"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, help="minibatch size")
+
+
+def _add(sub, name, func, help_text, description=None):
+    parser = sub.add_parser(
+        name, help=help_text, description=description or help_text,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    parser.set_defaults(func=func)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and the converter's logs",
+    )
+    return parser
+
+
+def _add_run_commands(sub):
+    p = _add(
+        sub, "demo", cmd_demo, "the main job on the embedded digits (a few minutes)",
+        "Trains SGD and HeavyTailSGD (the project's defaults) on the embedded digits, "
+        "measures iso-accuracy pruning, exports LiteRT variants with model cards and "
+        "writes report.md. A rerun into the same folder resumes.",
+    )  # fmt: skip
+    p.add_argument(
+        "--output", default="results/demo", help="folder for the report and models"
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, default=defaults.EPOCHS, help="epochs per run"
+    )
+    p.add_argument(
+        "--width", type=_positive_int, default=defaults.WIDTH, help="hidden units"
+    )
+    p.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds")
+    p.add_argument(
+        "--runs", type=_positive_int, default=200, help="timed LiteRT invocations"
+    )
+
+    p = _add(
+        sub, "reproduce", cmd_reproduce, "the paper's protocol: SGD vs heavy-tailed SGD",
+        "Trains SGD and heavy-tailed SGD under a protocol (--protocol paper: the "
+        "reference code's setting) and reports accuracy, compressibility and the "
+        "iso-accuracy neuron count. A rerun into the same folder resumes.",
+    )  # fmt: skip
+    p.add_argument(
+        "--protocol", default="default", choices=("default", "paper"), help="preset"
+    )
+    _data_options(p)
+    _training_options(p)
+    _noise_options(p)
+    p.add_argument("--anneal", action="store_true", help="decay sigma linearly to 0")
+    p.add_argument(
+        "--fine-tune-epochs", type=_nonnegative_int, help="masked fine-tune epochs"
+    )
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="seeds")
+    p.add_argument(
+        "--output", default="results/reproduce", help="folder for the report"
+    )
+
+    p = _add(
+        sub, "sweep", cmd_sweep, "a grid over sigma, alpha, noise, annealing, width, protocol",
+        "Runs every combination, with SGD per width and protocol, and writes one table "
+        "and one plot of iso-accuracy neurons against sigma. A rerun of the same grid "
+        "skips finished runs; another grid into the same folder is refused.",
+    )  # fmt: skip
+    _data_options(p)
+    _noise_options(p, many=True)
+    p.add_argument(
+        "--anneal", nargs="+", choices=("off", "on"), default=["off"], help="annealing"
+    )
+    p.add_argument(
+        "--width",
+        type=_positive_int,
+        nargs="+",
+        default=[defaults.WIDTH],
+        help="widths",
+    )
+    p.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=("default", "paper"),
+        default=["default"],
+        help="presets",
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, help="epoch budget (default: the protocol's)"
+    )
+    p.add_argument(
+        "--lr", type=_positive, help="learning rate (default: the protocol's)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, help="minibatch size")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="seeds")
+    p.add_argument(
+        "--output", default="results/sweep", help="folder for the runs, table and plot"
+    )
+
+    p = _add(sub, "train", cmd_train, "train one model and save it as .keras")
+    _data_options(p)
+    _training_options(p)
+    _noise_options(p)
+    p.add_argument("--anneal", action="store_true", help="decay sigma linearly to 0")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the weights and the noise"
+    )
+    p.add_argument("--output", required=True, help="the .keras file to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+
+
+def _add_model_commands(sub):
+    p = _add(sub, "analyze", cmd_analyze, "compressibility report of a .keras file")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument(
+        "--max-error", type=_fraction, default=defaults.MAX_REL_SQ_ERROR,
+        help="the paper criterion's budget of relative squared error",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    p = _add(sub, "prune", cmd_prune, "one-shot pruning (and shrink) of a .keras file")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument(
+        "--ratio", type=_fraction, help="fraction of units (or entries) to prune"
+    )
+    p.add_argument(
+        "--criterion", choices=["paper"], help="prune by the paper's criterion"
+    )
+    p.add_argument(
+        "--structure",
+        default="neuron",
+        choices=defaults.PRUNE_STRUCTURES,
+        help="what to prune",
+    )
+    p.add_argument(
+        "--scope",
+        default="layer",
+        choices=defaults.PRUNE_SCOPES,
+        help="ratio per layer or pooled",
+    )
+    p.add_argument(
+        "--score", default="norm", choices=defaults.PRUNE_SCORES, help="unit importance"
+    )
+    p.add_argument("--exclude", nargs="*", default=None, help="layer names to keep")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="remove pruned neurons (needs --structure neuron)",
+    )
+    p.add_argument("--output", required=True, help="the .keras file to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+
+    p = _add(sub, "export", cmd_export, "convert a .keras file to .tflite (LiteRT)")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("--output", required=True, help="the .tflite file to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["dynamic", "float16", "int8"],
+        help="weight/activation quantisation (none: float32)",
+    )
+    p.add_argument("--dense", action="store_true", help="no sparse storage")
+    p.add_argument(
+        "--evaluate", action="store_true", help="accuracy in LiteRT on --dataset"
+    )
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="the model outputs probabilities, not logits",
+    )
+    p.add_argument(
+        "--ignore-card",
+        action="store_true",
+        help="ignore the model's data card (its .json)",
+    )
+    _data_options(p)
+
+    p = _add(
+        sub, "benchmark", cmd_benchmark, "1-example latency of a .tflite in LiteRT"
+    )
+    p.add_argument("model", help="a .tflite file")
+    p.add_argument(
+        "--threads", type=_positive_int, default=1, help="interpreter threads"
+    )
+    p.add_argument(
+        "--warmup", type=_nonnegative_int, default=20, help="untimed invocations"
+    )
+    p.add_argument("--runs", type=_positive_int, default=200, help="timed invocations")
 
 
 def build_parser():
+    """The argument parser of every subcommand (imports no Keras)."""
     parser = argparse.ArgumentParser(
         prog="keras-heavytail",
         description="Heavy-tailed SGD for Keras: train, measure compressibility, prune, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="the main job on the embedded digits (~1-2 min)")
-    p.add_argument("--output", default="saved_models/demo")
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--width", type=_positive_int, default=2000)
-    p.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds")
-    p.add_argument(
-        "--runs", type=_positive_int, default=200, help="timed LiteRT invocations"
-    )
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser(
-        "reproduce", help="the paper's protocol: SGD vs heavy-tailed SGD"
-    )
-    _data_options(p)
-    _training_options(p, width=2000, epochs=10)
-    p.add_argument("--output", default="results/reproduce")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("train", help="train one model and save it as .keras")
-    _data_options(p)
-    _training_options(p)
-    p.add_argument("--output", default="model.keras")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("analyze", help="compressibility report of a .keras file")
-    p.add_argument("model")
-    p.add_argument(
-        "--max-error", type=float, default=0.1, help="paper criterion budget"
-    )
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("prune", help="one-shot pruning (and shrink) of a .keras file")
-    p.add_argument("model")
-    p.add_argument("--ratio", type=float)
-    p.add_argument("--criterion", choices=["paper"])
-    p.add_argument("--structure", default="neuron", choices=["entry", "neuron"])
-    p.add_argument("--scope", default="layer", choices=["layer", "global"])
-    p.add_argument("--score", default="norm", choices=["norm", "path"])
-    p.add_argument("--exclude", nargs="*", default=None, help="layer names to keep")
-    p.add_argument("--shrink", action="store_true", help="remove pruned neurons")
-    p.add_argument("--output", default="pruned.keras")
-    p.set_defaults(func=cmd_prune)
-
-    p = sub.add_parser("export", help="convert a .keras file to .tflite")
-    p.add_argument("model")
-    p.add_argument("--output", default="model.tflite")
-    p.add_argument("--quantize", choices=["dynamic", "float16", "int8"])
-    p.add_argument("--dense", action="store_true", help="no sparse storage")
-    p.add_argument(
-        "--evaluate", action="store_true", help="accuracy in LiteRT on --dataset"
-    )
-    _data_options(p)
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("benchmark", help="1-example latency of a .tflite in LiteRT")
-    p.add_argument("model")
-    p.add_argument("--threads", type=_positive_int, default=1)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--runs", type=_positive_int, default=200)
-    p.set_defaults(func=cmd_benchmark)
+    _add_run_commands(sub)
+    _add_model_commands(sub)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_heavytail.files import RunLogError
+
     try:
-        args.func(args)
+        with _quiet(args.verbose):
+            args.func(args)
     except (
         CommandError,
+        RunLogError,
         ValueError,
-        FileNotFoundError,
+        OSError,
         ImportError,
         RuntimeError,
+        EOFError,
     ) as error:
-        message = " ".join(str(error).split())
+        message = " ".join(str(error).split()) or type(error).__name__
         print(f"keras-heavytail {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"keras-heavytail {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Numbers about weights: tail indices, best-k errors and the paper's criterion.
+"""Numbers about weights and outputs: tail indices, best-k errors, the criterion.
 
 Numpy in, numbers out. Kernels follow Keras' layout: the last axis indexes
 output units (neurons, or filters of a convolution), the other axes hold each
@@ -10,12 +10,9 @@ import math
 
 import numpy as np
 
-
-def as_array(x, dtype=None):
-    """A numpy copy of an array, tensor or (Keras 3 or tf_keras) variable."""
-    if hasattr(x, "numpy"):
-        x = x.numpy()
-    return np.asarray(x, dtype=dtype)
+from keras_heavytail import defaults
+from keras_heavytail import topology
+from keras_heavytail.topology import as_array
 
 
 def _flat(x, name="x"):
@@ -38,10 +35,10 @@ def _mmo2014(x, block_sizes):
         blocks = x[: (x.size // size) * size].reshape(-1, size).sum(axis=1)
         inv = (np.mean(np.log(np.abs(blocks) + eps)) - log_x) / math.log(size)
         estimates.append(1.0 / inv if inv > 0 else np.inf)
-    return float(min(np.median(estimates), 2.0))
+    return float(np.median(estimates))
 
 
-def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0):
+def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0, center=True, cap=True):
     """Estimates the tail index alpha of a (roughly symmetric) sample.
 
     `"mmo2014"` is the block-sum estimator of Mohammadi, Mohammadpour & Ogata
@@ -54,8 +51,9 @@ def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0):
 
     taken as the median over block sizes `m` = 2, 4, 8, ... up to sqrt(n),
     and capped at 2 (a stable law has alpha <= 2; larger values mean
-    "Gaussian or lighter"). Entries are shuffled with `seed` first, so the
-    layout of a kernel does not bias the blocks. `"hill"` is Hill's (1975)
+    "Gaussian or lighter"). As in the paper's reference code, the sample is
+    centred on its median first; entries are then shuffled with `seed`, so
+    the layout of a kernel does not bias the blocks. `"hill"` is Hill's (1975)
     estimator on the largest `tail_fraction` of |x|; it is not capped.
 
     Args:
@@ -64,9 +62,12 @@ def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0):
         tail_fraction: fraction of order statistics used by `"hill"`.
             Defaults to `0.05`.
         seed: seed of the shuffle before blocking. Defaults to `0`.
+        center: subtract the median before `"mmo2014"`. Defaults to `True`.
+        cap: cap the `"mmo2014"` estimate at 2. Defaults to `True`.
 
     Returns:
-        A float.
+        A float. A constant sample (all zeros, say) raises a ValueError: it
+        has no tail.
 
     Example:
 
@@ -81,12 +82,20 @@ def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0):
         - [Hill, 1975](https://doi.org/10.1214/aos/1176343247)
     """
     x = _flat(x)
+    if np.all(x == x[0]):
+        raise ValueError(
+            f"A constant sample has no tail index. Received: {x.size} entries "
+            f"all equal to {x[0]}"
+        )
     if method == "mmo2014":
         if x.size < 16:
             raise ValueError(f"`x` needs at least 16 entries. Received: {x.size}")
+        if center:
+            x = x - np.median(x)
         x = np.random.default_rng(seed).permutation(x)
         top = max(2, int(math.log2(math.sqrt(x.size))))
-        return _mmo2014(x, [2**k for k in range(1, top + 1)])
+        estimate = _mmo2014(x, [2**k for k in range(1, top + 1)])
+        return min(estimate, 2.0) if cap else estimate
     if method == "hill":
         if not 0 < tail_fraction < 1:
             raise ValueError(
@@ -102,7 +111,8 @@ def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0):
     )
 
 
-def _check_fraction(value, name):
+def check_fraction(value, name):
+    """Validates a number in [0, 1] named `name`; returns it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(
             f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
@@ -129,7 +139,7 @@ def best_k_error(w, keep, p=2):
         A float in [0, 1]; small means compressible.
     """
     w = _flat(w, "w")
-    keep = _check_fraction(keep, "keep")
+    keep = check_fraction(keep, "keep")
     if p < 1:
         raise ValueError(f"`p` must be >= 1. Received: p={p}")
     mags = np.sort(np.abs(w))  # ascending: the dropped entries come first
@@ -140,6 +150,38 @@ def best_k_error(w, keep, p=2):
     return float((np.sum(mags[:dropped] ** p) / total) ** (1.0 / p))
 
 
+def log_probabilities(outputs, from_logits):
+    """Log-probabilities of a classifier's outputs (logits or probabilities).
+
+    Args:
+        outputs: array `(n, classes)`.
+        from_logits: whether `outputs` are logits (as Keras losses take it).
+
+    Returns:
+        A float64 array of log-probabilities.
+    """
+    outputs = np.asarray(outputs, dtype="float64")
+    if from_logits:
+        shifted = outputs - outputs.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    if np.any(outputs < 0) or not np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
+        raise ValueError(
+            "`from_logits=False` expects probabilities (>= 0, summing to 1 per "
+            "example), but the model's outputs are not: pass `from_logits=True` "
+            "for a model that outputs logits."
+        )
+    return np.log(np.clip(outputs, 1e-12, 1.0))
+
+
+def loss_and_accuracy(outputs, y, from_logits):
+    """Mean cross-entropy and accuracy of classifier `outputs` on labels `y`."""
+    y = np.asarray(y).astype("int64").ravel()
+    log_p = log_probabilities(outputs, from_logits)
+    loss = float(-np.mean(log_p[np.arange(y.size), y]))
+    accuracy = float(np.mean(np.argmax(outputs, -1) == y))
+    return loss, accuracy
+
+
 def neuron_norms(kernel):
     """l2 norm of each output unit's incoming weights (all axes but the last)."""
     kernel = as_array(kernel, "float64")
@@ -147,29 +189,47 @@ def neuron_norms(kernel):
         raise ValueError(
             f"`kernel` must have 2 or more axes. Received: shape={kernel.shape}"
         )
+    if kernel.shape[-1] == 0:
+        raise ValueError(
+            f"`kernel` must have at least one unit. Received: shape={kernel.shape}"
+        )
     return np.sqrt(np.sum(kernel**2, axis=tuple(range(kernel.ndim - 1))))
 
 
-def prunable_neuron_count(kernel, max_rel_sq_error=0.1):
-    """How many units the paper's criterion prunes (see `neuron_prune_ratio`)."""
-    _check_fraction(max_rel_sq_error, "max_rel_sq_error")
-    squared = np.sort(neuron_norms(kernel) ** 2)
-    total = squared.sum()
+def prunable_neuron_count(kernel, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR, power=2):
+    """How many units the criterion prunes (see `neuron_prune_ratio`)."""
+    check_fraction(max_rel_sq_error, "max_rel_sq_error")
+    if power not in (1, 2):
+        raise ValueError(f"`power` must be 1 or 2. Received: power={power!r}")
+    mass = np.sort(neuron_norms(kernel) ** power)
+    total = mass.sum()
     if total == 0:
-        return squared.size
-    return int(np.sum(np.cumsum(squared) <= max_rel_sq_error * total))
+        return mass.size
+    return int(np.sum(np.cumsum(mass) <= max_rel_sq_error * total))
 
 
-def neuron_prune_ratio(kernel, max_rel_sq_error=0.1):
-    """The paper's criterion: the share of units prunable within a squared error.
+def neuron_prune_ratio(kernel, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR, power=2):
+    """The paper's criterion: the share of units prunable within an error budget.
 
     Units are sorted by the l2 norm of their incoming weights; the most units
     are pruned whose summed squared norms stay within `max_rel_sq_error` of
-    the kernel's squared Frobenius norm (Wan et al., 2024, reference code).
+    the kernel's squared Frobenius norm (Wan et al., 2024, reference code):
+
+    ```python
+    pruned = max k such that sum(sorted(norms**power)[:k]) <= eps * sum(norms**power)
+    ```
+
+    `power=1` is the L1 version: removing ReLU units changes a network's
+    output roughly in proportion to the removed norms themselves, and for a
+    tail index in (1, 2) the squared mass sits in a few large units while the
+    plain mass stays spread over the bulk, so the two can disagree.
 
     Args:
         kernel: array whose last axis indexes units. Defaults to none; required.
-        max_rel_sq_error: in [0, 1]. Defaults to `0.1`.
+        max_rel_sq_error: the budget `eps` in [0, 1].
+            Defaults to `defaults.MAX_REL_SQ_ERROR`.
+        power: 2 (the paper's squared norms) or 1 (plain norms).
+            Defaults to `2`.
 
     Returns:
         A float in [0, 1]: pruned units / all units.
@@ -177,24 +237,45 @@ def neuron_prune_ratio(kernel, max_rel_sq_error=0.1):
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
-    count = prunable_neuron_count(kernel, max_rel_sq_error)
+    count = prunable_neuron_count(kernel, max_rel_sq_error, power)
     return count / as_array(kernel).shape[-1]
 
 
-def kernel_layers(model):
-    """Layers of `model` with a kernel of 2 or more axes, in order."""
-    layers = []
-    for layer in model.layers:
-        if hasattr(layer, "layers") and not hasattr(layer, "kernel"):
-            layers.extend(kernel_layers(layer))
-        elif (
-            getattr(layer, "kernel", None) is not None and len(layer.kernel.shape) >= 2
-        ):
-            layers.append(layer)
-    return layers
-
-
 KEEPS = (0.5, 0.2, 0.1)
+
+# What each column of a report means, for tables and report.md.
+COLUMN_HELP = {
+    "layer": "the layer's name; `(model)` pools every kernel",
+    "shape": "the kernel's shape (inputs ... x units)",
+    "parameters": "kernel entries (biases left out)",
+    "tail_index": "tail index alpha of the kernel entries (block-sum estimator, "
+    "median-centred): 2 is Gaussian, lower is heavier-tailed",
+    "neuron_tail_index": "Hill's tail index of the units' incoming-weight norms "
+    "(top 10%; empty under 20 units): large (10-30) means the norms are "
+    "nearly equal, 1-3 means a few units dominate",
+    "best_k_error@0.5": "relative l2 error of keeping the largest 50% of entries",
+    "best_k_error@0.2": "the same keeping 20%",
+    "best_k_error@0.1": "the same keeping 10%",
+    "neuron_prune_ratio": "the paper's criterion: share of units whose squared "
+    "norms sum to at most max_rel_sq_error of the layer's",
+    "neuron_prune_ratio_l1": "the same with plain norms (the L1 version): "
+    "closer to what pruning does to a ReLU network's output",
+    "parameter_prune_ratio": "share of kernel entries the paper's criterion "
+    "removes (each pruned unit's incoming weights)",
+}
+
+
+def _estimate(function, *args):
+    """`function(*args)`, or NaN where the sample has no estimate.
+
+    A 90%-pruned kernel or a layer of a few units has too few nonzero or too
+    few entries for an estimator; the report says so with an empty cell
+    instead of failing.
+    """
+    try:
+        return function(*args)
+    except ValueError:
+        return float("nan")
 
 
 def _norm_tail_index(norms):
@@ -203,38 +284,62 @@ def _norm_tail_index(norms):
     Norms are positive, so the symmetric block-sum estimator does not apply;
     Hill's does. Large values mean light tails.
     """
-    return tail_index(norms, "hill", 0.1) if norms.size >= 20 else float("nan")
+    if norms.size < 20:
+        return float("nan")
+    return _estimate(tail_index, norms, "hill", 0.1)
 
 
-def kernel_row(name, kernel, max_rel_sq_error=0.1):
-    """One report row of numbers about one kernel."""
-    kernel = as_array(kernel, "float64")
-    norms = neuron_norms(kernel)
+def _numbers(kernels, max_rel_sq_error):
+    """The row's numbers for one kernel, or pooled over several."""
+    entries = np.concatenate([k.ravel() for k in kernels])
+    norms = np.concatenate([neuron_norms(k) for k in kernels])
+    pruned = [prunable_neuron_count(k, max_rel_sq_error) for k in kernels]
+    pruned_l1 = [prunable_neuron_count(k, max_rel_sq_error, power=1) for k in kernels]
     row = {
-        "layer": name,
-        "shape": list(kernel.shape),
-        "parameters": int(kernel.size),
-        "tail_index": tail_index(kernel) if kernel.size >= 16 else float("nan"),
+        "parameters": int(entries.size),
+        "tail_index": _estimate(tail_index, entries),
         "neuron_tail_index": _norm_tail_index(norms),
     }
     for keep in KEEPS:
-        row[f"best_k_error@{keep:g}"] = best_k_error(kernel, keep)
-    row["neurons"] = int(kernel.shape[-1])
-    row["neuron_prune_ratio"] = neuron_prune_ratio(kernel, max_rel_sq_error)
+        row[f"best_k_error@{keep:g}"] = best_k_error(entries, keep)
+    row["neurons"] = int(norms.size)
+    row["neuron_prune_ratio"] = sum(pruned) / norms.size
+    row["neuron_prune_ratio_l1"] = sum(pruned_l1) / norms.size
+    fan_ins = [k.size // k.shape[-1] for k in kernels]
+    removed = sum(count * fan_in for count, fan_in in zip(pruned, fan_ins))
+    row["parameter_prune_ratio"] = removed / entries.size
     return row
+
+
+def kernel_row(name, kernel, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
+    """One report row of numbers about one kernel."""
+    kernel = as_array(kernel, "float64")
+    return {
+        "layer": name,
+        "shape": list(kernel.shape),
+        **_numbers([kernel], max_rel_sq_error),
+    }
+
+
+def _json_value(value):
+    """NaN and inf are not JSON: they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class CompressibilityReport:
     """Rows of numbers per prunable layer, plus a whole-model row.
 
-    `str(report)` is an aligned table, `report.to_json()` a JSON string and
-    `report.rows` a list of dicts.
+    `str(report)` is an aligned table, `report.to_json()` a JSON string (an
+    estimate that does not exist is `null`), `report.rows` a list of dicts
+    and `COLUMN_HELP` says what each column means.
     """
 
     COLUMNS = (
         ["layer", "shape", "parameters", "tail_index", "neuron_tail_index"]
         + [f"best_k_error@{keep:g}" for keep in KEEPS]
-        + ["neuron_prune_ratio"]
+        + ["neuron_prune_ratio", "neuron_prune_ratio_l1", "parameter_prune_ratio"]
     )
 
     def __init__(self, rows, max_rel_sq_error):
@@ -242,10 +347,11 @@ class CompressibilityReport:
         self.max_rel_sq_error = max_rel_sq_error
 
     def to_dict(self):
-        return {"max_rel_sq_error": self.max_rel_sq_error, "rows": self.rows}
+        rows = [{k: _json_value(v) for k, v in row.items()} for row in self.rows]
+        return {"max_rel_sq_error": self.max_rel_sq_error, "rows": rows}
 
     def to_json(self, **kwargs):
-        return json.dumps(self.to_dict(), **kwargs)
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
     def __getitem__(self, layer):
         for row in self.rows:
@@ -256,7 +362,7 @@ class CompressibilityReport:
     def __str__(self):
         def fmt(value):
             if isinstance(value, float):
-                return f"{value:.3f}"
+                return f"{value:.3f}" if math.isfinite(value) else "-"
             if isinstance(value, list):
                 return "x".join(str(v) for v in value)
             return str(value)
@@ -271,42 +377,33 @@ class CompressibilityReport:
         return "\n".join(lines)
 
 
-def compressibility_report(model, max_rel_sq_error=0.1):
+def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
     """Compressibility numbers of every layer with a kernel, and of the model.
 
     Per layer: shape, parameters, tail index of the entries (`tail_index`,
-    block-sum estimator) and of the neuron norms (Hill, top 10%), best-k relative l2 errors at keep = 0.5/0.2/0.1
-    (`best_k_error`) and the paper-criterion prune ratio
-    (`neuron_prune_ratio`). The `"(model)"` row pools all entries (and all
-    neuron norms) and gives the share of all units the per-layer criterion
-    prunes.
+    block-sum estimator) and of the neuron norms (Hill, top 10%), best-k
+    relative l2 errors at keep = 0.5/0.2/0.1 (`best_k_error`), the
+    paper-criterion prune ratio (`neuron_prune_ratio`), its L1 version and
+    the share of parameters the criterion removes. The `"(model)"` row pools
+    all entries (and all neuron norms) and gives the share of all units and
+    parameters the per-layer criterion prunes. `COLUMN_HELP` defines every
+    column. An estimate a layer has too few (nonzero) entries for is NaN.
 
     Args:
         model: a Keras model (Keras 3 or tf_keras). Defaults to none; required.
-        max_rel_sq_error: the criterion's error budget. Defaults to `0.1`.
+        max_rel_sq_error: the criterion's error budget.
+            Defaults to `defaults.MAX_REL_SQ_ERROR`.
 
     Returns:
         A `CompressibilityReport`.
     """
-    layers = kernel_layers(model)
+    layers = topology.kernel_layers(model)
     if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with a kernel to measure.")
     kernels = [as_array(layer.kernel, "float64") for layer in layers]
     rows = [
         kernel_row(layer.name, k, max_rel_sq_error) for layer, k in zip(layers, kernels)
     ]
-    entries = np.concatenate([k.ravel() for k in kernels])
-    norms = np.concatenate([neuron_norms(k) for k in kernels])
-    pruned = sum(prunable_neuron_count(k, max_rel_sq_error) for k in kernels)
-    whole = {
-        "layer": "(model)",
-        "shape": [int(entries.size)],
-        "parameters": int(entries.size),
-        "tail_index": tail_index(entries),
-        "neuron_tail_index": _norm_tail_index(norms),
-    }
-    for keep in KEEPS:
-        whole[f"best_k_error@{keep:g}"] = best_k_error(entries, keep)
-    whole["neurons"] = int(norms.size)
-    whole["neuron_prune_ratio"] = pruned / norms.size
+    whole = _numbers(kernels, max_rel_sq_error)
+    whole = {"layer": "(model)", "shape": [whole["parameters"]], **whole}
     return CompressibilityReport(rows + [whole], max_rel_sq_error)

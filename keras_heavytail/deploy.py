@@ -13,6 +13,25 @@ from keras_heavytail.export import export_tflite
 from keras_heavytail.export import model_card
 
 
+def _plans(model, entry_ratio, neuron_ratio):
+    """The four variants: (name, model, export options)."""
+    from keras_heavytail import pruning
+    from keras_heavytail.shrinking import shrink
+
+    entry_pruned = pruning.prune(model, entry_ratio, structure="entry")
+    shrunk = shrink(pruning.prune(model, neuron_ratio, structure="neuron"))
+    return [
+        ("dense_float32", model, dict(sparse=False)),
+        ("pruned_sparse_float32", entry_pruned, dict(sparse=True)),
+        (
+            "pruned_sparse_int8",
+            entry_pruned,
+            dict(sparse=True, quantize="int8", per_channel=False),
+        ),
+        ("shrunk_int8", shrunk, dict(sparse=False, quantize="int8")),
+    ]
+
+
 def export_variants(
     model,
     directory,
@@ -20,6 +39,7 @@ def export_variants(
     x_test,
     y_test,
     *,
+    from_logits=False,
     entry_ratio=0.9,
     neuron_ratio=0.7,
     training=None,
@@ -34,18 +54,19 @@ def export_variants(
     2. `pruned_sparse_float32`: `entry_ratio` of every hidden kernel's
        entries pruned, stored sparsely.
     3. `pruned_sparse_int8`: the same, full-integer quantised with one scale
-       per tensor (per-unit scales would add 12 bytes per unit and tensor,
-       a third of such a file).
+       per tensor (per-unit scales add 12 bytes per unit and tensor).
     4. `shrunk_int8`: `neuron_ratio` of the hidden neurons pruned, then
        removed by `shrink` (a smaller dense model: the fast one), int8.
 
     Each `.tflite` is evaluated and timed in LiteRT and gets a model card.
 
     Args:
-        model: a trained Keras 3 classifier (logits or probabilities).
+        model: a trained Keras 3 classifier.
         directory: where the files go.
         x_calibration: inputs for int8 calibration (a few hundred).
         x_test, y_test: the evaluation split.
+        from_logits: whether the model outputs logits (for the loss in the
+            cards). Defaults to `False`.
         entry_ratio: entry sparsity of variants 2 and 3. Defaults to `0.9`.
         neuron_ratio: share of hidden neurons removed in variant 4.
             Defaults to `0.7`.
@@ -60,25 +81,11 @@ def export_variants(
         A list of dicts, one per variant: name, path, bytes, gzip bytes,
         weight sparsity, hidden neurons, LiteRT accuracy, latency, runtime.
     """
-    from keras_heavytail import pruning
-    from keras_heavytail.compressibility import kernel_layers
-    from keras_heavytail.shrinking import shrink
+    from keras_heavytail import topology
 
     directory = Path(directory)
-    entry_pruned = pruning.prune(model, entry_ratio, structure="entry")
-    shrunk = shrink(pruning.prune(model, neuron_ratio, structure="neuron"))
-    plans = [
-        ("dense_float32", model, dict(sparse=False)),
-        ("pruned_sparse_float32", entry_pruned, dict(sparse=True)),
-        (
-            "pruned_sparse_int8",
-            entry_pruned,
-            dict(sparse=True, quantize="int8", per_channel=False),
-        ),
-        ("shrunk_int8", shrunk, dict(sparse=False, quantize="int8")),
-    ]
     rows = []
-    for name, variant, options in plans:
+    for name, variant, options in _plans(model, entry_ratio, neuron_ratio):
         report = export_tflite(
             variant,
             directory / f"{name}.tflite",
@@ -86,10 +93,20 @@ def export_variants(
             **options,
         )
         evaluation = evaluate_tflite(
-            report.path, x_test, y_test, num_threads=num_threads
+            report.path,
+            x_test,
+            y_test,
+            num_threads=num_threads,
+            from_logits=from_logits,
         )
         latency = benchmark_tflite(report.path, num_threads=num_threads, runs=runs)
-        hidden = [layer.kernel.shape[-1] for layer in kernel_layers(variant)[:-1]]
+        hidden = [
+            layer.kernel.shape[-1] for layer in topology.kernel_layers(variant)[:-1]
+        ]
+        pruned = {
+            "entry_ratio": entry_ratio if "pruned" in name else 0.0,
+            "neuron_ratio": neuron_ratio if "shrunk" in name else 0.0,
+        }
         model_card(
             report.path,
             source=source,
@@ -101,10 +118,7 @@ def export_variants(
             variant=name,
             hidden_neurons=hidden,
             parameters=int(variant.count_params()),
-            pruning={
-                "entry_ratio": entry_ratio if "pruned" in name else 0.0,
-                "neuron_ratio": neuron_ratio if "shrunk" in name else 0.0,
-            },
+            pruning=pruned,
         )
         rows.append(
             {
@@ -114,6 +128,7 @@ def export_variants(
                 "gzip_bytes": report.gzip_bytes,
                 "weight_sparsity": report.weight_sparsity,
                 "hidden_neurons": hidden,
+                "pruning": pruned,
                 "litert_accuracy": evaluation["accuracy"],
                 "median_ms": latency["median_ms"],
                 "runtime": evaluation["runtime"],
@@ -126,14 +141,14 @@ def variants_table(rows):
     """A markdown table of `export_variants` rows, sizes relative to the first."""
     base_bytes, base_ms = rows[0]["bytes"], rows[0]["median_ms"]
     lines = [
-        "| variant | bytes | gzip bytes | x smaller | LiteRT accuracy | 1-thread latency (ms) | x faster | runtime |",
+        "| variant | bytes | gzip bytes | x smaller | LiteRT accuracy | 1-thread latency (µs) | x faster | runtime |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
             f"{base_bytes / r['bytes']:.1f} | {r['litert_accuracy']:.4f} | "
-            f"{r['median_ms']:.4f} | {base_ms / r['median_ms']:.1f} | {r['runtime']} |"
+            f"{r['median_ms'] * 1e3:.1f} | {base_ms / r['median_ms']:.1f} | {r['runtime']} |"
         )
     return "\n".join(lines)
 
@@ -149,7 +164,7 @@ def write_index(root):
         "LiteRT, latency, library versions). Regenerated by the commands that",
         "write them (`keras-heavytail demo`, `python examples/deploy_edge.py`).",
         "",
-        "| file | variant | bytes | hidden neurons | LiteRT accuracy | 1-thread latency (ms) | dataset |",
+        "| file | variant | bytes | hidden neurons | LiteRT accuracy | 1-thread latency (µs) | dataset |",
         "| --- | --- | ---: | --- | ---: | ---: | --- |",
     ]
     for path in sorted(root.rglob("*.tflite")):
@@ -164,6 +179,8 @@ def write_index(root):
             f"| `{path.relative_to(root)}` | {card.get('variant', '')} | {path.stat().st_size:,} | "
             f"{card.get('hidden_neurons', '')} | "
             f"{'' if accuracy is None else f'{accuracy:.4f}'} | "
-            f"{'' if median is None else f'{median:.4f}'} | {dataset} |"
+            f"{'' if median is None else f'{median * 1e3:.1f}'} | {dataset} |"
         )
-    (root / "README.md").write_text("\n".join(lines) + "\n")
+    from keras_heavytail import files
+
+    files.write_text(root / "README.md", "\n".join(lines) + "\n")

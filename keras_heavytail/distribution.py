@@ -12,7 +12,7 @@ from tensorflow_probability.python.internal import dtype_util
 from tensorflow_probability.python.internal import prefer_static as ps
 from tensorflow_probability.python.internal import tensor_util
 
-from keras_heavytail.noise import _TINY
+from keras_heavytail.noise import UNIFORM_FLOOR
 from keras_heavytail.noise import cms_symmetric
 
 tfd = tfp.distributions
@@ -112,9 +112,9 @@ class SymmetricStable(tfd.Distribution):
         u_seed, w_seed = tfp.random.split_seed(seed, n=2)
         alpha = tf.convert_to_tensor(self.alpha)
         shape = ps.concat([[n], self._batch_shape_tensor()], axis=0)
-        v = tf.random.stateless_uniform(shape, u_seed, _TINY, 1.0, dtype=self.dtype)
+        v = tf.random.stateless_uniform(shape, u_seed, UNIFORM_FLOOR, 1.0, dtype=self.dtype)
         u = math.pi * (v - 0.5)
-        w = tf.random.stateless_uniform(shape, w_seed, _TINY, 1.0, dtype=self.dtype)
+        w = tf.random.stateless_uniform(shape, w_seed, UNIFORM_FLOOR, 1.0, dtype=self.dtype)
         z = cms_symmetric(tf.math, u, -tf.math.log(w), alpha)
         return self.loc + self.scale * z
 

@@ -1,13 +1,17 @@
-"""The paper's protocol as one function: train with and without noise, measure.
+"""The paper's protocol as functions: train with and without noise, measure.
 
-`run_protocol` trains a noise-free SGD baseline and heavy-tailed runs under
-the same budget (epochs, or until a train-accuracy threshold as the paper's
-code stops), then measures test accuracy, compressibility and pruning
-curves, and returns per-run rows and a mean/spread table over seeds.
+`run_protocol` trains a noise-free SGD baseline and heavy-tailed settings
+under one `Protocol` (epochs, or until a full-training-set accuracy as the
+paper's code stops), then measures every model: test accuracy,
+compressibility, pruning curves, and the iso-accuracy point, the fewest
+hidden neurons that keep a pruned model within `iso_tolerance` of the dense
+SGD model's accuracy (chosen on a validation split, reported on test).
+
+References:
+    - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
 """
 
 import dataclasses
-import json
 import math
 import time
 
@@ -15,49 +19,91 @@ import keras
 import numpy as np
 
 from keras_heavytail import compressibility
+from keras_heavytail import defaults
 from keras_heavytail import pruning
+from keras_heavytail import topology
+from keras_heavytail.noise_update import paper_exclusions
 from keras_heavytail.optimizers import HeavyTailSGD
-from keras_heavytail.optimizers import paper_exclusions
+from keras_heavytail.shrinking import shrink
 
-ARCHITECTURES = ("mlp", "deep_mlp", "cnn")
-PRUNE_RATIOS = (0.5, 0.7, 0.9)
+ARCHITECTURES = defaults.ARCHITECTURES
 
 
-def build_model(architecture, input_shape, num_classes, width=2000, depth=2, seed=0):
-    """The paper's networks: one-hidden-layer MLP, deeper MLP, small CNN.
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
+
+
+def build_model(
+    architecture,
+    input_shape,
+    num_classes,
+    width=defaults.WIDTH,
+    depth=2,
+    seed=0,
+    use_bias=True,
+):
+    """The paper's networks: MLPs, a small CNN, and the theory's mean-field net.
+
+    - `"mlp"`: one hidden ReLU layer of `width`, logits out.
+    - `"deep_mlp"`: `depth` hidden layers of `width`.
+    - `"cnn"`: two 3x3 conv blocks (32 and 64 filters, max-pooling), a dense
+      layer of `width`.
+    - `"mean_field"`: the two-layer network of the theory,
+      `f(x) = (1/n) sum_i b_i relu(<theta_i, x>)` with `n = width`, no hidden
+      bias, and a fixed (not trainable) second layer of random signs `b_i`
+      (one per unit and class). Its gradients are O(1/n): train it with a
+      learning rate scaled by `n` (`Protocol` does).
 
     Args:
-        architecture: `"mlp"` (one hidden layer of `width`), `"deep_mlp"`
-            (`depth` hidden layers of `width`) or `"cnn"` (two 3x3 conv
-            blocks of 32 and 64 filters, max-pooling, a dense layer of
-            `width`). Defaults to none; required.
+        architecture: one of `defaults.ARCHITECTURES`. Defaults to none; required.
         input_shape: e.g. `(28, 28, 1)`.
         num_classes: outputs (logits).
-        width: hidden units. Defaults to `2000`.
+        width: hidden units. Defaults to `defaults.WIDTH`.
         depth: hidden layers of `"deep_mlp"`. Defaults to `2`.
         seed: weight initialisation seed. Defaults to `0`.
+        use_bias: biases in the hidden layers (the paper's code has none).
+            Defaults to `True`.
 
     Returns:
         An uncompiled `keras.Sequential`.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}"
-        )
+    _check_choice(architecture, "architecture", ARCHITECTURES)
     keras.utils.set_random_seed(seed)
     layers = [keras.Input(tuple(input_shape))]
     if architecture == "cnn":
-        layers += [
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(name="pool1"),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(name="pool2"),
-        ]
+        for i, filters in enumerate((32, 64), start=1):
+            layers += [
+                keras.layers.Conv2D(
+                    filters, 3, padding="same", activation="relu",
+                    use_bias=use_bias, name=f"conv{i}",
+                ),
+                keras.layers.MaxPooling2D(name=f"pool{i}"),
+            ]  # fmt: skip
     layers.append(keras.layers.Flatten(name="flatten"))
+    if architecture == "mean_field":
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], (width, num_classes))
+        layers += [
+            keras.layers.Dense(
+                width, activation="relu", use_bias=False, name="hidden1"
+            ),
+            keras.layers.Dense(
+                num_classes,
+                use_bias=False,
+                trainable=False,
+                kernel_initializer=keras.initializers.Constant(signs / width),
+                name="logits",
+            ),
+        ]
+        return keras.Sequential(layers, name=f"{architecture}_{width}")
     hidden = depth if architecture == "deep_mlp" else 1
     for i in range(hidden):
         layers.append(
-            keras.layers.Dense(width, activation="relu", name=f"hidden{i + 1}")
+            keras.layers.Dense(
+                width, activation="relu", use_bias=use_bias, name=f"hidden{i + 1}"
+            )
         )
     layers.append(keras.layers.Dense(num_classes, name="logits"))
     return keras.Sequential(layers, name=f"{architecture}_{width}")
@@ -69,25 +115,184 @@ class Setting:
 
     label: str
     noise: str = None
-    alpha: float = 1.75
+    alpha: float = defaults.ALPHA
     sigma: float = 0.0
     anneal: bool = False  # sigma decays linearly to 0 over the budget
 
 
-def default_settings(alpha=1.75, sigma=0.05, noises=("elliptical",)):
+@dataclasses.dataclass
+class Protocol:
+    """How every setting of a run is trained and measured.
+
+    `Protocol.preset("paper")` is the reference code's setting where it
+    matters: bias-free hidden layers, width 5000, lr 0.01, batch 5000, and
+    training until 95% accuracy on the full training set, checked every 100
+    steps (at most `epochs`).
+    """
+
+    name: str = "default"
+    architecture: str = "mlp"
+    width: int = defaults.WIDTH
+    depth: int = 2
+    use_bias: bool = True
+    lr: float = defaults.LEARNING_RATE
+    momentum: float = 0.0
+    weight_decay: float = None
+    batch_size: int = defaults.BATCH_SIZE
+    epochs: int = defaults.EPOCHS
+    target_train_accuracy: float = None
+    check_every: int = 100
+    validation_fraction: float = 0.2
+    ratios: tuple = defaults.PRUNE_RATIOS
+    scores: tuple = ("norm",)
+    max_rel_sq_error: float = defaults.MAX_REL_SQ_ERROR
+    iso_tolerance: float = defaults.ISO_TOLERANCE
+    iso_steps: int = 10
+    fine_tune_epochs: int = 1
+
+    def __post_init__(self):
+        _check_choice(self.architecture, "architecture", ARCHITECTURES)
+        if self.target_train_accuracy is not None and not (
+            0.0 < self.target_train_accuracy <= 1.0
+        ):
+            raise ValueError(
+                "`target_train_accuracy` is a fraction in (0, 1] (0.95 for 95%). "
+                f"Received: target_train_accuracy={self.target_train_accuracy!r}"
+            )
+        if not (
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        ):
+            raise ValueError(
+                f"`lr` must be a finite float > 0. Received: lr={self.lr!r}"
+            )
+        for name in (
+            "width",
+            "depth",
+            "batch_size",
+            "epochs",
+            "check_every",
+            "iso_steps",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive int. Received: {name}={value!r}"
+                )
+        self.ratios = tuple(self.ratios)
+        self.scores = tuple(self.scores)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The named protocol (`"default"` or `"paper"`) with `overrides`."""
+        _check_choice(name, "protocol", tuple(PRESETS))
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+    @property
+    def effective_lr(self):
+        """The optimizer's learning rate: `lr`, times `width` for mean-field."""
+        return self.lr * self.width if self.architecture == "mean_field" else self.lr
+
+
+PRESETS = {
+    "default": {},
+    "paper": {
+        "use_bias": False,
+        "width": 5000,
+        "lr": 0.01,
+        "batch_size": 5000,
+        "epochs": 3000,
+        "target_train_accuracy": 0.95,
+        "check_every": 100,
+    },
+}
+
+
+def default_settings(
+    alpha=defaults.ALPHA, sigma=defaults.SIGMA, noises=(defaults.NOISE,)
+):
     """The SGD baseline and one heavy-tailed setting per noise structure."""
     return [Setting("SGD")] + [
-        Setting(f"HeavyTailSGD({noise})", noise, alpha, sigma) for noise in noises
+        Setting(
+            f"HeavyTailSGD({noise}, alpha={alpha:g}, sigma={sigma:g})",
+            noise,
+            alpha,
+            sigma,
+        )
+        for noise in noises
     ]
 
 
-class _StopAtTrainAccuracy(keras.callbacks.Callback):
-    def __init__(self, threshold):
-        super().__init__()
-        self.threshold = threshold
+def accuracy(model, x, y, batch_size=1024):
+    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks.
 
-    def on_epoch_end(self, epoch, logs=None):
-        if (logs or {}).get("accuracy", 0.0) >= self.threshold:
+    Eager calls work inside a running `fit` (in a callback), where a nested
+    `model.evaluate` would not.
+    """
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
+        correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
+    return correct / len(y)
+
+
+class StopAtTrainAccuracy(keras.callbacks.Callback):
+    """Stops training once accuracy on the whole training set reaches a threshold.
+
+    The paper's reference code trains until 95% training accuracy, measured
+    on every training example (not the running minibatch accuracy) every 100
+    iterations. Each check is kept in `checks` as `(step, accuracy)`.
+
+    Args:
+        x: the training inputs. Defaults to none; required.
+        y: the training integer labels. Defaults to none; required.
+        threshold: a fraction in (0, 1] (0.95 for 95%). Defaults to `0.95`.
+        every: steps between checks. Defaults to `100`.
+
+    Example:
+
+    >>> stop = StopAtTrainAccuracy(x_train, y_train, 0.95, every=100)
+    >>> model.fit(x_train, y_train, epochs=1000, callbacks=[stop])  # doctest: +SKIP
+
+    References:
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+
+    def __init__(self, x, y, threshold=0.95, every=100):
+        super().__init__()
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not (0.0 < threshold <= 1.0)
+        ):
+            raise ValueError(
+                "`threshold` is a fraction in (0, 1] (0.95 for 95%). "
+                f"Received: threshold={threshold!r}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"`every` must be a positive int. Received: every={every!r}"
+            )
+        self.x = np.asarray(x)
+        self.y = np.asarray(y).astype("int64").ravel()
+        if len(self.x) != len(self.y) or len(self.y) == 0:
+            raise ValueError(
+                f"`x` and `y` must hold the same number (> 0) of examples. "
+                f"Received: {len(self.x)} and {len(self.y)}"
+            )
+        self.threshold = float(threshold)
+        self.every = every
+        self.checks = []
+        self.stopped_at = None
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every:
+            return
+        reached = accuracy(self.model, self.x, self.y)
+        self.checks.append((self._step, reached))
+        if reached >= self.threshold:
+            self.stopped_at = self._step
             self.model.stop_training = True
 
 
@@ -101,112 +306,235 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
 
 
-def make_optimizer(setting, lr, momentum, seed, total_steps=None, model=None):
+class _HoldMasks(keras.callbacks.Callback):
+    """Re-applies pruning masks after every step, so pruned weights stay zero."""
+
+    def __init__(self, masks):
+        super().__init__()
+        self.masks = masks
+
+    def on_train_batch_end(self, batch, logs=None):
+        pruning.apply_masks(self.model, self.masks)
+
+
+def make_optimizer(setting, protocol, seed, total_steps=None, model=None):
     """SGD for the baseline, else HeavyTailSGD (sigma annealed if asked).
 
     With `model`, its output layer and first convolution stay noise-free, as
     in the paper.
     """
+    lr = protocol.effective_lr
+    common = dict(momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     if setting.noise is None:
-        return keras.optimizers.SGD(lr, momentum=momentum)
+        return keras.optimizers.SGD(lr, **common)
     sigma = setting.sigma
     if setting.anneal:
         if not total_steps:
             raise ValueError("An annealed setting needs the number of training steps.")
         sigma = keras.optimizers.schedules.PolynomialDecay(sigma, total_steps, 0.0)
     optimizer = HeavyTailSGD(
-        lr,
-        momentum=momentum,
-        alpha=setting.alpha,
-        sigma=sigma,
-        noise=setting.noise,
-        seed=seed,
+        lr, alpha=setting.alpha, sigma=sigma, noise=setting.noise, seed=seed, **common
     )
     if model is not None:
         optimizer.exclude_from_noise(paper_exclusions(model))
     return optimizer
 
 
-def train_one(
-    dataset,
-    setting,
-    architecture="mlp",
-    width=2000,
-    depth=2,
-    lr=0.05,
-    momentum=0.0,
-    batch_size=64,
-    epochs=5,
-    target_train_accuracy=None,
-    seed=0,
-    progress=None,
-):
-    """Trains one model; returns it with its training time in seconds."""
+@dataclasses.dataclass
+class Split:
+    """The arrays of one run: fit, validation and test."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def of(cls, dataset, protocol, seed=0):
+        x_fit, y_fit, x_val, y_val = dataset.validation_split(
+            protocol.validation_fraction, seed
+        )
+        return cls(x_fit, y_fit, x_val, y_val, dataset.x_test, dataset.y_test)
+
+
+def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
+    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`."""
+    split = split or Split.of(dataset, protocol)
     model = build_model(
-        architecture, dataset.input_shape, dataset.num_classes, width, depth, seed
+        protocol.architecture,
+        dataset.input_shape,
+        dataset.num_classes,
+        protocol.width,
+        protocol.depth,
+        seed,
+        protocol.use_bias,
     )
+    steps_per_epoch = math.ceil(len(split.y_fit) / protocol.batch_size)
     model.compile(
         optimizer=make_optimizer(
-            setting,
-            lr,
-            momentum,
-            seed,
-            total_steps=epochs * math.ceil(len(dataset.y_train) / batch_size),
-            model=model,
+            setting, protocol, seed, protocol.epochs * steps_per_epoch, model
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     callbacks = [keras.callbacks.TerminateOnNaN()]
-    if target_train_accuracy is not None:
-        callbacks.append(_StopAtTrainAccuracy(target_train_accuracy))
+    if protocol.target_train_accuracy is not None:
+        callbacks.append(
+            StopAtTrainAccuracy(
+                split.x_fit,
+                split.y_fit,
+                protocol.target_train_accuracy,
+                protocol.check_every,
+            )
+        )
     if progress is not None:
         callbacks.append(_EpochProgress(progress))
     start = time.perf_counter()
     history = model.fit(
-        dataset.x_train,
-        dataset.y_train,
-        batch_size=batch_size,
-        epochs=epochs,
+        split.x_fit,
+        split.y_fit,
+        batch_size=protocol.batch_size,
+        epochs=protocol.epochs,
         verbose=0,
         callbacks=callbacks,
         shuffle=True,
     )
+    ran = len(history.history.get("loss", []))
     if progress is not None:  # early stop: count the epochs that did not run
-        progress.update(epochs - len(history.history.get("loss", [])))
-    return model, time.perf_counter() - start, len(history.history.get("loss", []))
+        progress.update(protocol.epochs - ran)
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return model, time.perf_counter() - start, ran, steps
 
 
-def measure(
-    model, dataset, ratios=PRUNE_RATIOS, scores=("norm",), max_rel_sq_error=0.1
-):
-    """Test accuracy, compressibility and neuron-pruning accuracy of one model.
+def check_finite(model, what, steps):
+    """Raises a RuntimeError naming the first non-finite variable of `model`.
+
+    Heavy-tailed noise makes divergence a normal event: a diverged run must
+    end with an error, never be saved or measured as a result.
+    """
+    for variable in model.variables:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            path = getattr(variable, "path", None) or variable.name
+            raise RuntimeError(
+                f"{what} diverged: variable {path!r} is not finite after step "
+                f"{steps}. Lower sigma or the learning rate, or raise alpha."
+            )
+
+
+def _hidden_units(model):
+    return sum(layer.kernel.shape[-1] for layer in pruning.prunable_layers(model))
+
+
+def _fine_tuned(model, masks, protocol, split, seed):
+    """A masked copy of `model` trained `fine_tune_epochs` more with plain SGD."""
+    tuned = pruning.apply_masks(pruning.copy_model(model), masks)
+    keras.utils.set_random_seed(seed)
+    tuned.compile(
+        optimizer=keras.optimizers.SGD(
+            protocol.effective_lr, momentum=protocol.momentum
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    tuned.fit(
+        split.x_fit,
+        split.y_fit,
+        batch_size=protocol.batch_size,
+        epochs=protocol.fine_tune_epochs,
+        verbose=0,
+        callbacks=[_HoldMasks(masks)],
+    )
+    return tuned
+
+
+def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=False):
+    """The iso-accuracy point of one model.
+
+    The largest neuron-pruning ratio (bisection on the validation split)
+    whose pruned model (fine-tuned for `protocol.fine_tune_epochs` with the
+    masks held, if `fine_tune`) keeps validation accuracy >=
+    `reference_accuracy - protocol.iso_tolerance`; then the pruned model's
+    hidden neurons, parameters once shrunk, and test accuracy.
+
+    Returns:
+        `{"ratio_at_iso", "neurons_at_iso_accuracy", "params_at_iso_accuracy",
+        "test_accuracy_at_iso"}`.
+    """
+    target = max(0.0, reference_accuracy - protocol.iso_tolerance)
+    score = protocol.scores[0]
+
+    def pruned_at(ratio):
+        masks = pruning.pruning_masks(model, ratio, "neuron", score=score)
+        if fine_tune:
+            return _fine_tuned(model, masks, protocol, split, seed)
+        return pruning.apply_masks(pruning.copy_model(model), masks)
+
+    def passes(ratio):
+        return accuracy(pruned_at(ratio), split.x_val, split.y_val) >= target
+
+    ratio = pruning.bisect_ratio(passes, protocol.iso_steps)
+    pruned = pruned_at(ratio)
+    small = shrink(pruned)
+    return {
+        "ratio_at_iso": ratio,
+        "neurons_at_iso_accuracy": _hidden_units(small),
+        "params_at_iso_accuracy": int(small.count_params()),
+        "test_accuracy_at_iso": accuracy(pruned, split.x_test, split.y_test),
+    }
+
+
+def measure(model, protocol, split, reference_accuracy=None, seed=0):
+    """Accuracy, compressibility, pruning and iso-accuracy numbers of one model.
 
     Pruning accuracies are named `accuracy@70%pruned` for the first score and
-    `accuracy@70%pruned(path)` for the others.
+    `accuracy@70%pruned(path)` for the others; `reference_accuracy` (the SGD
+    model's validation accuracy) defaults to this model's own.
     """
-    _, accuracy = model.evaluate(
-        dataset.x_test, dataset.y_test, verbose=0, batch_size=512
-    )
-    report = compressibility.compressibility_report(model, max_rel_sq_error)
+    val_accuracy = accuracy(model, split.x_val, split.y_val)
+    report = compressibility.compressibility_report(model, protocol.max_rel_sq_error)
     prunable = [layer.name for layer in pruning.prunable_layers(model)]
     hidden = [row for row in report.rows if row["layer"] in prunable]
+    kernels = [
+        topology.as_array(layer.kernel) for layer in pruning.prunable_layers(model)
+    ]
+    whole = report.rows[-1]
     row = {
-        "test_accuracy": float(accuracy),
-        "tail_index": float(np.mean([r["tail_index"] for r in hidden])),
-        "neuron_tail_index": float(np.mean([r["neuron_tail_index"] for r in hidden])),
+        "test_accuracy": accuracy(model, split.x_test, split.y_test),
+        "val_accuracy": val_accuracy,
+        "neurons": _hidden_units(model),
+        "tail_index": float(np.nanmean([r["tail_index"] for r in hidden])),
+        "neuron_tail_index": float(
+            np.nanmean([r["neuron_tail_index"] for r in hidden])
+        ),
         "paper_prune_ratio": float(np.mean([r["neuron_prune_ratio"] for r in hidden])),
+        "paper_prune_ratio_l1": float(
+            np.mean([r["neuron_prune_ratio_l1"] for r in hidden])
+        ),
+        "parameter_prune_ratio": whole["parameter_prune_ratio"],
+        "mean_neuron_norm": float(
+            np.mean(np.concatenate([compressibility.neuron_norms(k) for k in kernels]))
+        ),
         "best_k_error@0.1": float(np.mean([r["best_k_error@0.1"] for r in hidden])),
     }
-    for i, score in enumerate(scores):
+    paper = pruning.prune(
+        model, criterion="paper", max_rel_sq_error=protocol.max_rel_sq_error
+    )
+    row["accuracy_at_criterion"] = accuracy(paper, split.x_test, split.y_test)
+    for i, score in enumerate(protocol.scores):
         curve = pruning.pruning_curve(
-            model, dataset.x_test, dataset.y_test, list(ratios), "neuron", score=score
-        )
+            model, split.x_test, split.y_test, list(protocol.ratios), "neuron",
+            score=score, from_logits=True,
+        )  # fmt: skip
         suffix = "" if i == 0 else f"({score})"
         for point in curve:
-            row[f"accuracy@{int(round(point['ratio'] * 100))}%pruned{suffix}"] = point[
-                "accuracy"
-            ]
+            key = f"accuracy@{int(round(point['ratio'] * 100))}%pruned{suffix}"
+            row[key] = point["accuracy"]
+    reference = val_accuracy if reference_accuracy is None else reference_accuracy
+    row.update(iso_accuracy(model, protocol, split, reference, seed))
+    if protocol.fine_tune_epochs:
+        tuned = iso_accuracy(model, protocol, split, reference, seed, fine_tune=True)
+        row.update({f"{key}_finetuned": value for key, value in tuned.items()})
     return row, report
 
 
@@ -222,8 +550,9 @@ class ProtocolResult:
     def to_dict(self):
         return {"config": self.config, "runs": self.runs, "table": self.table}
 
-    def markdown(self):
-        columns = [c for c in self.table[0] if c not in ("setting", "seeds")]
+    def markdown(self, columns=None):
+        """The table as markdown: `mean ± sample std` over seeds."""
+        columns = columns or [c for c in self.table[0] if c not in ("setting", "seeds")]
         lines = [
             "| setting | " + " | ".join(columns) + " |",
             "| --- |" + " ---: |" * len(columns),
@@ -231,135 +560,246 @@ class ProtocolResult:
         for row in self.table:
             cells = []
             for column in columns:
-                mean, spread = row[column]
+                mean, spread = row.get(column, (float("nan"), 0.0))
                 cells.append(
                     f"{mean:.3f} ± {spread:.3f}" if row["seeds"] > 1 else f"{mean:.3f}"
                 )
             lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def headline(self):
+        """One sentence per setting: its iso-accuracy neurons against SGD's."""
+        base = self.table[0]
+        lines = []
+        for row in self.table[1:]:
+            for suffix, how in (
+                ("", "one-shot"),
+                ("_finetuned", "after a masked fine-tune"),
+            ):
+                key = "iso_neuron_ratio_vs_sgd" + suffix
+                if key not in row:
+                    continue
+                ratio = row[key][0]
+                verdict = "noise pays" if ratio < 1 else "noise does not pay"
+                lines.append(
+                    f"{row['setting']} ({how}): {row['neurons_at_iso_accuracy' + suffix][0]:.0f} "
+                    f"hidden neurons keep {base['setting']}'s accuracy within tolerance, "
+                    f"against {base['neurons_at_iso_accuracy' + suffix][0]:.0f} for "
+                    f"{base['setting']}: ratio {ratio:.2f} ({verdict})."
+                )
+        return lines
 
-def _aggregate(runs, labels):
+
+def _mean_spread(values):
+    values = np.asarray(values, dtype="float64")
+    spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), spread
+
+
+def aggregate(runs, labels, baseline="SGD"):
+    """Per setting, `(mean, sample std)` over seeds of every number.
+
+    Each setting also gets `iso_neuron_ratio_vs_sgd` (and `_finetuned`): per
+    seed, its iso-accuracy neurons over the baseline's for the same seed
+    (< 1 means the noise pays), then mean and spread over seeds.
+    """
     table = []
+    base = {run["seed"]: run for run in runs if run["setting"] == baseline}
     for label in labels:
         mine = [run for run in runs if run["setting"] == label]
+        if not mine:
+            continue
         numbers = [
-            k for k, v in mine[0].items() if isinstance(v, float) and k != "seed"
-        ]
+            k for k, v in mine[0].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"
+        ]  # fmt: skip
         row = {"setting": label, "seeds": len(mine)}
         for key in numbers:
-            values = np.array([run[key] for run in mine], dtype="float64")
-            spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            row[key] = (float(values.mean()), spread)
+            row[key] = _mean_spread([run[key] for run in mine])
+        for suffix in ("", "_finetuned"):
+            key = "neurons_at_iso_accuracy" + suffix
+            pairs = [
+                (r[key], base[r["seed"]][key])
+                for r in mine
+                if r["seed"] in base and key in r
+            ]
+            if pairs:
+                row["iso_neuron_ratio_vs_sgd" + suffix] = _mean_spread(
+                    [mine_n / max(base_n, 1) for mine_n, base_n in pairs]
+                )
         table.append(row)
     return table
+
+
+class _NoBar:
+    """What a run uses of a tqdm bar, for when tqdm is absent or off."""
+
+    disable = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
+
+    def set_description(self, text):
+        pass
+
+    def set_postfix(self, **values):
+        pass
+
+
+def progress_bar(total, unit, enabled=True):
+    """A tqdm bar on a terminal (none elsewhere, or without tqdm installed)."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit=unit, disable=None)
+
+
+def _slug(label):
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
+
+
+def _report_line(bar, text):
+    """One line per finished run: above the bar on a terminal, plain otherwise."""
+    if bar is not None and not bar.disable:
+        bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def run_protocol(
     dataset,
     settings=None,
-    architecture="mlp",
-    width=2000,
-    depth=2,
-    lr=0.05,
-    momentum=0.0,
-    batch_size=64,
-    epochs=5,
-    target_train_accuracy=None,
+    protocol=None,
     seeds=(0,),
-    ratios=PRUNE_RATIOS,
-    scores=("norm",),
-    max_rel_sq_error=0.1,
     progress=True,
-    log_path=None,
+    output=None,
+    baseline="SGD",
 ):
-    """Trains every setting for every seed under one budget and measures it.
+    """Trains every setting for every seed under one protocol and measures it.
+
+    The first setting should be the noise-free baseline (`Setting("SGD")`):
+    its validation accuracy for a seed is the reference of the iso-accuracy
+    point of every setting for that seed.
 
     Args:
         dataset: a `keras_heavytail.datasets.Dataset`.
-        settings: list of `Setting`. Defaults to `default_settings()`: SGD
-            and HeavyTailSGD with elliptical noise, alpha 1.75, sigma 0.05.
-        architecture, width, depth: as in `build_model`.
-        lr, momentum, batch_size: SGD's, shared by all settings.
-        epochs: the budget. Defaults to `5`.
-        target_train_accuracy: stop a run early once its training accuracy
-            reaches this (the paper's convergence rule). Defaults to `None`.
+        settings: list of `Setting`. Defaults to `default_settings()`.
+        protocol: a `Protocol`. Defaults to `Protocol()`.
         seeds: one run per seed and setting. Defaults to `(0,)`.
-        ratios: neuron-pruning ratios of the pruning curve.
-            Defaults to `(0.5, 0.7, 0.9)`.
-        scores: neuron scores of the pruning curves (`"norm"`, `"path"`).
-            Defaults to `("norm",)`.
-        max_rel_sq_error: the paper criterion's budget. Defaults to `0.1`.
-        progress: show a progress bar over all epochs (on a terminal).
-            Defaults to `True`.
-        log_path: a JSON-lines file that gets each run's row as soon as it
-            is measured, so a crash or an interrupt loses at most the run in
-            progress. Defaults to `None`.
+        progress: a progress bar on a terminal, and one line per finished
+            run either way. Defaults to `True`.
+        output: a folder; each finished run's row is appended to
+            `output/runs.jsonl` and its model saved in `output/models/`, so
+            a crash loses at most the run in progress and a rerun with the
+            same arguments resumes (a different job there is refused).
+            Defaults to `None` (nothing written).
+        baseline: the label of the noise-free setting. Defaults to `"SGD"`.
 
     Returns:
         A `ProtocolResult`: `runs` (one dict per run), `table` (per setting,
         `(mean, sample std)` of every number), `models` (`{(label, seed): model}`).
+
+    Raises:
+        RuntimeError: a run diverged (NaN weights).
     """
-    from tqdm.auto import tqdm
+    from keras_heavytail import files
 
     settings = settings or default_settings()
+    protocol = protocol or Protocol()
+    labels = [s.label for s in settings]
+    if baseline in labels and labels.index(baseline) != 0:
+        settings = sorted(settings, key=lambda s: s.label != baseline)
     config = {
         "dataset": dataset.summary(),
-        "architecture": architecture,
-        "width": width,
-        "depth": depth,
-        "lr": lr,
-        "momentum": momentum,
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "target_train_accuracy": target_train_accuracy,
+        "protocol": dataclasses.asdict(protocol),
         "seeds": list(seeds),
         "settings": [dataclasses.asdict(s) for s in settings],
-        "pruning": {
-            "ratios": list(ratios),
-            "scores": list(scores),
-            "max_rel_sq_error": max_rel_sq_error,
-        },
     }
+    log = None
+    if output is not None:
+        log = files.RunLog(f"{output}/runs.jsonl", config).__enter__()
     runs, models = [], {}
-    total = len(settings) * len(seeds) * epochs
-    with tqdm(
-        total=total, desc="training", unit="epoch", disable=None if progress else True
-    ) as bar:
-        for setting in settings:
-            for seed in seeds:
-                bar.set_description(f"{setting.label} seed {seed}")
-                model, seconds, ran = train_one(
-                    dataset,
-                    setting,
-                    architecture,
-                    width,
-                    depth,
-                    lr,
-                    momentum,
-                    batch_size,
-                    epochs,
-                    target_train_accuracy,
-                    seed,
-                    bar,
-                )
-                row, _ = measure(model, dataset, ratios, scores, max_rel_sq_error)
-                runs.append(
-                    {
-                        "setting": setting.label,
-                        "seed": seed,
-                        "epochs_run": ran,
-                        **row,
-                        "train_seconds": seconds,
-                    }
-                )
-                models[(setting.label, seed)] = model
-                if log_path is not None:
-                    with open(log_path, "a") as log:
-                        log.write(json.dumps(runs[-1]) + "\n")
-    result = ProtocolResult(
-        config, runs, _aggregate(runs, [s.label for s in settings]), models
+    try:
+        total = len(settings) * len(seeds) * protocol.epochs
+        with progress_bar(total, "epoch", progress) as bar:
+            for setting in settings:
+                for seed in seeds:
+                    row, model = _run_one(
+                        dataset,
+                        setting,
+                        protocol,
+                        seed,
+                        bar,
+                        output,
+                        log,
+                        runs,
+                        baseline,
+                    )
+                    runs.append(row)
+                    models[(setting.label, seed)] = model
+                    if progress:
+                        _report_line(
+                            bar,
+                            f"[{len(runs)}/{len(settings) * len(seeds)}] {setting.label} "
+                            f"seed {seed}: test accuracy {row['test_accuracy']:.4f}, "
+                            f"{row['neurons_at_iso_accuracy']} neurons at iso-accuracy "
+                            f"({row['train_seconds']:.0f} s)",
+                        )
+    finally:
+        if log is not None:
+            log.__exit__(None, None, None)
+    return ProtocolResult(config, runs, aggregate(runs, labels, baseline), models)
+
+
+def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline):
+    """One run: from the log and its saved model if it finished before, else trained."""
+    from keras_heavytail import files
+
+    model_path = (
+        None
+        if output is None
+        else f"{output}/models/{_slug(setting.label)}_seed{seed}.keras"
     )
-    if any(math.isnan(run["test_accuracy"]) for run in runs):
-        raise RuntimeError("A run diverged (NaN); lower sigma or the learning rate.")
-    return result
+    done = log.find(setting=setting.label, seed=seed) if log is not None else None
+    if done is not None and model_path is not None:
+        try:
+            model = keras.saving.load_model(model_path)
+            bar.update(protocol.epochs)
+            return done, model
+        except (OSError, ValueError):
+            pass  # the model file is missing or broken: train again
+    bar.set_description(f"{setting.label} seed {seed}")
+    split = Split.of(dataset, protocol)
+    model, seconds, ran, steps = train_one(dataset, setting, protocol, seed, bar, split)
+    check_finite(model, f"{setting.label} seed {seed}", steps)
+    reference = next(
+        (
+            r["val_accuracy"]
+            for r in runs
+            if r["setting"] == baseline and r["seed"] == seed
+        ),
+        None,
+    )
+    measured, _ = measure(model, protocol, split, reference, seed)
+    row = {
+        "setting": setting.label,
+        "seed": seed,
+        "epochs_run": ran,
+        "steps": steps,
+        **measured,
+        "train_seconds": seconds,
+    }
+    if model_path is not None:
+        files.save_model(model, model_path)
+    if log is not None:
+        row = log.append(row)
+    return row, model

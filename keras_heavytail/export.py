@@ -36,15 +36,6 @@ class ExportReport:
         return dataclasses.asdict(self)
 
 
-def _weight_sparsity(model):
-    from keras_heavytail.compressibility import as_array
-    from keras_heavytail.compressibility import kernel_layers
-
-    kernels = [as_array(layer.kernel) for layer in kernel_layers(model)]
-    total = sum(k.size for k in kernels)
-    return float(sum(np.sum(k == 0) for k in kernels) / total) if total else 0.0
-
-
 def _saved_model(model, directory):
     """Writes the model's inference function (weights frozen, no optimizer)."""
     import keras
@@ -83,7 +74,8 @@ def export_tflite(
         model: a built Keras 3 model (TensorFlow backend) or tf_keras model
             with one float input. Defaults to none; required.
         path: the `.tflite` file to write.
-        sparse: store pruned weights sparsely. Defaults to `True`.
+        sparse: store pruned weights sparsely (the report says `sparse` only
+            when there were zeros to store). Defaults to `True`.
         per_channel: with `"int8"` or `"dynamic"`, one quantisation scale per
             output unit (the converter's default, the most accurate); `False`
             uses one per tensor, which saves 12 bytes of scale and zero point
@@ -105,6 +97,8 @@ def export_tflite(
     """
     import tensorflow as tf
 
+    from keras_heavytail import topology
+
     if quantize not in QUANTIZATIONS:
         raise ValueError(
             f"`quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
@@ -120,17 +114,18 @@ def export_tflite(
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter._experimental_disable_per_channel = not per_channel
         flatbuffer = _convert(converter, sparse, quantize, representative_data)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
+    from keras_heavytail import files
+
+    path = files.write_bytes(path, flatbuffer)
+    sparsity = topology.weight_sparsity(model)
     return ExportReport(
         path=str(path),
         bytes=len(flatbuffer),
         gzip_bytes=len(gzip.compress(flatbuffer, compresslevel=9)),
-        weight_sparsity=_weight_sparsity(model),
+        weight_sparsity=sparsity,
         quantization=quantize or "float32",
         per_channel=bool(per_channel) and quantize in ("int8", "dynamic"),
-        sparse=bool(sparse),
+        sparse=bool(sparse) and sparsity > 0,
     )
 
 
@@ -264,7 +259,7 @@ def predict_tflite(path, x, batch_size=64, num_threads=1):
     return np.concatenate(outputs), runtime
 
 
-def evaluate_tflite(path, x, y, batch_size=64, num_threads=1):
+def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False):
     """Accuracy (and cross-entropy loss) of a `.tflite` classifier in LiteRT.
 
     Args:
@@ -273,18 +268,22 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1):
         y: integer labels.
         batch_size: examples per invocation. Defaults to `64`.
         num_threads: interpreter threads. Defaults to `1`.
+        from_logits: whether the model outputs logits (as Keras losses take
+            it); a model that outputs anything but probabilities needs
+            `True`. Defaults to `False`.
 
     Returns:
         `{"accuracy", "loss", "examples", "runtime"}`; `runtime` says whether
         the default XNNPACK delegate or the builtin kernels ran the model.
     """
+    from keras_heavytail.compressibility import loss_and_accuracy
+
     outputs, runtime = predict_tflite(path, x, batch_size, num_threads)
     y = np.asarray(y).astype("int64").ravel()
-    shifted = outputs - outputs.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    loss, accuracy = loss_and_accuracy(outputs, y, from_logits)
     return {
-        "accuracy": float(np.mean(np.argmax(outputs, -1) == y)),
-        "loss": float(-np.mean(log_p[np.arange(y.size), y])),
+        "accuracy": accuracy,
+        "loss": loss,
         "examples": int(y.size),
         "runtime": runtime,
     }
@@ -382,5 +381,9 @@ def model_card(
         **extra,
         "versions": library_versions(),
     }
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    from keras_heavytail import files
+
+    files.write_text(
+        path.with_suffix(".json"), json.dumps(card, indent=2, default=str) + "\n"
+    )
     return card

@@ -12,7 +12,6 @@ turns `tf.keras` into tf_keras. This module is never imported by
 need it. TensorFlow only.
 """
 
-import tensorflow as tf
 
 try:
     import tf_keras
@@ -21,13 +20,15 @@ except ImportError as error:  # pragma: no cover - tf-keras is a dependency
         "keras_heavytail.legacy needs tf-keras: pip install tf-keras"
     ) from error
 
-from keras_heavytail.optimizers import DEFAULT_NOISE
-from keras_heavytail.optimizers import _StableNoiseMixin
+from keras_heavytail import defaults
+from keras_heavytail import topology
+from keras_heavytail.noise_update import NOISE_ARGS
+from keras_heavytail.noise_update import NoiseUpdate
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_heavytail")
-class LegacyHeavyTailSGD(_StableNoiseMixin, tf_keras.optimizers.SGD):
-    """`HeavyTailSGD` for tf_keras models (and so for tfmot pruning).
+class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
+    __doc__ = f"""`HeavyTailSGD` for tf_keras models (and so for tfmot pruning).
 
     ```python
     theta = theta - lr_t * grad   (tf_keras SGD, momentum / nesterov)
@@ -42,34 +43,30 @@ class LegacyHeavyTailSGD(_StableNoiseMixin, tf_keras.optimizers.SGD):
         learning_rate: float or tf_keras schedule. Defaults to `0.01`.
         momentum: float in [0, 1]. Defaults to `0.0`.
         nesterov: bool. Defaults to `False`.
-        alpha: stability index in (0, 2]. Defaults to `1.75`.
-        sigma: noise scale >= 0 or a schedule. Defaults to `0.003`.
-        noise: `"entry"`, `"neuron"` or `"elliptical"`. Defaults to `"neuron"`.
-        lr_rescaling: multiply the noise by `lr_t**(1/alpha)`. Defaults to `True`.
-        seed: int seed, or `None` to draw and keep one. Defaults to `None`.
-        **kwargs: other `tf_keras.optimizers.Optimizer` arguments.
+{NOISE_ARGS}        **kwargs: other `tf_keras.optimizers.Optimizer` arguments.
 
     Example:
 
-    >>> model.compile(optimizer=LegacyHeavyTailSGD(0.05, sigma=0.005, seed=0),
-    ...               loss="sparse_categorical_crossentropy")  # doctest: +SKIP
+    >>> model.compile(optimizer=LegacyHeavyTailSGD(0.05, seed=0),
+    ...               loss="mse")  # doctest: +SKIP
 
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
 
-    _schedules = tf_keras.optimizers.schedules
+    schedules = tf_keras.optimizers.schedules
 
     def __init__(
         self,
         learning_rate=0.01,
         momentum=0.0,
         nesterov=False,
-        alpha=1.75,
-        sigma=0.003,
-        noise=DEFAULT_NOISE,
-        lr_rescaling=True,
+        alpha=defaults.ALPHA,
+        sigma=defaults.SIGMA,
+        noise=defaults.NOISE,
+        lr_rescaling=defaults.LR_RESCALING,
         seed=None,
+        noise_exclusions=None,
         name="LegacyHeavyTailSGD",
         **kwargs,
     ):
@@ -80,17 +77,17 @@ class LegacyHeavyTailSGD(_StableNoiseMixin, tf_keras.optimizers.SGD):
             name=name,
             **kwargs,
         )
-        self._init_noise(alpha, sigma, noise, lr_rescaling, seed)
+        self.init_noise(alpha, sigma, noise, lr_rescaling, seed, noise_exclusions)
 
     def update_step(self, gradient, variable):
         super().update_step(gradient, variable)
-        if self.sigma == 0.0 or not self._gets_noise(variable):
+        if self.sigma == 0.0 or not self.gets_noise(variable):
             return
-        increment = self._noise_increment(
+        increment = self.noise_increment(
             variable,
             self._index_dict[self._var_key(variable)],
             self.learning_rate,
-            self._current_sigma(),
+            self.current_sigma(),
             self.iterations,
         )
         if tuple(increment.shape) == tuple(variable.shape):
@@ -185,14 +182,7 @@ def strip_pruning(model):
 
 def kernel_sparsity(model):
     """Fraction of zero entries over all kernels of a (stripped) model."""
-    zeros = total = 0
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None:
-            values = tf.convert_to_tensor(kernel).numpy()
-            zeros += int((values == 0).sum())
-            total += values.size
-    return zeros / total if total else 0.0
+    return topology.weight_sparsity(model)
 
 
 __all__ = [

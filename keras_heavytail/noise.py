@@ -20,11 +20,15 @@ import math
 import keras
 from keras import ops
 
-STRUCTURES = ("entry", "neuron", "elliptical")
+from keras_heavytail import defaults
 
-# Uniforms are drawn on [_TINY, 1): the lower end keeps cos(U) and -log(V)
+STRUCTURES = defaults.NOISE_STRUCTURES
+# Int seeds are in [0, SEED_LIMIT): a stateless seed is `[seed, 0]` in int32.
+SEED_LIMIT = 2**31 - 1
+
+# Uniforms are drawn on [UNIFORM_FLOOR, 1): the lower end keeps cos(U) and -log(V)
 # strictly positive in float32, so every sample is finite for alpha >= 0.5.
-_TINY = 2.0**-24
+UNIFORM_FLOOR = 2.0**-24
 
 
 def check_alpha(alpha):
@@ -71,8 +75,8 @@ def as_stateless_seed(seed):
     """Turns an int, `None`, a `SeedGenerator` or a seed tensor into a seed tensor.
 
     Args:
-        seed: an int, `None`, a `keras.random.SeedGenerator`, or an integer
-            tensor of shape `(2,)`.
+        seed: an int in [0, 2**31 - 1), `None`, a `keras.random.SeedGenerator`,
+            or an integer tensor of shape `(2,)`.
 
     Returns:
         An integer tensor of shape `(2,)` usable by `fold_in`.
@@ -82,7 +86,11 @@ def as_stateless_seed(seed):
     if isinstance(seed, bool):
         raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed}")
     if isinstance(seed, int):
-        return ops.convert_to_tensor([seed % (2**31 - 1), 0], dtype="int32")
+        if not 0 <= seed < SEED_LIMIT:
+            raise ValueError(
+                f"An int `seed` must be in [0, {SEED_LIMIT}). Received: seed={seed}"
+            )
+        return ops.convert_to_tensor([seed, 0], dtype="int32")
     return seed
 
 
@@ -121,7 +129,7 @@ def _uniform(shape, seed, dtype, minval, maxval):
 
 
 def _uniform01(shape, seed, dtype):
-    """Uniform on [_TINY, 1): the raw Philox draw, clipped away from 0.
+    """Uniform on [UNIFORM_FLOOR, 1): the raw Philox draw, clipped away from 0.
 
     TF's `stateless_uniform` always adds two passes (`* (max - min) + min`);
     the raw op and one `maximum` cost one.
@@ -137,8 +145,8 @@ def _uniform01(shape, seed, dtype):
             alg=1,
             dtype=dtype,  # 1: Philox
         )
-        return tf.maximum(v, tf.constant(_TINY, dtype))
-    return _uniform(shape, seed, dtype, _TINY, 1.0)
+        return tf.maximum(v, tf.constant(UNIFORM_FLOOR, dtype))
+    return _uniform(shape, seed, dtype, UNIFORM_FLOOR, 1.0)
 
 
 def _normal(shape, seed, dtype):
@@ -156,6 +164,21 @@ def _sampling_dtype(dtype):
     """Half-precision noise is drawn in float32 and cast at the end."""
     dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
     return "float32" if dtype in ("float16", "bfloat16") else dtype, dtype
+
+
+# The largest finite values of the half-precision dtypes.
+_HALF_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+
+
+def _to_output(x, out_dtype):
+    """Casts a float32 draw to `out_dtype`, clipping half precision to its range.
+
+    A heavy-tailed draw above float16's largest value would become inf.
+    """
+    if out_dtype in _HALF_MAX:
+        limit = _HALF_MAX[out_dtype]
+        x = ops.clip(x, -limit, limit)
+    return ops.cast(x, out_dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -194,7 +217,9 @@ def cms_positive(xp, u, w, a):
 
 def _angle_and_exp(shape, seed, dtype, low, high):
     """`U ~ Uniform(low, high)` and `W ~ Exp(1)`, from one seed."""
-    u = _uniform(shape, fold_in(seed, 0), dtype, low + (high - low) * _TINY, high)
+    u = _uniform(
+        shape, fold_in(seed, 0), dtype, low + (high - low) * UNIFORM_FLOOR, high
+    )
     return u, -ops.log(_uniform01(shape, fold_in(seed, 1), dtype))
 
 
@@ -249,7 +274,7 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
             x = cms_symmetric(ops, u, w, alpha)
     if not (isinstance(scale, (int, float)) and scale == 1.0):
         x = x * ops.cast(scale, compute_dtype)
-    return ops.cast(x, out_dtype)
+    return _to_output(x, out_dtype)
 
 
 def positive_stable(shape, a, seed=None, dtype=None):
@@ -275,7 +300,7 @@ def positive_stable(shape, a, seed=None, dtype=None):
     if a == 1.0:
         return ops.ones(shape, dtype=out_dtype)
     u, w = _angle_and_exp(shape, as_stateless_seed(seed), compute_dtype, 0.0, math.pi)
-    return ops.cast(cms_positive(ops, u, w, float(a)), out_dtype)
+    return _to_output(cms_positive(ops, u, w, float(a)), out_dtype)
 
 
 def unit_shape(shape):
@@ -337,4 +362,4 @@ def stable_noise(
     if not (isinstance(scale, (int, float)) and scale == 1.0):
         per_unit = per_unit * ops.cast(scale, compute_dtype)
     gauss = _normal(shape, fold_in(seed, 3), compute_dtype)
-    return ops.cast(per_unit * gauss, out_dtype)
+    return _to_output(per_unit * gauss, out_dtype)

@@ -25,7 +25,9 @@ def _pyplot():
 
 def _save(fig, path):
     if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        from keras_heavytail import files
+
+        files.save_figure(fig, path, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -82,5 +84,51 @@ def plot_norm_tails(kernels, path=None, title="Tail of neuron norms (log-log CCD
     ax.set_ylabel("P(norm > x)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    # Lower left: the largest norms sit at the lower right of a CCDF.
+    ax.legend(loc="lower left", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
+    """Iso-accuracy neurons against sigma: one line per noise setting, SGD flat.
+
+    Args:
+        rows: `SweepResult.rows` (dicts with `protocol`, `width`, `setting`
+            and `(mean, std)` of `neurons_at_iso_accuracy`; a noisy row's
+            setting reads `"noise, alpha=a, sigma=s[, annealed]"`).
+        path: PNG file to write. Defaults to `None` (no file).
+        title: Defaults to `"Neurons at iso-accuracy against sigma"`.
+
+    Returns:
+        The matplotlib `Figure`.
+    """
+    if not rows:
+        raise ValueError("`rows` must hold at least one sweep row.")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = {}
+    for row in rows:
+        group = f"{row['protocol']}, width {row['width']}"
+        mean, spread = row["neurons_at_iso_accuracy"]
+        if row["setting"] == "SGD":
+            ax.axhline(mean, linestyle="--", color="gray")
+            ax.annotate(f"SGD ({group})", (0.01, mean), xycoords=("axes fraction", "data"),
+                        fontsize="small", color="gray")  # fmt: skip
+            continue
+        parts = [p.strip() for p in row["setting"].split(",")]
+        sigma = float(next(p for p in parts if p.startswith("sigma="))[6:])
+        label = (
+            ", ".join(p for p in parts if not p.startswith("sigma=")) + f" ({group})"
+        )
+        lines.setdefault(label, []).append((sigma, mean, spread))
+    for label, points in lines.items():
+        points.sort()
+        ax.errorbar([p[0] for p in points], [p[1] for p in points],
+                    yerr=[p[2] for p in points], marker="o", capsize=3, label=label)  # fmt: skip
+    ax.set_xlabel("sigma")
+    ax.set_ylabel("hidden neurons at iso-accuracy (fewer is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize="small")
     return _save(fig, path)

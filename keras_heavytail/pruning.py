@@ -1,43 +1,21 @@
-"""Pruning Keras 3 models: one-shot magnitude pruning, pruning curves, shrink.
+"""One-shot magnitude pruning of Keras 3 models, pruning curves, iso-accuracy.
 
 tfmot cannot touch Keras 3 models; these functions work on Sequential and
-functional Keras 3 models and never mutate their input.
+functional Keras 3 models on every backend and never mutate their input.
 
 The unit of structured pruning is the paper's: an output unit of a Dense
 layer (a column of its kernel) or a filter of a convolution (the last axis of
-its kernel), scored by the l2 norm of its incoming weights.
+its kernel), scored by the l2 norm of its incoming weights (or, with
+`score="path"`, that norm times the norm of its outgoing weights).
 """
 
 import keras
 import numpy as np
 
 from keras_heavytail import compressibility
-from keras_heavytail.compressibility import as_array
-
-STRUCTURES = ("entry", "neuron")
-SCOPES = ("layer", "global")
-SCORES = ("norm", "path")
-
-_ELEMENTWISE = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.Dropout,
-    keras.layers.BatchNormalization,
-)
-_SPATIAL = (
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.MaxPooling1D,
-    keras.layers.AveragePooling1D,
-)
-_TO_FEATURES = (
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalMaxPooling1D,
-)
-_WEIGHTED = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv1D)
+from keras_heavytail import defaults
+from keras_heavytail import topology
+from keras_heavytail.topology import as_array
 
 
 def _check_choice(value, name, choices):
@@ -59,7 +37,7 @@ def prunable_layers(model, exclude=None, include_output=False):
     Returns:
         A list of layers.
     """
-    layers = compressibility.kernel_layers(model)
+    layers = topology.kernel_layers(model)
     exclude = set(exclude or [])
     unknown = exclude - {layer.name for layer in layers}
     if unknown:
@@ -77,29 +55,15 @@ def prunable_layers(model, exclude=None, include_output=False):
     return chosen
 
 
-def _following(model, layer):
-    """The layers after `layer` up to and including the next kernel layer."""
-    layers = _chain(model, strict=False)
-    if layers is None:
-        return []
-    start = layers.index(layer) + 1
-    out = []
-    for nxt in layers[start:]:
-        out.append(nxt)
-        if getattr(nxt, "kernel", None) is not None:
-            break
-    return out
-
-
-def _outgoing_norms(model, layer):
+def outgoing_norms(model, layer):
     """l2 norm of each unit's outgoing weights in the next kernel layer."""
-    following = _following(model, layer)
+    consumer = topology.next_kernel_layer(model, layer)
     units = layer.kernel.shape[-1]
-    if not following or getattr(following[-1], "kernel", None) is None:
+    if consumer is None:
         raise ValueError(
             f"`score='path'` needs a kernel layer after {layer.name!r} in a linear chain."
         )
-    kernel = as_array(following[-1].kernel, "float64")
+    kernel = as_array(consumer.kernel, "float64")
     if kernel.ndim > 2:  # a convolution: input channels are axis -2
         return np.sqrt(
             np.sum(np.moveaxis(kernel, -2, 0).reshape(units, -1) ** 2, axis=1)
@@ -109,16 +73,23 @@ def _outgoing_norms(model, layer):
 
 
 def neuron_scores(model, layer, score="norm"):
-    """Per-unit importance: incoming norm, or incoming times outgoing norm."""
-    _check_choice(score, "score", SCORES)
+    """Per-unit importance: incoming norm, or incoming times outgoing norm.
+
+    Args:
+        model: the Keras model `layer` belongs to.
+        layer: a kernel layer of `model`.
+        score: `"norm"` (incoming l2 norm, the paper's) or `"path"` (times
+            the outgoing l2 norm: a unit's scale in a ReLU network).
+            Defaults to `"norm"`.
+
+    Returns:
+        A float64 array with one score per unit.
+    """
+    _check_choice(score, "score", defaults.PRUNE_SCORES)
     norms = compressibility.neuron_norms(layer.kernel)
     if score == "path":
-        norms = norms * _outgoing_norms(model, layer)
+        norms = norms * outgoing_norms(model, layer)
     return norms
-
-
-def _check_ratio(ratio):
-    return compressibility._check_fraction(ratio, "ratio")
 
 
 def _lowest(scores, count):
@@ -128,6 +99,20 @@ def _lowest(scores, count):
     return mask
 
 
+def _criterion_masks(layers, criterion, max_rel_sq_error):
+    if criterion != "paper":
+        raise ValueError(
+            f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
+        )
+    return {
+        layer.name: ~_lowest(
+            compressibility.neuron_norms(layer.kernel),
+            compressibility.prunable_neuron_count(layer.kernel, max_rel_sq_error),
+        )
+        for layer in layers
+    }
+
+
 def pruning_masks(
     model,
     ratio=None,
@@ -135,7 +120,7 @@ def pruning_masks(
     scope="layer",
     exclude=None,
     criterion=None,
-    max_rel_sq_error=0.1,
+    max_rel_sq_error=defaults.MAX_REL_SQ_ERROR,
     score="norm",
     include_output=False,
 ):
@@ -144,8 +129,8 @@ def pruning_masks(
     Entry masks have the kernel's shape; neuron masks are one boolean per unit.
     Arguments are those of `prune`.
     """
-    _check_choice(structure, "structure", STRUCTURES)
-    _check_choice(scope, "scope", SCOPES)
+    _check_choice(structure, "structure", defaults.PRUNE_STRUCTURES)
+    _check_choice(scope, "scope", defaults.PRUNE_SCOPES)
     if include_output and (structure != "entry" or criterion is not None):
         raise ValueError(
             "`include_output=True` prunes the output layer's entries only; its units "
@@ -154,20 +139,10 @@ def pruning_masks(
         )
     layers = prunable_layers(model, exclude, include_output)
     if criterion is not None:
-        if criterion != "paper":
-            raise ValueError(
-                f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
-            )
-        return {
-            layer.name: ~_lowest(
-                compressibility.neuron_norms(layer.kernel),
-                compressibility.prunable_neuron_count(layer.kernel, max_rel_sq_error),
-            )
-            for layer in layers
-        }
+        return _criterion_masks(layers, criterion, max_rel_sq_error)
     if ratio is None:
         raise ValueError("Give `ratio` (a fraction in [0, 1]) or `criterion='paper'`.")
-    ratio = _check_ratio(ratio)
+    ratio = compressibility.check_fraction(ratio, "ratio")
     if structure == "entry":
         scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
     else:
@@ -183,7 +158,8 @@ def pruning_masks(
     return {layer.name: mask for layer, mask in zip(layers, masks)}
 
 
-def _copy(model):
+def copy_model(model):
+    """A copy of a Sequential or functional Keras 3 model with its weights."""
     try:
         clone = keras.models.clone_model(model)
     except Exception as error:  # subclassed models cannot be cloned
@@ -202,22 +178,21 @@ def apply_masks(model, masks):
     of a BatchNormalization that follows it, so its output is exactly zero
     and `shrink` can remove it.
     """
-    by_name = {layer.name: layer for layer in compressibility.kernel_layers(model)}
+    by_name = {layer.name: layer for layer in topology.kernel_layers(model)}
     for name, mask in masks.items():
         layer = by_name[name]
         kernel = as_array(layer.kernel)
+        layer.kernel.assign(kernel * mask)  # a unit mask broadcasts over units
         if mask.shape == kernel.shape:
-            layer.kernel.assign(kernel * mask)
             continue
-        layer.kernel.assign(kernel * mask)  # broadcasts over the last axis
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(as_array(layer.bias) * mask)
-        for nxt in _following(model, layer):
+        for nxt in topology.following(model, layer):
             if isinstance(nxt, keras.layers.BatchNormalization):
                 for weight in (nxt.gamma, nxt.beta):
                     if weight is not None:
                         weight.assign(as_array(weight) * mask)
-            if not isinstance(nxt, _ELEMENTWISE + _SPATIAL):
+            if not isinstance(nxt, topology.ELEMENTWISE + topology.SPATIAL):
                 break
     return model
 
@@ -229,7 +204,7 @@ def prune(
     scope="layer",
     exclude=None,
     criterion=None,
-    max_rel_sq_error=0.1,
+    max_rel_sq_error=defaults.MAX_REL_SQ_ERROR,
     score="norm",
     include_output=False,
 ):
@@ -255,7 +230,8 @@ def prune(
         scope: `"layer"` or `"global"`. Defaults to `"layer"`.
         exclude: layer names to leave alone. Defaults to `None`.
         criterion: `None` or `"paper"`. Defaults to `None`.
-        max_rel_sq_error: the paper criterion's budget. Defaults to `0.1`.
+        max_rel_sq_error: the paper criterion's budget.
+            Defaults to `defaults.MAX_REL_SQ_ERROR`.
         score: `"norm"` or `"path"`. Defaults to `"norm"`.
         include_output: also prune the output layer's entries (only with
             `structure="entry"`). Defaults to `False`.
@@ -274,71 +250,62 @@ def prune(
     masks = pruning_masks(
         model,
         ratio,
-        structure,
-        scope,
-        exclude,
-        criterion,
-        max_rel_sq_error,
-        score,
-        include_output,
+        structure=structure,
+        scope=scope,
+        exclude=exclude,
+        criterion=criterion,
+        max_rel_sq_error=max_rel_sq_error,
+        score=score,
+        include_output=include_output,
     )
-    return apply_masks(_copy(model), masks)
-
-
-def _scores_for_evaluation(model, x, y, batch_size):
-    logits = np.asarray(
-        model.predict(x, batch_size=batch_size, verbose=0), dtype="float64"
-    )
-    y = np.asarray(y).astype("int64").ravel()
-    is_probability = np.all(logits >= 0) and np.allclose(logits.sum(-1), 1.0, atol=1e-3)
-    if is_probability:
-        log_p = np.log(np.clip(logits, 1e-12, 1.0))
-    else:
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    loss = float(-np.mean(log_p[np.arange(y.size), y]))
-    accuracy = float(np.mean(np.argmax(logits, -1) == y))
-    return loss, accuracy
+    return apply_masks(copy_model(model), masks)
 
 
 def pruning_curve(
     model,
     x,
     y,
-    ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    ratios=defaults.CURVE_RATIOS,
     structure="neuron",
     scope="layer",
     score="norm",
     exclude=None,
     batch_size=256,
+    from_logits=False,
 ):
     """Loss and accuracy after one-shot pruning at each ratio (no fine-tuning).
 
     Args:
-        model: a classifier whose outputs are logits or probabilities.
+        model: a classifier. Defaults to none; required.
         x: inputs. Defaults to none; required.
         y: integer labels. Defaults to none; required.
-        ratios: fractions to prune. Defaults to 0, 0.1, ..., 0.9.
+        ratios: fractions to prune. Defaults to `defaults.CURVE_RATIOS`.
         structure, scope, score, exclude: as in `prune`.
         batch_size: for prediction. Defaults to `256`.
+        from_logits: whether the model outputs logits (as in Keras losses);
+            a model that outputs anything but probabilities needs `True`.
+            Defaults to `False`.
 
     Returns:
         A list of dicts with `ratio`, `remaining_parameters`, `loss`,
         `accuracy`, one per ratio.
     """
-    work = _copy(model)
+    work = copy_model(model)
     original = model.get_weights()
     total = model.count_params()
     rows = []
     for ratio in ratios:
-        masks = pruning_masks(model, ratio, structure, scope, exclude, score=score)
+        masks = pruning_masks(
+            model, ratio, structure, scope, exclude=exclude, score=score
+        )
         work.set_weights(original)
         apply_masks(work, masks)
         zeroed = sum(
             int(np.sum(a == 0) - np.sum(b == 0))
             for a, b in zip(work.get_weights(), original)
         )
-        loss, accuracy = _scores_for_evaluation(work, x, y, batch_size)
+        outputs = work.predict(x, batch_size=batch_size, verbose=0)
+        loss, accuracy = compressibility.loss_and_accuracy(outputs, y, from_logits)
         rows.append(
             {
                 "ratio": float(ratio),
@@ -350,30 +317,72 @@ def pruning_curve(
     return rows
 
 
-def _chain(model, strict=True):
-    """The layers of a Sequential or single-path functional model, in order."""
-    layers = [
-        layer
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer)
-    ]
-    if isinstance(model, keras.Sequential):
-        return layers
-    try:
-        linear = len(model.inputs) == 1 and len(model.outputs) == 1
-        previous = model.inputs[0] if linear else None
-        for layer in layers:
-            if not linear or layer.input is not previous:
-                linear = False
-                break
-            previous = layer.output
-    except (AttributeError, ValueError):
-        linear = False
-    if linear:
-        return layers
-    if strict:
-        raise ValueError(
-            f"`shrink` supports Sequential models and single-path functional models. "
-            f"Model {model.name!r} is not a single chain of layers."
-        )
-    return None
+def bisect_ratio(passes, steps=10):
+    """The largest pruning ratio in [0, 1) at which `passes(ratio)` holds.
+
+    Assumes `passes` holds up to some ratio and fails beyond it (accuracy
+    falls as more is pruned): bisection keeps `lo` passing and `hi` failing
+    (1.0, everything pruned, is taken to fail), and returns `lo` after
+    `steps` halvings, within `2**-steps` of the threshold. Returns 0.0 if
+    even a tiny ratio fails.
+
+    Args:
+        passes: callable `ratio -> bool`.
+        steps: halvings. Defaults to `10`.
+
+    Returns:
+        A float in [0, 1).
+    """
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def iso_accuracy_ratio(
+    model,
+    x,
+    y,
+    target_accuracy,
+    structure="neuron",
+    score="norm",
+    scope="layer",
+    steps=10,
+    batch_size=256,
+):
+    """The largest one-shot pruning ratio whose accuracy stays >= a target.
+
+    Bisects the pruning ratio (`bisect_ratio`) on `(x, y)`, which should be a
+    validation split, never the test set. With a reference accuracy `a` and a
+    tolerance `t`, `target_accuracy = a - t` gives the iso-accuracy point:
+    the fewest units that keep the model within `t` of `a`.
+
+    Args:
+        model: a Keras 3 classifier (not modified). Defaults to none; required.
+        x: validation inputs. Defaults to none; required.
+        y: validation integer labels. Defaults to none; required.
+        target_accuracy: the accuracy to keep, in [0, 1].
+        structure, score, scope: as in `prune`. Default to `"neuron"`,
+            `"norm"`, `"layer"`.
+        steps: halvings of the bisection. Defaults to `10`.
+        batch_size: for prediction. Defaults to `256`.
+
+    Returns:
+        A float in [0, 1): the ratio.
+    """
+    target_accuracy = compressibility.check_fraction(target_accuracy, "target_accuracy")
+    work = copy_model(model)
+    original = model.get_weights()
+    y = np.asarray(y).astype("int64").ravel()
+
+    def passes(ratio):
+        work.set_weights(original)
+        apply_masks(work, pruning_masks(model, ratio, structure, scope, score=score))
+        outputs = work.predict(x, batch_size=batch_size, verbose=0)
+        return float(np.mean(np.argmax(outputs, -1) == y)) >= target_accuracy
+
+    return bisect_ratio(passes, steps)

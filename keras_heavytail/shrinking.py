@@ -8,18 +8,18 @@ import keras
 import numpy as np
 
 from keras_heavytail import compressibility
-from keras_heavytail.compressibility import as_array
-from keras_heavytail.pruning import _ELEMENTWISE
-from keras_heavytail.pruning import _SPATIAL
-from keras_heavytail.pruning import _TO_FEATURES
-from keras_heavytail.pruning import _WEIGHTED
-from keras_heavytail.pruning import _chain
+from keras_heavytail import topology
+from keras_heavytail.topology import ELEMENTWISE
+from keras_heavytail.topology import SPATIAL
+from keras_heavytail.topology import TO_FEATURES
+from keras_heavytail.topology import WEIGHTED
+from keras_heavytail.topology import as_array
 
 
 def _supported(layer):
     return isinstance(
         layer,
-        _WEIGHTED + _ELEMENTWISE + _SPATIAL + _TO_FEATURES + (keras.layers.Flatten,),
+        WEIGHTED + ELEMENTWISE + SPATIAL + TO_FEATURES + (keras.layers.Flatten,),
     )
 
 
@@ -41,6 +41,55 @@ def _constant_output(block, bias, activation):
 
 def _rebuilt(layer, **overrides):
     return type(layer).from_config({**layer.get_config(), **overrides})
+
+
+def _block_after(layers, i):
+    """The layers between kernel layer `layers[i]` and the next one."""
+    block = []
+    for nxt in layers[i + 1 :]:
+        if isinstance(nxt, WEIGHTED):
+            break
+        block.append(nxt)
+    return block
+
+
+def _shrink_weighted(layer, keep, block):
+    """A Dense/Conv layer without its dropped inputs and silent units.
+
+    `keep` marks the kept input channels (`None`: all); `block` is the layers
+    up to the next kernel layer, or `None` for the output layer, which keeps
+    every unit. Returns the new layer, its weights and the kept units.
+    """
+    kernel = as_array(layer.kernel)
+    bias = as_array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
+    if keep is not None:
+        kernel = np.take(kernel, np.flatnonzero(keep), axis=-2)
+    if block is None:
+        keep = np.ones(kernel.shape[-1], dtype=bool)
+    else:
+        silent = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
+        silent &= _constant_output(block, bias, layer.activation) == 0
+        keep = ~silent
+        if not keep.any():
+            keep[np.argmax(compressibility.neuron_norms(layer.kernel))] = True
+    size_key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
+    new = _rebuilt(layer, **{size_key: int(keep.sum())})
+    weights = [kernel[..., keep]] + ([bias[keep]] if layer.use_bias else [])
+    return new, weights, keep
+
+
+def _shrink_passthrough(layer, keep):
+    """A weightless (or per-channel) layer, restricted to the kept channels."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        weights = layer.get_weights()
+        if keep is not None:
+            weights = [w[keep] for w in weights]
+        return _rebuilt(layer), weights, keep
+    if isinstance(layer, keras.layers.Flatten) and keep is not None:
+        shape = layer.input.shape
+        positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+        keep = np.tile(keep, positions)
+    return _rebuilt(layer), None, keep
 
 
 def shrink(model):
@@ -68,7 +117,7 @@ def shrink(model):
 
     >>> small = shrink(prune(model, 0.7, structure="neuron"))  # doctest: +SKIP
     """
-    layers = _chain(model)
+    layers = topology.chain(model)
     for layer in layers:
         if not _supported(layer):
             raise ValueError(
@@ -76,50 +125,17 @@ def shrink(model):
                 f"{type(layer).__name__}. Supported: Dense, Conv1D, Conv2D, pooling, "
                 "Flatten, Dropout, activations and BatchNormalization."
             )
-    weighted = [i for i, layer in enumerate(layers) if isinstance(layer, _WEIGHTED)]
+    weighted = [i for i, layer in enumerate(layers) if isinstance(layer, WEIGHTED)]
     if not weighted:
         raise ValueError(f"Model {model.name!r} has no Dense or Conv layer to shrink.")
     keep = None  # kept channels of the current tensor's last axis
     new_layers = []
     for i, layer in enumerate(layers):
-        if isinstance(layer, _WEIGHTED):
-            kernel = as_array(layer.kernel)
-            bias = (
-                as_array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
-            )
-            if keep is not None:
-                kernel = np.take(kernel, np.flatnonzero(keep), axis=-2)
-            if i == weighted[-1]:
-                keep = np.ones(kernel.shape[-1], dtype=bool)
-            else:
-                block = []
-                for nxt in layers[i + 1 :]:
-                    if isinstance(nxt, _WEIGHTED):
-                        break
-                    block.append(nxt)
-                silent = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
-                silent &= _constant_output(block, bias, layer.activation) == 0
-                keep = ~silent
-                if not keep.any():
-                    keep[np.argmax(compressibility.neuron_norms(layer.kernel))] = True
-            size_key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
-            new = _rebuilt(layer, **{size_key: int(keep.sum())})
-            weights = [kernel[..., keep]] + ([bias[keep]] if layer.use_bias else [])
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            new = _rebuilt(layer)
-            weights = layer.get_weights()
-            if keep is not None:
-                weights = [w[keep] for w in weights]
-        elif isinstance(layer, keras.layers.Flatten):
-            positions = (
-                int(np.prod(layer.input.shape[1:-1]))
-                if len(layer.input.shape) > 2
-                else 1
-            )
-            new, weights = _rebuilt(layer), None
-            keep = None if keep is None else np.tile(keep, positions)
+        if isinstance(layer, WEIGHTED):
+            block = None if i == weighted[-1] else _block_after(layers, i)
+            new, weights, keep = _shrink_weighted(layer, keep, block)
         else:
-            new, weights = _rebuilt(layer), None
+            new, weights, keep = _shrink_passthrough(layer, keep)
         new_layers.append((new, weights))
     inputs = keras.Input(
         shape=model.inputs[0].shape[1:] if hasattr(model, "inputs") else None

@@ -6,6 +6,8 @@ through: config, JSON and (for optimizers) a `.keras` file.
 
 import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -60,3 +62,22 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+def run_python(code=None, args=(), env=None, timeout=600, cwd=None, check=True):
+    """Runs Python in a fresh process (a script's code, or `args` after `python`).
+
+    The one way tests start processes: TensorFlow's C++ logs off, the
+    backend TensorFlow unless `env` says otherwise, output captured. With
+    `check`, a non-zero exit fails the test with the end of stderr.
+    """
+    full_env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    full_env.pop("TF_USE_LEGACY_KERAS", None)
+    full_env.update(env or {})
+    command = [sys.executable, *(["-c", code] if code is not None else []), *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result

@@ -1,63 +1,143 @@
-"""The protocol in a tiny configuration."""
+"""The protocol: the stopping rule, iso-accuracy, presets, in tiny configurations."""
 
 import json
 
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_data
 
 import keras_heavytail as kht
 from keras_heavytail import experiments as ex
+from keras_heavytail import pruning
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return kht.load_dataset("digits", limit=300)
+    return kht.load_dataset("digits", limit=400)
 
 
-def test_protocol_rows_table_and_markdown(digits):
+@pytest.fixture(scope="module")
+def protocol_run(digits):
     settings = [
         kht.Setting("SGD"),
-        kht.Setting("HT", "neuron", 1.5, 0.01),
-        kht.Setting("HT annealed", "neuron", 1.5, 0.01, anneal=True),
+        kht.Setting("HT", "neuron", 1.5, 0.05),
+        kht.Setting("HT annealed", "neuron", 1.5, 0.05, anneal=True),
     ]
-    result = kht.run_protocol(
-        digits,
-        settings,
-        width=32,
-        epochs=2,
-        batch_size=50,
-        seeds=(0, 1),
-        progress=False,
-    )
+    protocol = kht.Protocol(width=24, epochs=2, batch_size=50, iso_steps=5)
+    return kht.run_protocol(digits, settings, protocol, seeds=(0, 1), progress=False)
+
+
+def test_protocol_rows_and_table(protocol_run):
+    result = protocol_run
+    labels = ["SGD", "HT", "HT annealed"]
     assert [(r["setting"], r["seed"]) for r in result.runs] == [
-        (s.label, seed) for s in settings for seed in (0, 1)
+        (label, seed) for label in labels for seed in (0, 1)
     ]
-    run = result.runs[0]
-    for key in (
-        "test_accuracy",
-        "tail_index",
-        "paper_prune_ratio",
-        "accuracy@70%pruned",
-    ):
-        assert 0.0 <= run[key] <= 2.0, key
     row = result.table[1]
     values = [r["test_accuracy"] for r in result.runs if r["setting"] == "HT"]
     assert row["test_accuracy"] == pytest.approx(
         (np.mean(values), np.std(values, ddof=1))
     )
-    assert len(result.markdown().splitlines()) == 2 + len(settings)
+    # Each run's iso point: counts of real units, and the ratio is per seed.
+    for run in result.runs:
+        assert 1 <= run["neurons_at_iso_accuracy"] <= 24
+        assert run["neurons_at_iso_accuracy"] == round(24 * (1 - run["ratio_at_iso"]))
+    sgd = {r["seed"]: r for r in result.runs if r["setting"] == "SGD"}
+    mine = [r for r in result.runs if r["setting"] == "HT"]
+    ratios = [
+        r["neurons_at_iso_accuracy"] / sgd[r["seed"]]["neurons_at_iso_accuracy"]
+        for r in mine
+    ]
+    assert row["iso_neuron_ratio_vs_sgd"][0] == pytest.approx(np.mean(ratios))
+    assert result.table[0]["iso_neuron_ratio_vs_sgd"] == (1.0, 0.0)
+    assert len(result.markdown().splitlines()) == 2 + len(labels)
+    assert len(result.headline()) == 4 and "ratio" in result.headline()[0]
     json.dumps(result.to_dict())  # serialisable
-    # The annealed run ends with less noise, so it differs from the constant one.
-    a = result.models[("HT", 0)].get_layer("hidden1").kernel.numpy()
-    b = result.models[("HT annealed", 0)].get_layer("hidden1").kernel.numpy()
-    assert not np.allclose(a, b)
+
+
+def test_noise_and_annealing_change_the_weights(protocol_run):
+    # Against SGD (sigma=0): fails if the protocol's noise is switched off.
+    models = protocol_run.models
+    kernel = {
+        label: models[(label, 0)].get_layer("hidden1").kernel.numpy()
+        for label in ("SGD", "HT", "HT annealed")
+    }
+    assert np.abs(kernel["HT"] - kernel["SGD"]).max() > 1e-3
+    assert not np.allclose(kernel["HT"], kernel["HT annealed"])
+
+
+def test_params_at_iso_counts_the_shrunk_model(digits):
+    protocol = kht.Protocol(width=20, epochs=1, iso_steps=4, fine_tune_epochs=0)
+    split = ex.Split.of(digits, protocol)
+    model, *_ = ex.train_one(digits, kht.Setting("SGD"), protocol, 0, split=split)
+    point = ex.iso_accuracy(model, protocol, split, reference_accuracy=0.0)
+    # Reference 0: everything may go but the one unit `shrink` always keeps.
+    kept = point["neurons_at_iso_accuracy"]
+    assert kept == round(20 * (1 - point["ratio_at_iso"]))
+    assert point["params_at_iso_accuracy"] == 64 * kept + kept + kept * 10 + 10
+
+
+def test_stop_at_train_accuracy_stops_at_the_first_check_above():
+    x, y = tiny_data(n=96, inputs=8, classes=3)
+    x = x + 3.0 * keras.ops.convert_to_numpy(keras.ops.one_hot(y, 8))  # separable
+    model = ex.build_model("mlp", (8,), 3, width=16, seed=0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stop = kht.StopAtTrainAccuracy(x, y, threshold=0.9, every=2)
+    model.fit(x, y, batch_size=16, epochs=50, verbose=0, callbacks=[stop])
+    steps = [step for step, _ in stop.checks]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2))
+    assert all(acc < 0.9 for _, acc in stop.checks[:-1])
+    assert stop.checks[-1][1] >= 0.9 and stop.stopped_at == steps[-1]
+    assert int(model.optimizer.iterations) == stop.stopped_at  # stopped at once
+    # The check is on the whole training set, not the last minibatch.
+    predicted = np.argmax(model.predict(x, verbose=0), -1)
+    assert stop.checks[-1][1] == pytest.approx(np.mean(predicted == y))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"threshold": 95}, "Received: threshold=95"),
+        ({"threshold": 0}, "Received: threshold=0"),
+        ({"every": 0}, "Received: every=0"),
+    ],
+)
+def test_stop_at_train_accuracy_rejects_bad_values(kwargs, message):
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match=message):
+        kht.StopAtTrainAccuracy(x, y, **kwargs)
+
+
+def test_protocol_presets_and_validation():
+    paper = kht.Protocol.preset("paper")
+    assert (paper.use_bias, paper.width, paper.lr, paper.batch_size) == (
+        False,
+        5000,
+        0.01,
+        5000,
+    )
+    assert paper.target_train_accuracy == 0.95 and paper.check_every == 100
+    assert kht.Protocol.preset("paper", width=500).width == 500
+    with pytest.raises(ValueError, match="Received: target_train_accuracy=95"):
+        kht.Protocol(target_train_accuracy=95)
+    with pytest.raises(ValueError, match="Received: protocol='fast'"):
+        kht.Protocol.preset("fast")
+    with pytest.raises(ValueError, match="Received: lr=-0.05"):
+        kht.Protocol(lr=-0.05)
 
 
 def test_annealed_sigma_reaches_zero_and_output_layer_is_noise_free():
     model = kht.build_model("cnn", (8, 8, 1), 10, width=16)
     opt = ex.make_optimizer(
-        kht.Setting("x", "entry", 1.8, 0.1, anneal=True), 0.1, 0.0, 0, 10, model
+        kht.Setting("x", "entry", 1.8, 0.1, anneal=True),
+        kht.Protocol(lr=0.1),
+        0,
+        10,
+        model,
     )
     assert float(opt.sigma(0)) == pytest.approx(0.1) and float(opt.sigma(10)) == 0.0
     variables = model.trainable_variables
@@ -73,14 +153,55 @@ def test_annealed_sigma_reaches_zero_and_output_layer_is_noise_free():
 
 
 @pytest.mark.parametrize(
-    "architecture,kernels", [("mlp", 2), ("deep_mlp", 4), ("cnn", 4)]
+    "architecture,kernels", [("mlp", 2), ("deep_mlp", 4), ("cnn", 4), ("mean_field", 2)]
 )
 def test_architectures(architecture, kernels):
     model = kht.build_model(architecture, (8, 8, 1), 10, width=16, depth=3)
-    assert len(kht.compressibility.kernel_layers(model)) == kernels
+    assert len(kht.compressibility_report(model).rows) == kernels + 1
     assert model.output_shape == (None, 10)
+
+
+def test_bias_free_and_mean_field_models():
+    plain = kht.build_model("mlp", (8,), 3, width=16, use_bias=False)
+    assert plain.get_layer("hidden1").bias is None
+    field = kht.build_model("mean_field", (8,), 3, width=16)
+    out = field.get_layer("logits")
+    assert not out.trainable and field.get_layer("hidden1").bias is None
+    np.testing.assert_allclose(np.abs(out.kernel.numpy()), 1 / 16)
+    assert [v.path for v in field.trainable_variables] == [
+        field.get_layer("hidden1").kernel.path
+    ]
+    # The mean-field learning rate is scaled by the width.
+    assert kht.Protocol(architecture="mean_field", width=16, lr=0.1).effective_lr == 1.6
 
 
 def test_bad_architecture():
     with pytest.raises(ValueError, match="Received: architecture='rnn'"):
         kht.build_model("rnn", (8, 8, 1), 10)
+
+
+def test_bisection_on_a_model_whose_answer_is_known():
+    # One-hot inputs of 10 classes; hidden unit j fires only for class j with
+    # incoming norm 10 - j, and the logits copy the hidden units. Pruning the
+    # k lowest-norm units kills classes 9, 8, ...: accuracy (10 - k) / 10.
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(10, activation="relu", name="hidden"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+    model.get_layer("hidden").set_weights([np.diag(10.0 - np.arange(10)), np.zeros(10)])
+    model.get_layer("logits").set_weights([np.eye(10), np.zeros(10)])
+    x, y = np.eye(10, dtype="float32"), np.arange(10)
+    ratio = kht.iso_accuracy_ratio(model, x, y, target_accuracy=0.7, steps=12)
+    # 3 units may go (ratio rounds to 3 of 10 below 0.35), a 4th may not.
+    assert 0.35 - 2**-12 <= ratio < 0.35
+    kept = pruning.prune(model, ratio, structure="neuron")
+    assert np.mean(np.argmax(kept.predict(x, verbose=0), -1) == y) == 0.7
+
+
+def test_bisect_ratio_is_within_its_resolution():
+    for threshold in (0.0, 0.123, 0.5, 0.999):
+        found = pruning.bisect_ratio(lambda r, t=threshold: r <= t, steps=10)
+        assert found <= threshold < found + 2**-10 or threshold >= 1 - 2**-10

@@ -55,7 +55,7 @@ def test_int8_accuracy_within_one_point(trained, digits, tmp_path):
         quantize="int8",
         representative_data=digits.x_train,
     )
-    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test, from_logits=True)
     assert abs(result["accuracy"] - keras_accuracy) <= 0.01
     assert result["examples"] == len(digits.y_test)
 
@@ -75,7 +75,7 @@ def test_sparse_int8_falls_back_to_builtin_kernels_and_is_small(
     # of all kernel weights are zero) and int8 stores a quarter of the bytes.
     assert small.weight_sparsity == pytest.approx(0.9 * 8192 / (8192 + 1280), abs=1e-3)
     assert small.bytes < dense.bytes / 3
-    result = export.evaluate_tflite(small.path, digits.x_test, digits.y_test)
+    result = export.evaluate_tflite(small.path, digits.x_test, digits.y_test, from_logits=True)
     assert result["runtime"] == "builtin"  # XNNPACK refuses sparse int8
     latency = export.benchmark_tflite(small.path, runs=20, warmup=2)
     assert latency["median_ms"] > 0 and latency["p90_ms"] >= latency["median_ms"]
@@ -98,7 +98,7 @@ def test_per_tensor_int8_drops_per_unit_metadata(trained, digits, tmp_path):
     # kernel and of its bias at least.
     assert reports[True].bytes - reports[False].bytes >= 2 * 12 * 128
     accuracies = [
-        export.evaluate_tflite(r.path, digits.x_test, digits.y_test)["accuracy"]
+        export.evaluate_tflite(r.path, digits.x_test, digits.y_test, from_logits=True)["accuracy"]
         for r in reports.values()
     ]
     assert abs(accuracies[0] - accuracies[1]) <= 0.01
@@ -110,7 +110,7 @@ def test_other_quantizations_run(trained, digits, tmp_path, quantize):
         trained, tmp_path / f"{quantize}.tflite", quantize=quantize
     )
     assert report.quantization == quantize
-    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    result = export.evaluate_tflite(report.path, digits.x_test, digits.y_test, from_logits=True)
     assert result["accuracy"] > 0.8
 
 
@@ -138,7 +138,7 @@ def test_bad_arguments_and_files(trained, digits, tmp_path):
 
 def test_model_card_is_written_next_to_the_model(trained, digits, tmp_path):
     report = export.export_tflite(trained, tmp_path / "card.tflite")
-    evaluation = export.evaluate_tflite(report.path, digits.x_test, digits.y_test)
+    evaluation = export.evaluate_tflite(report.path, digits.x_test, digits.y_test, from_logits=True)
     card = export.model_card(
         report.path,
         source="test",

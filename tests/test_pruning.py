@@ -150,7 +150,9 @@ def test_exclude_and_bad_arguments():
 def test_pruning_curve_rows():
     model = mlp()
     x, y = tiny_data(inputs=8, classes=3)
-    rows = kht.pruning_curve(model, x, y, ratios=[0.0, 0.5, 1.0], structure="entry")
+    rows = kht.pruning_curve(
+        model, x, y, ratios=[0.0, 0.5, 1.0], structure="entry", from_logits=True
+    )
     assert [r["ratio"] for r in rows] == [0.0, 0.5, 1.0]
     total = model.count_params()
     assert rows[0]["remaining_parameters"] == total
@@ -229,3 +231,18 @@ def test_shrink_rejects_unsupported_layers():
     branched = keras.Model(inputs, keras.layers.Add()([a, b]))
     with pytest.raises(ValueError, match="single chain"):
         kht.shrink(branched)
+
+
+def test_pruning_curve_takes_from_logits_explicitly():
+    # Probabilities: the loss is -log p of the label, no second softmax.
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(6, name="h"),
+         keras.layers.Dense(3, activation="softmax", name="out")]
+    )  # fmt: skip
+    x, y = tiny_data(inputs=8, classes=3)
+    rows = kht.pruning_curve(model, x, y, ratios=[0.0], from_logits=False)
+    p = model.predict(x, verbose=0)
+    assert rows[0]["loss"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
+    # Logits called probabilities: a clear error, not a silently wrong loss.
+    with pytest.raises(ValueError, match="pass `from_logits=True`"):
+        kht.pruning_curve(mlp(), x, y, ratios=[0.0])

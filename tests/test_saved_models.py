@@ -32,7 +32,7 @@ def test_card_accuracy_holds_in_litert(path):
     assert info["name"] == "digits", "committed models are checked on the embedded data"
     data = datasets.load_dataset("digits", seed=info["split_seed"])
     assert info["preprocessing"] == data.preprocessing
-    result = export.evaluate_tflite(path, data.x_test, data.y_test)
+    result = export.evaluate_tflite(path, data.x_test, data.y_test, from_logits=True)
     assert abs(result["accuracy"] - card["litert_evaluation"]["accuracy"]) <= 0.005
 
 

@@ -1,0 +1,34 @@
+"""The defaults every part of keras-heavytail shares, in one place.
+
+The optimizers, the protocol, the CLI, the examples and the docstrings read
+these names; none of them repeats a number. Measured consequences of these
+choices live in `benchmarks/RESULTS.md`, never here. This module imports
+nothing, so the command line can read it without loading Keras.
+"""
+
+# The heavy-tailed noise (Wan et al., 2024; the reference code's setting).
+ALPHA = 1.75
+SIGMA = 0.003
+NOISE = "neuron"
+NOISE_STRUCTURES = ("entry", "neuron", "elliptical")
+LR_RESCALING = True
+
+# Training in the protocol, the CLI and the examples.
+LEARNING_RATE = 0.05
+BATCH_SIZE = 64
+EPOCHS = 20
+WIDTH = 2000
+ARCHITECTURES = ("mlp", "deep_mlp", "cnn", "mean_field")
+
+# Pruning and measurement.
+PRUNE_RATIOS = (0.5, 0.7, 0.9)
+CURVE_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MAX_REL_SQ_ERROR = 0.1
+ISO_TOLERANCE = 0.01
+PRUNE_STRUCTURES = ("entry", "neuron")
+PRUNE_SCOPES = ("layer", "global")
+PRUNE_SCORES = ("norm", "path")
+
+# Data.
+DATASETS = ("digits", "teacher_student", "mnist", "fashion_mnist", "cifar10")
+DATASET = "digits"

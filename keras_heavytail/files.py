@@ -1,0 +1,189 @@
+"""Writing files that a crash cannot destroy, and a run log that resumes.
+
+Every file the project writes goes to a temporary file in the target folder
+and is renamed into place (`os.replace` is atomic on one file system), so a
+crash or a SIGKILL leaves the old file or the new one, never half of one.
+
+`RunLog` is a JSON-lines file of finished runs under a header that records
+what was asked for: a rerun with the same header skips the finished runs; a
+different one is refused; a lock file refuses a second writer at once.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+    On an exception the temporary file is removed and `path` is untouched.
+    The temporary name keeps `path`'s suffix (Keras checks `.keras`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory; give a file name to write."
+        )
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_bytes(path, data):
+    """Writes `data` to `path` atomically; returns `path`."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text(path, text):
+    """Writes `text` (UTF-8) to `path` atomically; returns `path`."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def save_model(model, path):
+    """`model.save(path)`, atomically: a killed save leaves the old file whole."""
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+    return Path(path)
+
+
+def save_figure(figure, path, **kwargs):
+    """`figure.savefig(path)`, atomically."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, **kwargs)
+    return Path(path)
+
+
+class RunLogError(Exception):
+    """A run log that cannot be resumed or written (another job, other args)."""
+
+
+class RunLog:
+    """A resumable JSON-lines log of finished runs under a header.
+
+    The first line is `{"header": ...}`: what the job was asked to do. Each
+    later line is one finished run, appended and flushed as soon as it is
+    measured, so a crash loses at most the run in progress.
+
+    Args:
+        path: the `.jsonl` file. Defaults to none; required.
+        header: a JSON-able dict describing the job (its arguments).
+
+    Raises:
+        RunLogError: the file holds another job's runs, or another process
+            holds the lock.
+    """
+
+    def __init__(self, path, header):
+        self.path = Path(path)
+        self.header = json.loads(json.dumps(header, default=str))
+        self.lock = self.path.with_name(self.path.name + ".lock")
+        self.rows = []
+        self._locked = False
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not self._stale():
+                raise RunLogError(
+                    f"{str(self.path)!r} is being written by another job (lock "
+                    f"{str(self.lock)!r}); wait for it, or delete the lock if no "
+                    "job is running."
+                ) from None
+            os.remove(self.lock)
+            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        self._locked = True
+        try:
+            self._open()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self._locked:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock)
+            self._locked = False
+
+    def _stale(self):
+        """A lock whose process is gone (killed) does not block."""
+        try:
+            pid = int(self.lock.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _open(self):
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            write_text(self.path, json.dumps({"header": self.header}) + "\n")
+            return
+        lines = self.path.read_text().splitlines()
+        try:
+            found = json.loads(lines[0])["header"]
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise RunLogError(
+                f"{str(self.path)!r} is not a keras-heavytail run log; choose "
+                "another output folder."
+            ) from None
+        if found != self.header:
+            changed = sorted(
+                k
+                for k in set(found) | set(self.header)
+                if found.get(k) != self.header.get(k)
+            )
+            raise RunLogError(
+                f"{str(self.path)!r} holds runs of a different job (differs in: "
+                f"{', '.join(changed)}). Rerun with the same arguments to resume, or "
+                "choose another output folder; nothing was changed."
+            )
+        for line in lines[1:]:
+            try:
+                self.rows.append(json.loads(line))
+            except ValueError:  # a line cut by a crash: that run reruns
+                break
+        # Rewrite without a cut last line, so appends start on a fresh line.
+        write_text(
+            self.path,
+            "\n".join([lines[0]] + [json.dumps(r) for r in self.rows]) + "\n",
+        )
+
+    def find(self, **key):
+        """The finished row whose fields equal `key`, or `None`."""
+        for row in self.rows:
+            if all(row.get(k) == v for k, v in key.items()):
+                return row
+        return None
+
+    def append(self, row):
+        """Records a finished run: appended, flushed and synced at once."""
+        row = json.loads(json.dumps(row, default=str))
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.append(row)
+        return row

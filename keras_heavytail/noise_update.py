@@ -1,0 +1,261 @@
+"""The optimizer-side noise: arguments, validation, exclusions, the increment.
+
+One mixin, `NoiseUpdate`, holds what the Keras 3 optimizers
+(`keras_heavytail.optimizers`) and the tf_keras one (`keras_heavytail.legacy`)
+share: the noise arguments and their validation, which variables get noise
+(and saving that choice in the config), and the per-variable increment
+
+```python
+increment = sigma_t * lr_t**(1/alpha) * xi_t,   xi_t ~ SaS(alpha, 1)
+```
+
+drawn from `keras_heavytail.noise` with a stateless seed folded from
+`(seed, variable index, iteration)`.
+
+References:
+    - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+"""
+
+import math
+import random
+import re
+
+import keras
+from keras import ops
+
+from keras_heavytail import defaults
+from keras_heavytail import noise as noise_lib
+from keras_heavytail import topology
+
+# Seeds are ints in [0, SEED_LIMIT): the stateless seed is `[seed, 0]` in int32.
+SEED_LIMIT = 2**31 - 1
+
+
+def check_sigma(sigma, schedule_type=None):
+    """Validates a noise scale: a finite float >= 0 or a schedule; returns it."""
+    schedule_type = schedule_type or keras.optimizers.schedules.LearningRateSchedule
+    if isinstance(sigma, schedule_type):
+        return sigma
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float))
+        or not math.isfinite(sigma)
+        or sigma < 0
+    ):
+        raise ValueError(
+            "`sigma` must be a finite float >= 0 or a "
+            f"`LearningRateSchedule`. Received: sigma={sigma!r}"
+        )
+    return float(sigma)
+
+
+def check_seed(seed):
+    """Validates a noise seed (an int in [0, 2**31 - 1)); `None` draws one."""
+    if seed is None:
+        return random.randrange(SEED_LIMIT)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(
+            f"`seed` must be in [0, {SEED_LIMIT}). Received: seed={seed!r}"
+        )
+    return seed
+
+
+def variable_path(variable):
+    """A variable's path as exclusions match it: `model/layer/kernel`.
+
+    Keras 3 variables have a `path`; inside a TensorFlow update step Keras
+    passes the backing `tf.Variable`, and tf_keras has only names, both as
+    `model/layer/kernel:0`: the `:0` is dropped so all three agree.
+    """
+    path = getattr(variable, "path", None) or variable.name
+    return re.sub(r":\d+$", "", path)
+
+
+def _exact_pattern(path):
+    """A pattern matching this variable before and after a save and reload.
+
+    A reloaded model's variable paths lose the model's name
+    (`sequential/out/kernel` becomes `out/kernel`), so the model's name is
+    dropped and the rest must match a whole path suffix.
+    """
+    parts = path.split("/")
+    rest = "/".join(parts[1:]) if len(parts) > 1 else path
+    return "(^|/)" + re.escape(rest) + "$"
+
+
+def paper_exclusions(model):
+    """The variables that the paper keeps noise-free: output layer and first conv.
+
+    Wan et al. (2024) perturb every weight matrix except the classifier's and
+    the first convolution's. Pass the result to `exclude_from_noise`; the
+    optimizer saves the exclusion (as variable paths) in its config.
+
+    Args:
+        model: a built Keras 3 or tf_keras model.
+
+    Returns:
+        A list of variables (the kernels and biases of those layers).
+
+    Example:
+
+    >>> opt = HeavyTailSGD(learning_rate=0.01)
+    >>> opt.exclude_from_noise(paper_exclusions(model))  # doctest: +SKIP
+
+    References:
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+    layers = topology.noise_free_layers(model)
+    return [v for layer in layers for v in layer.trainable_variables]
+
+
+class NoiseUpdate:
+    """Arguments, validation, exclusion and the per-variable increment.
+
+    Mixed into an optimizer class before its Keras base. A tf_keras optimizer
+    sets `schedules` to `tf_keras.optimizers.schedules`.
+    """
+
+    schedules = keras.optimizers.schedules
+
+    def init_noise(self, alpha, sigma, noise, lr_rescaling, seed, noise_exclusions):
+        self.alpha = noise_lib.check_alpha(alpha)
+        self.sigma = check_sigma(sigma, self.schedules.LearningRateSchedule)
+        self.noise = noise_lib.check_structure(noise)
+        if not isinstance(lr_rescaling, bool):
+            raise ValueError(
+                f"`lr_rescaling` must be a bool. Received: lr_rescaling={lr_rescaling!r}"
+            )
+        self.lr_rescaling = lr_rescaling
+        self.seed = check_seed(seed)
+        self.noise_exclusions = []
+        self._add_exclusions(noise_exclusions or [])
+
+    def _add_exclusions(self, patterns):
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as error:
+                raise ValueError(
+                    "`noise_exclusions` must be regular expressions. "
+                    f"Received: {pattern!r} ({error})"
+                ) from None
+            if pattern not in self.noise_exclusions:
+                self.noise_exclusions.append(pattern)
+
+    def exclude_from_noise(self, var_list=None, var_names=None):
+        """Keeps more variables noise-free (biases and 1-D weights always are).
+
+        Call before the optimizer is built (before the first `fit` step). The
+        exclusions are saved in `get_config()` (as variable paths and
+        patterns), so a reloaded optimizer keeps them.
+
+        Args:
+            var_list: variables to exclude. Defaults to `None`.
+            var_names: regular expressions; a variable whose path (or name)
+                matches one (`re.search`) is excluded. Defaults to `None`.
+        """
+        if getattr(self, "built", False) or getattr(self, "_built", False):
+            raise ValueError(
+                "`exclude_from_noise()` can only be called before the "
+                "optimizer is built (before its first step)."
+            )
+        exact = [_exact_pattern(variable_path(v)) for v in var_list or []]
+        self._add_exclusions(exact + list(var_names or []))
+
+    def gets_noise(self, variable):
+        """Whether `variable` is perturbed: 2 or more axes and not excluded."""
+        if len(variable.shape) < 2:
+            return False
+        path = variable_path(variable)
+        return not any(re.search(p, path) for p in self.noise_exclusions)
+
+    def current_sigma(self):
+        """Sigma at the current iteration (a schedule is evaluated)."""
+        if isinstance(self.sigma, self.schedules.LearningRateSchedule):
+            return self.sigma(self.iterations)
+        return self.sigma
+
+    def noise_increment(self, variable, index, learning_rate, sigma, iteration):
+        """`sigma * lr**(1/alpha) * xi` for one variable (broadcastable to it)."""
+        base = noise_lib.as_stateless_seed(self.seed)
+        seed = noise_lib.fold_in(noise_lib.fold_in(base, index), iteration)
+        factor = ops.cast(sigma, variable.dtype)
+        if self.lr_rescaling:
+            lr = ops.cast(learning_rate, variable.dtype)
+            factor = factor * ops.power(lr, 1.0 / self.alpha)
+        return noise_lib.stable_noise(
+            variable.shape,
+            self.alpha,
+            self.noise,
+            scale=factor,
+            seed=seed,
+            dtype=variable.dtype,
+            broadcast=False,
+        )
+
+    def noise_config(self):
+        """The noise arguments as a JSON-able dict (a schedule serialised)."""
+        sigma = self.sigma
+        if not isinstance(sigma, float):
+            sigma = self.schedules.serialize(sigma)
+        return {
+            "alpha": self.alpha,
+            "sigma": sigma,
+            "noise": self.noise,
+            "lr_rescaling": self.lr_rescaling,
+            "seed": self.seed,
+            "noise_exclusions": list(self.noise_exclusions),
+        }
+
+    @classmethod
+    def deserialize_sigma(cls, config):
+        """`config` with a serialised sigma schedule turned back into one."""
+        if isinstance(config.get("sigma"), dict):
+            config["sigma"] = cls.schedules.deserialize(config["sigma"])
+        return config
+
+    # For optimizers that subclass a concrete one (HeavyTailSGD and its
+    # tf_keras twin): the parent's config plus the noise arguments.
+    def get_config(self):
+        config = super().get_config()
+        config.update(self.noise_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = cls.deserialize_sigma(dict(config))
+        return super().from_config(config, custom_objects=custom_objects)
+
+
+UPDATE_RULE = """
+    ```python
+    theta = theta - lr_t * grad                  # the wrapped update
+    theta = theta + sigma_t * lr_t**(1/alpha) * xi_t,   xi_t ~ SaS(alpha, 1)
+    ```
+"""
+
+NOISE_ARGS = f"""        alpha: float in (0, 2], the noise's stability index (2 is Gaussian,
+            1 is Cauchy). Defaults to `{defaults.ALPHA}`.
+        sigma: finite float >= 0 or a `LearningRateSchedule` of the
+            iteration, the noise scale. 0 gives exactly the noise-free
+            optimizer. Defaults to `{defaults.SIGMA}`.
+        noise: `"entry"` (i.i.d. per weight), `"neuron"` (one value per output
+            unit, shared by its incoming weights, the paper's main setting) or
+            `"elliptical"` (per output unit a rotation-invariant stable vector,
+            each entry marginally SaS(alpha, 1)). `"neuron"` costs one draw
+            per unit; standardise inputs with it, since a unit's shared shift
+            is multiplied by the sum of its inputs. Measurements of each
+            structure: `benchmarks/RESULTS.md`. Defaults to `"{defaults.NOISE}"`.
+        lr_rescaling: multiply the noise by `lr_t**(1/alpha)`, the step's
+            natural scale for an alpha-stable process. Defaults to `{defaults.LR_RESCALING}`.
+        seed: int in [0, 2**31 - 1), the noise seed; `None` draws one and
+            keeps it, so `get_config()` always reproduces the run.
+            Defaults to `None`.
+        noise_exclusions: regular expressions matched (`re.search`) against
+            variable paths; matching variables get no noise. Filled by
+            `exclude_from_noise` and saved in the config. Defaults to `None`.
+"""

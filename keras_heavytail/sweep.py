@@ -1,0 +1,159 @@
+"""`run_sweep`: a grid of noise settings, each measured at iso-accuracy.
+
+For every (protocol, width) of the grid, the SGD baseline and every
+combination of noise structure, alpha, sigma and annealing are trained for
+every seed (`experiments.run_protocol`), and the iso-accuracy neuron counts
+go into one table and one plot. Finished runs are logged as they end: a
+rerun of the same grid skips them, and another grid into the same folder is
+refused.
+"""
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+from keras_heavytail import defaults
+from keras_heavytail import experiments
+from keras_heavytail import files
+
+
+@dataclasses.dataclass
+class Grid:
+    """The values a sweep combines; `None` takes the protocol's own."""
+
+    sigma: list = (defaults.SIGMA,)
+    alpha: list = (defaults.ALPHA,)
+    noise: list = (defaults.NOISE,)
+    anneal: list = ("off",)
+    width: list = (defaults.WIDTH,)
+    protocol: list = ("default",)
+    seeds: list = (0,)
+    epochs: int = None
+    lr: float = None
+    batch_size: int = None
+
+    def __post_init__(self):
+        for name in ("sigma", "alpha", "noise", "anneal", "width", "protocol", "seeds"):
+            values = list(getattr(self, name))
+            if not values:
+                raise ValueError(f"`{name}` needs at least one value. Received: []")
+            setattr(self, name, values)
+        for value in self.anneal:
+            if value not in ("off", "on"):
+                raise ValueError(
+                    f"`anneal` values are 'off' or 'on'. Received: {value!r}"
+                )
+
+    def groups(self):
+        """`(protocol name, width)` pairs: each trains its own SGD baseline."""
+        return list(itertools.product(self.protocol, self.width))
+
+    def settings(self):
+        """The baseline and every noisy combination, as `Setting`s."""
+        settings = [experiments.Setting("SGD")]
+        for noise, alpha, sigma, anneal in itertools.product(
+            self.noise, self.alpha, self.sigma, self.anneal
+        ):
+            label = f"{noise}, alpha={alpha:g}, sigma={sigma:g}"
+            label += ", annealed" if anneal == "on" else ""
+            settings.append(
+                experiments.Setting(label, noise, alpha, sigma, anneal == "on")
+            )
+        return settings
+
+    def protocol_for(self, name, width):
+        overrides = {
+            k: v
+            for k, v in (
+                ("epochs", self.epochs),
+                ("lr", self.lr),
+                ("batch_size", self.batch_size),
+            )
+            if v is not None
+        }
+        return experiments.Protocol.preset(name, width=width, **overrides)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """One row per (protocol, width, setting): means and spreads over seeds."""
+
+    rows: list
+
+    def markdown(self):
+        columns = [
+            ("test_accuracy", "test accuracy"),
+            ("neurons_at_iso_accuracy", "neurons at iso-accuracy"),
+            ("iso_neuron_ratio_vs_sgd", "x SGD"),
+            ("neurons_at_iso_accuracy_finetuned", "neurons, fine-tuned"),
+            ("iso_neuron_ratio_vs_sgd_finetuned", "x SGD, fine-tuned"),
+        ]
+        lines = [
+            "| protocol | width | setting | "
+            + " | ".join(t for _, t in columns)
+            + " |",
+            "| --- | ---: | --- |" + " ---: |" * len(columns),
+        ]
+        for row in self.rows:
+            cells = []
+            for key, _ in columns:
+                mean, spread = row.get(key, (float("nan"), 0.0))
+                cells.append(
+                    f"{mean:.3f} ± {spread:.3f}" if row["seeds"] > 1 else f"{mean:.3f}"
+                )
+            lines.append(
+                f"| {row['protocol']} | {row['width']} | {row['setting']} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        return "\n".join(lines)
+
+
+def run_sweep(dataset, grid, output, progress=True):
+    """Runs a `Grid` on `dataset` into the folder `output`; resumable.
+
+    Args:
+        dataset: a `keras_heavytail.datasets.Dataset`.
+        grid: a `Grid`.
+        output: a folder: `runs.jsonl` (the grid and the finished groups),
+            one subfolder per (protocol, width) with its own run log and
+            models, `sweep.md`, `sweep.json` and `sweep.png`.
+        progress: a bar on a terminal and one line per finished run.
+            Defaults to `True`.
+
+    Returns:
+        A `SweepResult`.
+
+    Raises:
+        keras_heavytail.files.RunLogError: `output` holds another grid.
+    """
+    output = Path(output)
+    header = {"dataset": dataset.summary(), "grid": dataclasses.asdict(grid)}
+    rows = []
+    with files.RunLog(output / "runs.jsonl", header) as log:
+        for name, width in grid.groups():
+            result = experiments.run_protocol(
+                dataset,
+                grid.settings(),
+                grid.protocol_for(name, width),
+                tuple(grid.seeds),
+                progress=progress,
+                output=output / f"{name}_w{width}",
+            )
+            for row in result.table:
+                rows.append({"protocol": name, "width": width, **row})
+            if log.find(protocol=name, width=width) is None:
+                log.append({"protocol": name, "width": width, "finished": True})
+    result = SweepResult(rows)
+    files.write_text(output / "sweep.md", result.markdown() + "\n")
+    files.write_text(
+        output / "sweep.json", json.dumps(rows, indent=1, default=str) + "\n"
+    )
+    try:
+        from keras_heavytail import plots
+
+        plots.plot_sweep(rows, output / "sweep.png")
+    except ImportError:  # matplotlib is optional: the table is written anyway
+        pass
+    return result

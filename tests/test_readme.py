@@ -1,0 +1,41 @@
+"""Every Python block of the README runs as written, and says what it should.
+
+Each block runs in a fresh process in an empty folder (what it writes goes
+under `results/` there), as a user would paste it.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import run_python
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+# What each block must print (a phrase), in README order.
+EXPECT = [
+    "hidden units 154",
+    "ratio",
+    "'accuracy'",
+    "kernel sparsity 0.9",
+    "",  # the board snippet defines litert_predict only
+]
+
+
+def test_every_block_has_an_expectation():
+    assert len(BLOCKS) == len(EXPECT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(EXPECT)))
+def test_readme_block_runs(index, tmp_path):
+    result = run_python(BLOCKS[index], cwd=tmp_path, timeout=900)
+    assert EXPECT[index] in result.stdout, result.stdout[-2000:]
+
+
+def test_readme_commands_are_the_ci_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = next(line for line in ci.splitlines() if "pytest" in line).strip()
+    assert test_command in README
+    assert ".venv/bin/keras-heavytail demo" in README
