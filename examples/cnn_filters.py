@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
 from keras_heavytail import datasets  # noqa: E402
+from keras_heavytail import defaults  # noqa: E402
 
 
 def main(argv=None):
@@ -30,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--width", type=int, default=256, help="dense layer width")
     parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument("--sigma", type=float, default=0.005)
+    parser.add_argument("--sigma", type=float, default=defaults.SIGMA)
     args = parser.parse_args(argv)
 
     data = kht.load_dataset(args.dataset, data_dir=args.data)

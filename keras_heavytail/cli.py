@@ -646,9 +646,24 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if not args.verbose:
+    if args.verbose:
+        os.environ["KERAS_HEAVYTAIL_VERBOSE"] = "1"
+    else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from keras_heavytail.files import RunLogError
+    from keras_heavytail.files import captured_stderr
+
+    with captured_stderr() as log:  # TensorFlow's C++ start-up logs
+        try:
+            import keras  # noqa: F401
+        except ImportError:
+            failed = True
+        else:
+            failed = False
+    if failed:
+        print("".join(log), file=sys.stderr)
+        print(f"keras-heavytail {args.command}: error: cannot import Keras", file=sys.stderr)
+        return 2
 
     try:
         with _quiet(args.verbose):

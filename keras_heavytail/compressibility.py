@@ -246,7 +246,7 @@ KEEPS = (0.5, 0.2, 0.1)
 # What each column of a report means, for tables and report.md.
 COLUMN_HELP = {
     "layer": "the layer's name; `(model)` pools every kernel",
-    "shape": "the kernel's shape (inputs ... x units)",
+    "shape": "the kernel's shape (inputs ... x units); none for `(model)`",
     "parameters": "kernel entries (biases left out)",
     "tail_index": "tail index alpha of the kernel entries (block-sum estimator, "
     "median-centred): 2 is Gaussian, lower is heavier-tailed",
@@ -365,7 +365,7 @@ class CompressibilityReport:
                 return f"{value:.3f}" if math.isfinite(value) else "-"
             if isinstance(value, list):
                 return "x".join(str(v) for v in value)
-            return str(value)
+            return "-" if value is None else str(value)
 
         table = [list(self.COLUMNS)] + [
             [fmt(r[c]) for c in self.COLUMNS] for r in self.rows
@@ -405,5 +405,5 @@ def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
         kernel_row(layer.name, k, max_rel_sq_error) for layer, k in zip(layers, kernels)
     ]
     whole = _numbers(kernels, max_rel_sq_error)
-    whole = {"layer": "(model)", "shape": [whole["parameters"]], **whole}
+    whole = {"layer": "(model)", "shape": None, **whole}
     return CompressibilityReport(rows + [whole], max_rel_sq_error)

@@ -109,7 +109,9 @@ def export_tflite(
             "`representative_data`: a few hundred typical inputs to calibrate "
             "activation ranges. Received: representative_data=None"
         )
-    with tempfile.TemporaryDirectory() as directory:
+    from keras_heavytail import files
+
+    with tempfile.TemporaryDirectory() as directory, files.captured_stderr():
         _saved_model(model, directory)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter._experimental_disable_per_channel = not per_channel
@@ -149,7 +151,16 @@ def _convert(converter, sparse, quantize, representative_data):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    from keras_heavytail import files
+
+    with files.captured_stderr() as log:  # the converter's C++ chatter
+        try:
+            return converter.convert()
+        except Exception as error:
+            failure = error
+    raise RuntimeError(
+        f"The LiteRT converter failed: {failure}. Its log:\n{''.join(log)[-3000:]}"
+    ) from failure
 
 
 def _interpreter(path, num_threads, delegates):

@@ -12,6 +12,7 @@ different one is refused; a lock file refuses a second writer at once.
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,33 @@ def save_figure(figure, path, **kwargs):
     with atomic_path(path) as temporary:
         figure.savefig(temporary, **kwargs)
     return Path(path)
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Captures what C++ code writes to the process's stderr (file descriptor 2).
+
+    TensorFlow's import and the LiteRT converter print logs from C++ that
+    Python's `sys.stderr` cannot catch. Yields a list that holds the captured
+    text once the block ends. With `KERAS_HEAVYTAIL_VERBOSE=1` nothing is
+    captured.
+    """
+    captured = []
+    if os.environ.get("KERAS_HEAVYTAIL_VERBOSE") == "1":
+        yield captured
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
 
 
 class RunLogError(Exception):

@@ -78,6 +78,38 @@ def test_neuron_norms_and_the_paper_criterion_on_a_hand_built_kernel():
     assert cm.neuron_prune_ratio(kernel, 0.0) == 0.0
 
 
+def test_the_l1_criterion_on_the_same_kernel():
+    # Plain norms 1, 2, 3, 4 (total 10; cumulative 1, 3, 6, 10): within 10%
+    # (1.0) one unit, within 30% (3.0) two; the squared version prunes the
+    # same two only at 20%. Fails if power=1 squares anyway.
+    kernel = np.array([[1.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 4.0]])
+    assert cm.neuron_prune_ratio(kernel, 0.1, power=1) == 0.25
+    assert cm.neuron_prune_ratio(kernel, 0.3, power=1) == 0.5
+    assert cm.neuron_prune_ratio(kernel, 0.2, power=1) == 0.25
+    with pytest.raises(ValueError, match="Received: power=3"):
+        cm.neuron_prune_ratio(kernel, power=3)
+
+
+def test_parameter_weighted_ratio_on_a_hand_built_model():
+    # Layer a: 4 units with 3 inputs each, norms 1, 1, 1, 10 -> the paper's
+    # criterion (10%) prunes 3 units = 9 of 12 parameters. Layer b: 2 units
+    # with 4 inputs, norms 1 and 1 -> prunes none (1 > 10% of 2) = 0 of 8.
+    # Unit-weighted: 3 of 6 units = 0.5; parameter-weighted: 9 of 20 = 0.45.
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(2, name="b")]
+    )
+    a = np.zeros((3, 4))
+    a[0, :3], a[0, 3] = 1.0, 10.0
+    b = np.zeros((4, 2))
+    b[0, 0], b[1, 1] = 1.0, 1.0
+    model.get_layer("a").set_weights([a, np.zeros(4)])
+    model.get_layer("b").set_weights([b, np.zeros(2)])
+    whole = cm.compressibility_report(model)["(model)"]
+    assert whole["neuron_prune_ratio"] == 0.5
+    assert whole["parameter_prune_ratio"] == pytest.approx(9 / 20)
+    assert whole["shape"] is None
+
+
 def test_conv_kernels_are_scored_per_filter():
     kernel = np.zeros((3, 3, 2, 2))
     kernel[..., 1] = 1.0  # 18 ones: norm sqrt(18)

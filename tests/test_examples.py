@@ -1,11 +1,19 @@
-"""Every example runs offline, in a tiny configuration."""
+"""The demo and every example run offline in a copy of the checkout, and
+leave it clean.
 
-import os
+One copy of the repository (a git clone with the working tree's files laid
+over it and committed, so it holds exactly what is being tested) runs the
+demo and each example in a tiny configuration; then `git status` there must
+show nothing: committed artifacts are regenerated only by explicit commands,
+and everything else goes under the ignored `results/`.
+"""
+
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,12 +25,55 @@ EXAMPLES = {
     "deploy_edge.py": ["--epochs", "1", "--runs", "5"],
 }
 EXPECT = {
-    "quickstart.py": "HeavyTailSGD: test accuracy",
+    "quickstart.py": "What to conclude:",
     "one_hidden_layer.py": "| 64 | HeavyTailSGD |",
     "cnn_filters.py": "max |shrunk - masked| = 0.0e+00",
     "keras_pipeline.py": "HeavyTailNoise(Adam): best checkpoint",
     "deploy_edge.py": "| shrunk_int8 |",
+    "demo": "Summary:",
 }
+DEMO = ["--epochs", "1", "--width", "16", "--seeds", "1", "--runs", "3"]
+
+
+def _git(*args, cwd):
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _copy_of_the_checkout(target):
+    """A clone whose HEAD is the working tree as it is now."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    _git("clone", "-q", "--no-hardlinks", str(ROOT), str(target), cwd=ROOT)
+    files = _git("ls-files", "-co", "--exclude-standard", "-z", cwd=ROOT).split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+        elif not source.exists() and (target / name).exists():
+            (target / name).unlink()  # deleted in the working tree
+    _git("add", "-A", cwd=target)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "wip",
+         "--allow-empty", cwd=target)  # fmt: skip
+    return target
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """Runs the demo and every example in one copy; returns outputs and status."""
+    copy = _copy_of_the_checkout(tmp_path_factory.mktemp("checkout") / "repo")
+    env = {"PYTHONPATH": str(copy)}
+    outputs = {
+        "demo": run_python(args=["-m", "keras_heavytail", "demo", *DEMO], env=env,
+                           cwd=copy, check=False)  # fmt: skip
+    }
+    for name, args in EXAMPLES.items():
+        outputs[name] = run_python(
+            args=[str(copy / "examples" / name), *args], env=env, cwd=copy, check=False
+        )
+    return outputs, _git("status", "--porcelain", cwd=copy)
 
 
 def test_every_example_is_tested():
@@ -30,21 +81,13 @@ def test_every_example_is_tested():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_runs(name, tmp_path):
-    args = list(EXAMPLES[name])
-    if name == "one_hidden_layer.py":
-        args += ["--plot", str(tmp_path / "curves.png")]
-    if name == "deploy_edge.py":
-        args += ["--output", str(tmp_path / "edge")]
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
+@pytest.mark.parametrize("name", ["demo", *sorted(EXAMPLES)])
+def test_example_runs(name, ran):
+    result = ran[0][name]
     assert result.returncode == 0, result.stderr[-3000:]
     assert EXPECT[name] in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_demo_and_examples_leave_the_checkout_clean(ran):
+    assert ran[1] == "", f"running them changed the checkout:\n{ran[1]}"

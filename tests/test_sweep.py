@@ -1,0 +1,88 @@
+"""`run_sweep`: a killed sweep resumes without retraining; another grid is refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_heavytail import files
+from keras_heavytail import sweep
+
+SCRIPT = """
+import sys
+import keras_heavytail as kht
+from keras_heavytail import sweep
+data = kht.load_dataset("digits", limit=200)
+grid = sweep.Grid(sigma=[{sigma}], alpha=[1.5, 1.75], seeds=[0, 1], width=[24], epochs=2)
+sweep.run_sweep(data, grid, sys.argv[1], progress=False)
+print("sweep done")
+"""
+
+
+def _rows(path):
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines[1:]]
+
+
+def _start(output, sigma=0.01):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(sigma=sigma), str(output)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
+    output = tmp_path / "sweep"
+    log = output / "default_w24" / "runs.jsonl"
+    first = _start(output)
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        if log.exists() and len(_rows(log)) >= 2:
+            first.send_signal(signal.SIGKILL)  # mid-sweep, as a crash would
+            break
+        time.sleep(0.05)
+    first.wait(timeout=60)
+    before = _rows(log)
+    assert len(before) >= 2
+    second = _start(output)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    after = _rows(log)
+    assert len(after) == 3 * 2  # SGD and two noisy settings, two seeds each
+    # Finished runs were skipped, not retrained: their rows are unchanged,
+    # training time included.
+    assert after[: len(before)] == before
+    assert (output / "sweep.md").read_text().count("| default | 24 |") == 3
+    assert not (output / "runs.jsonl.lock").exists()
+    # Another grid into the same folder: refused, nothing changed.
+    third = _start(output, sigma=0.02)
+    _, err = third.communicate(timeout=300)
+    assert third.returncode != 0 and "different job" in err
+    assert _rows(log) == after
+
+
+def test_a_live_lock_refuses_a_second_writer_and_a_dead_one_does_not(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    with files.RunLog(path, {"a": 1}):
+        with pytest.raises(files.RunLogError, match="being written by another job"):
+            files.RunLog(path, {"a": 1}).__enter__()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / "runs.jsonl.lock").write_text(dead)  # a crashed job's lock
+    with files.RunLog(path, {"a": 1}) as log:
+        log.append({"run": 1})
+    with files.RunLog(path, {"a": 1}) as log:
+        assert log.find(run=1) == {"run": 1}
+
+
+def test_grid_validation():
+    with pytest.raises(ValueError, match="Received: 'maybe'"):
+        sweep.Grid(anneal=["maybe"])
+    with pytest.raises(ValueError, match="`sigma` needs at least one value"):
+        sweep.Grid(sigma=[])
