@@ -21,10 +21,25 @@ for _package in ("tf_keras", "tensorflow_model_optimization"):
         pytest.skip(f"the legacy path needs {_package}", allow_module_level=True)
 
 
-def run(code):
+# A tf_keras MLP on digits, as the first lines of a test's script.
+DIGITS_MLP = """import numpy as np, tf_keras
+from keras_heavytail import datasets, export
+from keras_heavytail import legacy
+data = datasets.load_dataset("digits")
+tf_keras.utils.set_random_seed(0)
+model = tf_keras.Sequential([
+    tf_keras.layers.Flatten(input_shape=data.input_shape),
+    tf_keras.layers.Dense({width}, activation="relu"),
+    tf_keras.layers.Dense(10),
+])"""
+
+
+def run(code, prelude=""):
+    """Runs `prelude` then the dedented `code` in a fresh interpreter."""
+    code = prelude + "\n" + textwrap.dedent(code)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=env,
@@ -93,17 +108,6 @@ def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):
 def test_tfmot_pruning_then_litert_export(tmp_path):
     out = run(
         f"""
-        import numpy as np, tf_keras
-        from keras_heavytail import datasets, export
-        from keras_heavytail import legacy
-
-        data = datasets.load_dataset("digits")
-        tf_keras.utils.set_random_seed(0)
-        model = tf_keras.Sequential([
-            tf_keras.layers.Flatten(input_shape=data.input_shape),
-            tf_keras.layers.Dense(128, activation="relu"),
-            tf_keras.layers.Dense(10),
-        ])
         steps = 4 * int(np.ceil(len(data.y_train) / 32))
         pruned = legacy.prune_low_magnitude(model, 0.8, end_step=steps // 2, frequency=10)
         pruned.compile(
@@ -135,7 +139,8 @@ def test_tfmot_pruning_then_litert_export(tmp_path):
         else:
             raise AssertionError("a Keras 3 model was accepted")
         print("tfmot ok", round(sparsity, 3), round(float(keras_accuracy), 3))
-        """
+        """,
+        prelude=DIGITS_MLP.format(width=128),
     )
     assert "tfmot ok" in out
 
@@ -144,17 +149,6 @@ def test_pruning_preserving_qat_with_noise_exports_a_sparse_int8_file(tmp_path):
     out = run(
         f"""
         import warnings
-        import numpy as np, tf_keras
-        from keras_heavytail import datasets, export
-        from keras_heavytail import legacy
-
-        data = datasets.load_dataset("digits")
-        tf_keras.utils.set_random_seed(0)
-        model = tf_keras.Sequential([
-            tf_keras.layers.Flatten(input_shape=data.input_shape),
-            tf_keras.layers.Dense(64, activation="relu"),
-            tf_keras.layers.Dense(10),
-        ])
         loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         steps = int(np.ceil(len(data.y_train) / 32))  # one epoch
         pruned = legacy.prune_low_magnitude(model, 0.8, end_step=2 * steps, frequency=5)
@@ -216,6 +210,7 @@ def test_pruning_preserving_qat_with_noise_exports_a_sparse_int8_file(tmp_path):
             else:
                 raise AssertionError("a Keras 3 model was accepted")
         print("pqat ok", round(float(metrics["accuracy"]), 3))
-        """
+        """,
+        prelude=DIGITS_MLP.format(width=64),
     )
     assert "pqat ok" in out
