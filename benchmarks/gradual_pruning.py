@@ -18,7 +18,12 @@ thread, median over 3 interleaved rounds of 300 invocations) is measured
 beside the dense model's. Writes nothing but a JSON of the rows, through
 `keras_heavytail.files`.
 
+With `--overhead`, it measures instead what the callback costs: seconds per
+epoch of `fit` (SGD, batch 32) with and without `GradualPruning` (neuron
+structure, a mask update every 10 steps), median of 5 interleaved epochs.
+
     python benchmarks/gradual_pruning.py                 # about 5 minutes
+    python benchmarks/gradual_pruning.py --overhead      # about 1 minute
     python benchmarks/gradual_pruning.py --seeds 0 --epochs 2 --width 64
 """
 
@@ -27,6 +32,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -75,14 +81,55 @@ def train(data, args, seed, optimizer_name, ratio=None):
     return model
 
 
+def overhead(data, args):
+    """Seconds per epoch with and without the callback, interleaved."""
+    models = {}
+    for arm in ("plain fit", "fit + GradualPruning"):
+        model = kht.build_model("mlp", data.input_shape, 10, width=args.width, seed=0)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        callbacks = []
+        if arm != "plain fit":
+            schedule = sparsity.ConstantSparsity(0.9, begin_step=0, frequency=10)
+            callbacks.append(sparsity.GradualPruning(schedule, structure="neuron"))
+        model.fit(data.x_train, data.y_train, batch_size=32, verbose=0)  # warm-up
+        models[arm] = (model, callbacks, [])
+    for _ in range(5):
+        for model, callbacks, seconds in models.values():
+            start = time.perf_counter()
+            model.fit(
+                data.x_train,
+                data.y_train,
+                batch_size=32,
+                verbose=0,
+                callbacks=callbacks,
+            )
+            seconds.append(time.perf_counter() - start)
+    steps = math.ceil(len(data.y_train) / 32)
+    base = float(np.median(models["plain fit"][2]))
+    print(f"width {args.width}, {steps} steps an epoch, median of 5 epochs")
+    print("| arm | s/epoch | ms/step | x plain |")
+    print("| --- | ---: | ---: | ---: |")
+    for arm, (_, _, seconds) in models.items():
+        median = float(np.median(seconds))
+        print(
+            f"| {arm} | {median:.3f} | {1e3 * median / steps:.2f} | {median / base:.2f} |"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--width", type=int, default=1000)
     parser.add_argument("--output", default="results/gradual_pruning_benchmark.json")
+    parser.add_argument("--overhead", action="store_true")
     args = parser.parse_args()
     data = kht.load_dataset("digits")
+    if args.overhead:
+        return overhead(data, args)
     rows, latency_files, dense_accuracy = [], {}, {name: [] for name in OPTIMIZERS}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

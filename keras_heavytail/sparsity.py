@@ -356,8 +356,10 @@ class GradualPruning(keras.callbacks.Callback):
     applied between compiled steps) on the TensorFlow backend, and on JAX
     (it syncs the training state to the variables after each step).
     Needs `steps_per_execution=1`, since Keras calls callbacks once per
-    execution. Masks are computed in NumPy on the host: a cost per schedule
-    step, not per batch.
+    execution. Masks are computed in NumPy on the host on schedule steps,
+    and applying them reads and writes each pruned layer's weights through
+    the host after every step (the cost is measured in
+    `benchmarks/RESULTS.md`).
 
     Args:
         schedule: a `ConstantSparsity` or `PolynomialDecay` (this module's,
