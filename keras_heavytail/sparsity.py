@@ -267,7 +267,7 @@ def _world(model):
     return f"{module}.{type(model).__name__}"
 
 
-def check_keras3_model(model, purpose):
+def _check_keras3_model(model, purpose):
     """Raises a ValueError naming the world `model` belongs to if not Keras 3."""
     world = _world(model)
     if world == "keras":
@@ -428,7 +428,7 @@ class GradualPruning(keras.callbacks.Callback):
         self.step = None
 
     def set_model(self, model):
-        check_keras3_model(model, "keras_heavytail.sparsity.GradualPruning")
+        _check_keras3_model(model, "keras_heavytail.sparsity.GradualPruning")
         if model is not getattr(self, "_model", None):
             self.masks = None  # a new model: its zeros are its masks
         super().set_model(model)
@@ -528,7 +528,7 @@ def strip_pruning(model):
 
     >>> small = keras_heavytail.shrink(strip_pruning(model))  # doctest: +SKIP
     """
-    check_keras3_model(model, "keras_heavytail.sparsity.strip_pruning")
+    _check_keras3_model(model, "keras_heavytail.sparsity.strip_pruning")
     return pruning.copy_model(model)
 
 
