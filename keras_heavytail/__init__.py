@@ -58,6 +58,8 @@ _WHERE = {
     "symmetric_stable": "noise",
     "tail_index": "compressibility",
 }
+# Public submodules, imported by name (`keras_heavytail.sparsity`).
+_SUBMODULES = ("sparsity",)
 # Modules that need TensorFlow (and TFP or LiteRT): never imported eagerly.
 _TENSORFLOW_ONLY = ("distribution", "export", "deploy")
 # Modules that need an optional extra: never imported eagerly.
@@ -81,6 +83,8 @@ def _load(name):
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_heavytail.{name}")
     if name in _WHERE:
         value = _load(name)
         globals()[name] = value
@@ -89,10 +93,11 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
+    from keras_heavytail import sparsity
     from keras_heavytail.compressibility import best_k_error
     from keras_heavytail.compressibility import compressibility_report
     from keras_heavytail.compressibility import neuron_norms
@@ -130,6 +135,9 @@ elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1":
         if _module not in _TENSORFLOW_ONLY + _OPTIONAL:
             globals()[_name] = _load(_name)
     del _name, _module
+    for _module in _SUBMODULES:  # backend-neutral: registers its Keras objects
+        importlib.import_module(f"keras_heavytail.{_module}")
+    del _module
 
 __all__ = [
     "HeavyTailNoise",
@@ -160,6 +168,7 @@ __all__ = [
     "pruning_curve",
     "run_protocol",
     "shrink",
+    "sparsity",
     "stable_noise",
     "symmetric_stable",
     "tail_index",

@@ -28,6 +28,11 @@ ISO_TOLERANCE = 0.01
 PRUNE_STRUCTURES = ("entry", "neuron")
 PRUNE_SCOPES = ("layer", "global")
 PRUNE_SCORES = ("norm", "path")
+# Pruning during training (`sparsity`): tfmot's schedule defaults.
+PRUNING_FREQUENCY = 100
+PRUNING_POWER = 3
+SPARSITY_STRUCTURES = ("entry", "neuron", "filter")
+SPARSITY_SCORES = ("magnitude", "path")
 
 # Data.
 DATASETS = ("digits", "teacher_student", "mnist", "fashion_mnist", "cifar10")

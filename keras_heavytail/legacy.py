@@ -4,7 +4,9 @@ tensorflow-model-optimization (tfmot) prunes only tf_keras models, and a
 tf_keras model accepts only a tf_keras optimizer, so this module holds the
 same noise for tf_keras (`LegacyHeavyTailSGD`, sharing the samplers and the
 noise logic of `keras_heavytail.optimizers`) and thin helpers around tfmot's
-gradual magnitude pruning.
+gradual magnitude pruning and its pruning-preserving quantisation-aware
+training (`quantize_pruned`), the way to a pruned int8 `.tflite` file.
+Keras 3 models prune during training with `keras_heavytail.sparsity`.
 
 Importing tfmot sets `TF_USE_LEGACY_KERAS=1` for the whole process, which
 turns `tf.keras` into tf_keras. This module is never imported by
@@ -12,6 +14,7 @@ turns `tf.keras` into tf_keras. This module is never imported by
 need it. TensorFlow only.
 """
 
+import warnings
 
 try:
     import tf_keras
@@ -96,6 +99,20 @@ class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
             variable.assign(variable + increment)
 
 
+def _check_tf_keras(model, purpose):
+    """Raises a ValueError naming the world `model` belongs to if not tf_keras."""
+    if isinstance(model, tf_keras.Model):
+        return model
+    kind = f"{type(model).__module__}.{type(model).__name__}"
+    world = "a Keras 3" if kind.startswith("keras.") else "not a tf_keras"
+    raise ValueError(
+        f"{purpose}: tfmot works on tf_keras (Keras 2) models only; this is "
+        f"{world} model ({kind}). For a Keras 3 model use "
+        "keras_heavytail.sparsity.GradualPruning (pruning during training) or "
+        "keras_heavytail.prune (one-shot), or build the model with tf_keras."
+    )
+
+
 def _tfmot():
     try:
         import tensorflow_model_optimization as tfmot
@@ -137,12 +154,7 @@ def prune_low_magnitude(
         raise ValueError(
             f"`final_sparsity` must be in [0, 1). Received: final_sparsity={final_sparsity}"
         )
-    if not isinstance(model, tf_keras.Model):
-        raise ValueError(
-            "tfmot prunes tf_keras (Keras 2) models only; for a Keras 3 model use "
-            f"keras_heavytail.prune. Received: model of type {type(model).__module__}."
-            f"{type(model).__name__}"
-        )
+    _check_tf_keras(model, "keras_heavytail.legacy.prune_low_magnitude")
     tfmot = _tfmot()
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=initial_sparsity,
@@ -154,15 +166,46 @@ def prune_low_magnitude(
     return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
 
 
+class _EndStepCheck(tf_keras.callbacks.Callback):
+    """Warns at the end of `fit` if a pruned layer's schedule did not finish."""
+
+    def on_train_end(self, logs=None):
+        for layer in topology.leaf_layers(self.model):
+            schedule = getattr(layer, "pruning_schedule", None)
+            step = getattr(layer, "pruning_step", None)
+            end = getattr(schedule, "end_step", -1)
+            if step is None or end < 0:
+                continue
+            step = int(tf_keras.backend.get_value(step))
+            if step < end:
+                warnings.warn(
+                    f"tfmot pruning stopped at step {step}, before the schedule's "
+                    f"end_step={end}, so layer {layer.name!r} is not at its final "
+                    "sparsity. Train for more steps (epochs * steps per epoch) or "
+                    "lower `end_step`.",
+                    UserWarning,
+                    stacklevel=1,
+                )
+                return
+
+
 def pruning_callbacks(log_dir=None):
     """tfmot's `UpdatePruningStep`, plus `PruningSummaries` when `log_dir` is given.
 
-    `PruningSummaries` needs tensorboard, which TensorFlow 2.21 no longer
-    installs: asking for it without tensorboard raises an ImportError that
-    says so.
+    A third callback warns at the end of `fit` when training stopped before
+    the schedule's `end_step` (tfmot says nothing, and the model is then
+    less sparse than asked). `PruningSummaries` needs tensorboard, which
+    TensorFlow 2.21 no longer installs: asking for it without tensorboard
+    raises an ImportError that says so.
+
+    Args:
+        log_dir: a folder for `PruningSummaries`. Defaults to `None`.
+
+    Returns:
+        A list of tf_keras callbacks for `fit`.
     """
     tfmot = _tfmot()
-    callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _EndStepCheck()]
     if log_dir is not None:
         try:
             import tensorboard  # noqa: F401
@@ -177,7 +220,40 @@ def pruning_callbacks(log_dir=None):
 
 def strip_pruning(model):
     """Removes tfmot's wrappers, leaving a plain tf_keras model with zeros in it."""
+    _check_tf_keras(model, "keras_heavytail.legacy.strip_pruning")
     return _tfmot().sparsity.keras.strip_pruning(model)
+
+
+def quantize_pruned(model):
+    """Pruning-preserving quantisation-aware training of a pruned tf_keras model.
+
+    Wraps a pruned and stripped tf_keras model with tfmot's
+    `quantize_annotate_model` and `quantize_apply` under
+    `Default8BitPrunePreserveQuantizeScheme`: each kernel's zeros become a
+    fixed mask, so fine-tuning (with `LegacyHeavyTailSGD`, whose noise moves
+    the stored weights, pruned ones included) never revives a pruned weight in
+    the quantised kernel, and the int8 `.tflite` file converted from the
+    result (`keras_heavytail.export_tflite(..., quantize="int8")`) keeps the
+    sparsity.
+
+    Args:
+        model: a tf_keras model after `strip_pruning`. Defaults to none;
+            required.
+
+    Returns:
+        A quantisation-aware tf_keras model, to compile and fine-tune.
+
+    Example:
+
+    >>> qat = quantize_pruned(strip_pruning(pruned))  # doctest: +SKIP
+    >>> qat.compile(optimizer=LegacyHeavyTailSGD(0.01, seed=0),
+    ...             loss="sparse_categorical_crossentropy")  # doctest: +SKIP
+    """
+    _check_tf_keras(model, "keras_heavytail.legacy.quantize_pruned")
+    tfmot = _tfmot()
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+    return tfmot.quantization.keras.quantize_apply(annotated, scheme)
 
 
 def kernel_sparsity(model):
@@ -190,5 +266,6 @@ __all__ = [
     "kernel_sparsity",
     "prune_low_magnitude",
     "pruning_callbacks",
+    "quantize_pruned",
     "strip_pruning",
 ]

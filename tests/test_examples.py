@@ -23,6 +23,8 @@ EXAMPLES = {
     "cnn_filters.py": ["--epochs", "1", "--width", "32"],
     "keras_pipeline.py": ["--epochs", "2", "--width", "32", "--mixed-precision"],
     "deploy_edge.py": ["--epochs", "1", "--runs", "5"],
+    "gradual_pruning.py": ["--epochs", "2", "--width", "64"],
+    "tfmot_pruning.py": ["--epochs", "2", "--qat-epochs", "1", "--width", "64"],
 }
 EXPECT = {
     "quickstart.py": "What to conclude:",
@@ -30,6 +32,8 @@ EXPECT = {
     "cnn_filters.py": "max |shrunk - masked| = 0.0e+00",
     "keras_pipeline.py": "HeavyTailNoise(Adam): best checkpoint",
     "deploy_edge.py": "| shrunk_int8 |",
+    "gradual_pruning.py": "58 of 64 hidden neurons removed",
+    "tfmot_pruning.py": "| pqat_int8_dense |",
     "demo": "Summary:",
 }
 DEMO = ["--epochs", "1", "--width", "16", "--seeds", "1", "--runs", "3"]

@@ -21,10 +21,25 @@ for _package in ("tf_keras", "tensorflow_model_optimization"):
         pytest.skip(f"the legacy path needs {_package}", allow_module_level=True)
 
 
-def run(code):
+# A tf_keras MLP on digits, as the first lines of a test's script.
+DIGITS_MLP = """import numpy as np, tf_keras
+from keras_heavytail import datasets, export
+from keras_heavytail import legacy
+data = datasets.load_dataset("digits")
+tf_keras.utils.set_random_seed(0)
+model = tf_keras.Sequential([
+    tf_keras.layers.Flatten(input_shape=data.input_shape),
+    tf_keras.layers.Dense({width}, activation="relu"),
+    tf_keras.layers.Dense(10),
+])"""
+
+
+def run(code, prelude=""):
+    """Runs `prelude` then the dedented `code` in a fresh interpreter."""
+    code = prelude + "\n" + textwrap.dedent(code)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=env,
@@ -93,17 +108,6 @@ def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):
 def test_tfmot_pruning_then_litert_export(tmp_path):
     out = run(
         f"""
-        import numpy as np, tf_keras
-        from keras_heavytail import datasets, export
-        from keras_heavytail import legacy
-
-        data = datasets.load_dataset("digits")
-        tf_keras.utils.set_random_seed(0)
-        model = tf_keras.Sequential([
-            tf_keras.layers.Flatten(input_shape=data.input_shape),
-            tf_keras.layers.Dense(128, activation="relu"),
-            tf_keras.layers.Dense(10),
-        ])
         steps = 4 * int(np.ceil(len(data.y_train) / 32))
         pruned = legacy.prune_low_magnitude(model, 0.8, end_step=steps // 2, frequency=10)
         pruned.compile(
@@ -131,9 +135,82 @@ def test_tfmot_pruning_then_litert_export(tmp_path):
             legacy.prune_low_magnitude(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
         except ValueError as error:
             assert "tf_keras (Keras 2) models only" in str(error)
+            assert "keras_heavytail.sparsity.GradualPruning" in str(error)
         else:
             raise AssertionError("a Keras 3 model was accepted")
         print("tfmot ok", round(sparsity, 3), round(float(keras_accuracy), 3))
-        """
+        """,
+        prelude=DIGITS_MLP.format(width=128),
     )
     assert "tfmot ok" in out
+
+
+def test_pruning_preserving_qat_with_noise_exports_a_sparse_int8_file(tmp_path):
+    out = run(
+        f"""
+        import warnings
+        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        steps = int(np.ceil(len(data.y_train) / 32))  # one epoch
+        pruned = legacy.prune_low_magnitude(model, 0.8, end_step=2 * steps, frequency=5)
+        pruned.compile(optimizer=legacy.LegacyHeavyTailSGD(0.05, sigma=0.005, seed=0),
+                       loss=loss)
+        # Training stops before end_step: the callbacks say so.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pruned.fit(data.x_train, data.y_train, epochs=1, batch_size=32, verbose=0,
+                       callbacks=legacy.pruning_callbacks())
+        assert any("before the schedule's end_step=" in str(w.message) for w in caught)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pruned.fit(data.x_train, data.y_train, epochs=2, batch_size=32, verbose=0,
+                       callbacks=legacy.pruning_callbacks())
+        assert not any("end_step" in str(w.message) for w in caught)
+        stripped = legacy.strip_pruning(pruned)
+        zeros = [np.asarray(w) == 0 for w in stripped.get_weights() if np.ndim(w) == 2]
+        assert all(abs(z.mean() - 0.8) < 0.01 for z in zeros)
+
+        # Noisy PQAT: the noise moves the stored pruned weights, the int8 file
+        # keeps them zero.
+        qat = legacy.quantize_pruned(stripped)
+        qat.compile(
+            optimizer=legacy.LegacyHeavyTailSGD(0.02, sigma=0.05, noise="entry", seed=0),
+            loss=loss)
+        qat.fit(data.x_train, data.y_train, epochs=1, batch_size=32, verbose=0)
+        stored = [w.numpy() for w in qat.weights if w.name.endswith("kernel:0")]
+        assert len(stored) == 2
+        assert all(np.mean(k[z] != 0) > 0.9 for k, z in zip(stored, zeros))
+        report = export.export_tflite(qat, {str(tmp_path / "pqat.tflite")!r},
+                                      sparse=False, quantize="int8",
+                                      representative_data=data.x_train[:200])
+        interpreter, _ = export.load_interpreter(report.path)
+        shapes = {{z.T.shape for z in zeros}}  # int8 kernels are (units, inputs)
+        kernels = []
+        for detail in interpreter.get_tensor_details():
+            if detail["dtype"] == np.int8 and tuple(detail["shape"]) in shapes:
+                try:
+                    kernels.append(interpreter.get_tensor(detail["index"]))
+                except ValueError:  # an activation, not a constant
+                    pass
+        assert sorted(k.shape for k in kernels) == [(10, 64), (64, 64)], kernels
+        for k in kernels:
+            z = next(z for z in zeros if z.T.shape == k.shape)
+            assert np.all(k[z.T] == 0) and np.mean(k == 0) < 0.82, np.mean(k == 0)
+        metrics = export.evaluate_tflite(report.path, data.x_test, data.y_test,
+                                         from_logits=True)
+        assert metrics["accuracy"] > 0.7, metrics
+
+        import keras
+        keras3 = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        for helper in (legacy.quantize_pruned, legacy.strip_pruning):
+            try:
+                helper(keras3)
+            except ValueError as error:
+                assert "this is a Keras 3 model" in str(error), str(error)
+                assert "keras_heavytail.sparsity.GradualPruning" in str(error)
+            else:
+                raise AssertionError("a Keras 3 model was accepted")
+        print("pqat ok", round(float(metrics["accuracy"]), 3))
+        """,
+        prelude=DIGITS_MLP.format(width=64),
+    )
+    assert "pqat ok" in out

@@ -18,6 +18,7 @@ EXPECT = [
     "hidden units 154",
     "ratio",
     "'accuracy'",
+    "hidden units 26",
     "kernel sparsity 0.9",
     "",  # the board snippet defines litert_predict only
 ]
