@@ -579,15 +579,24 @@ class ProtocolResult:
                 key = "iso_neuron_ratio_vs_sgd" + suffix
                 if key not in row:
                     continue
-                ratio = row[key][0]
-                verdict = "noise pays" if ratio < 1 else "noise does not pay"
+                ratio, spread = row[key]
                 lines.append(
                     f"{row['setting']} ({how}): {row['neurons_at_iso_accuracy' + suffix][0]:.0f} "
                     f"hidden neurons keep {base['setting']}'s accuracy within tolerance, "
                     f"against {base['neurons_at_iso_accuracy' + suffix][0]:.0f} for "
-                    f"{base['setting']}: ratio {ratio:.2f} ({verdict})."
+                    f"{base['setting']}: ratio {ratio:.2f} ({_verdict(ratio, spread, row['seeds'])})."
                 )
         return lines
+
+
+def _verdict(ratio, spread, seeds):
+    """Words for an iso-accuracy ratio, honest about its spread over seeds."""
+    if seeds < 2:
+        return "one seed, no spread: not a conclusion"
+    if abs(ratio - 1.0) <= spread:
+        return f"± {spread:.2f} over {seeds} seeds: no difference from SGD"
+    more = "fewer" if ratio < 1 else "more"
+    return f"± {spread:.2f} over {seeds} seeds: {more} neurons than SGD"
 
 
 def _mean_spread(values):
