@@ -125,6 +125,9 @@ def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
         points.sort()
         ax.errorbar([p[0] for p in points], [p[1] for p in points],
                     yerr=[p[2] for p in points], marker="o", capsize=3, label=label)  # fmt: skip
+    sigmas = [p[0] for points in lines.values() for p in points]
+    if sigmas and min(sigmas) > 0:
+        ax.set_xscale("log")  # sigma grids are geometric
     ax.set_xlabel("sigma")
     ax.set_ylabel("hidden neurons at iso-accuracy (fewer is better)")
     ax.set_title(title)
