@@ -40,17 +40,10 @@ CURVE_RATIOS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 
 def main():
     data = datasets.load_dataset("digits")
-    result = ex.run_protocol(
-        data,
-        SETTINGS,
-        architecture="mlp",
-        width=2000,
-        lr=0.05,
-        batch_size=64,
-        epochs=20,
-        seeds=(0, 1, 2),
-        scores=("norm", "path"),
+    protocol = ex.Protocol(
+        width=2000, lr=0.05, batch_size=64, epochs=20, scores=("norm", "path")
     )
+    result = ex.run_protocol(data, SETTINGS, protocol, seeds=(0, 1, 2))
     print(result.markdown())
     (HERE / "compressibility_digits.json").write_text(
         json.dumps(result.to_dict(), indent=1)
@@ -61,7 +54,8 @@ def main():
         model = result.models[(label, 0)]
         for score in ("norm", "path"):
             curves[f"{label} ({score})"] = kht.pruning_curve(
-                model, data.x_test, data.y_test, CURVE_RATIOS, score=score
+                model, data.x_test, data.y_test, CURVE_RATIOS, score=score,
+                from_logits=True,
             )
         kernels[label] = model.get_layer("hidden1").kernel.numpy()
     kht.plot_pruning_curves(

@@ -29,7 +29,7 @@ from keras_heavytail import export  # noqa: E402
 def main():
     data = kht.load_dataset("digits")
     model = kht.build_model("mlp", data.input_shape, 10, width=2000, seed=0)
-    optimizer = kht.HeavyTailSGD(0.05, alpha=1.75, sigma=0.005, seed=0)
+    optimizer = kht.HeavyTailSGD(0.05, seed=0)  # alpha, sigma, noise: defaults
     optimizer.exclude_from_noise(kht.paper_exclusions(model))
     model.compile(
         optimizer=optimizer,
@@ -79,7 +79,9 @@ def main():
                 representative_data=data.x_train[:500],
                 **options,
             )
-            evaluation = export.evaluate_tflite(report.path, data.x_test, data.y_test)
+            evaluation = export.evaluate_tflite(
+                report.path, data.x_test, data.y_test, from_logits=True
+            )
             rows.append(
                 {"name": name, "report": report, "evaluation": evaluation, "ms": []}
             )
