@@ -254,6 +254,23 @@ def cmd_sweep(args):
     print(f"Table and plot: {output / 'sweep.md'}, {output / 'sweep.png'}")
 
 
+def _backup_dir(args, output):
+    """Where a killed `train` keeps its last epoch: beside `output`, per arguments.
+
+    A rerun with the same arguments resumes from it (`BackupAndRestore`);
+    other arguments get another folder, so they never mix.
+    """
+    import hashlib
+
+    asked = {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in ("func", "output", "overwrite", "verbose")
+    }
+    digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
+    return output.with_name(f".{output.name}.backup-{digest[:12]}")
+
+
 def cmd_train(args):
     from keras_heavytail import experiments
     from keras_heavytail import files
@@ -268,7 +285,7 @@ def cmd_train(args):
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
         bar.set_description(setting.label)
         model, seconds, ran, steps = experiments.train_one(
-            data, setting, protocol, args.seed, bar, split
+            data, setting, protocol, args.seed, bar, split, _backup_dir(args, output)
         )
     experiments.check_finite(model, f"{setting.label} seed {args.seed}", steps)
     accuracy = experiments.accuracy(model, data.x_test, data.y_test)
@@ -533,7 +550,12 @@ def _add_run_commands(sub):
         "--output", default="results/sweep", help="folder for the runs, table and plot"
     )
 
-    p = _add(sub, "train", cmd_train, "train one model and save it as .keras")
+    p = _add(
+        sub, "train", cmd_train, "train one model and save it as .keras",
+        "Trains one model and saves it as .keras (and its data card). A run that "
+        "diverges (NaN or inf) ends with an error and writes nothing; a killed run "
+        "rerun with the same arguments resumes from its last finished epoch.",
+    )  # fmt: skip
     _data_options(p)
     _training_options(p)
     _noise_options(p)

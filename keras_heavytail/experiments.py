@@ -359,8 +359,54 @@ class Split:
         return cls(x_fit, y_fit, x_val, y_val, dataset.x_test, dataset.y_test)
 
 
-def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
-    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`."""
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or inf; keeps that step.
+
+    `keras.callbacks.TerminateOnNaN` stops as quietly; `train_one` then
+    raises, naming the step and the first non-finite variable.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.model.stop_training = True
+
+
+def train_one(
+    dataset,
+    setting,
+    protocol,
+    seed=0,
+    progress=None,
+    split=None,
+    backup_dir=None,
+    callbacks=None,
+):
+    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`.
+
+    Args:
+        dataset: a `keras_heavytail.datasets.Dataset`. Defaults to none; required.
+        setting: a `Setting`. Defaults to none; required.
+        protocol: a `Protocol`. Defaults to none; required.
+        seed: of the weights, the noise and the data order. Defaults to `0`.
+        progress: a tqdm-like bar advanced once per epoch. Defaults to `None`.
+        split: the `Split` to train on. Defaults to `None` (`Split.of`).
+        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: a run
+            killed mid-training resumes from its last finished epoch when
+            called again with the same arguments, and ends bit-identical to
+            an uninterrupted run (the noise is a function of the iteration).
+            The folder is deleted when training ends. Defaults to `None`.
+        callbacks: more Keras callbacks. Defaults to `None`.
+
+    Raises:
+        RuntimeError: the loss or a weight became NaN or inf (the step and
+            the first non-finite variable are named).
+    """
     split = split or Split.of(dataset, protocol)
     model = build_model(
         protocol.architecture,
@@ -379,7 +425,10 @@ def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    divergence = StopOnDivergence()
+    callbacks = [divergence, *(callbacks or [])]
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
     if protocol.target_train_accuracy is not None:
         callbacks.append(
             StopAtTrainAccuracy(
@@ -405,6 +454,13 @@ def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
     if progress is not None:  # early stop: count the epochs that did not run
         progress.update(protocol.epochs - ran)
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    what = f"{setting.label} seed {seed}"
+    check_finite(model, what, steps)
+    if divergence.step is not None:
+        raise RuntimeError(
+            f"{what} diverged: the loss is not finite at step {divergence.step}. "
+            "Lower sigma or the learning rate, or raise alpha."
+        )
     return model, time.perf_counter() - start, ran, steps
 
 
