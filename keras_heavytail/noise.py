@@ -45,7 +45,7 @@ def check_alpha(alpha):
 # The smallest alpha whose draws are always finite, per sampling dtype and
 # noise structure (half precision is drawn in float32). The CMS transform is
 # largest at the extreme uniforms (U next to pi/2, W = -log of the largest
-# uniform below 1); `tests/test_noise.py` evaluates it there and checks that
+# uniform below 1); `tests/test_hostile.py` evaluates it there and checks that
 # each bound is finite and 0.02 below it is not. Elliptical noise needs more:
 # its mixing variable is (alpha/2)-stable.
 MIN_ALPHA = {
