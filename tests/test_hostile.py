@@ -194,7 +194,9 @@ def diverging_train():
 
 def nan_model():
     model = tiny_mlp()
-    model.set_weights([np.full(w.shape, np.nan, "float32") for w in model.get_weights()])
+    model.set_weights(
+        [np.full(w.shape, np.nan, "float32") for w in model.get_weights()]
+    )
     return model
 
 
