@@ -272,6 +272,8 @@ def _backup_dir(args, output):
 
 
 def cmd_train(args):
+    import keras
+
     from keras_heavytail import experiments
     from keras_heavytail import files
 
@@ -282,16 +284,20 @@ def cmd_train(args):
         setting = experiments.Setting("SGD")
     protocol = _protocol(args, validation_fraction=0.2)
     split = experiments.Split.of(data, protocol, args.seed)
+    history = keras.callbacks.History()  # its first epoch says if it resumed
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
         bar.set_description(setting.label)
         model, seconds, ran, steps = experiments.train_one(
-            data, setting, protocol, args.seed, bar, split, _backup_dir(args, output)
-        )
+            data, setting, protocol, args.seed, bar, split, _backup_dir(args, output),
+            callbacks=[history],
+        )  # fmt: skip
     experiments.check_finite(model, f"{setting.label} seed {args.seed}", steps)
     accuracy = experiments.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
     card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
     files.write_text(output.with_suffix(".json"), json.dumps(card, indent=1) + "\n")
+    if history.epoch and history.epoch[0] > 0:
+        print(f"Resumed at epoch {history.epoch[0] + 1} from the killed run's backup.")
     print(
         f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
         f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"

@@ -450,9 +450,10 @@ def train_one(
         callbacks=callbacks,
         shuffle=True,
     )
-    ran = len(history.history.get("loss", []))
-    if progress is not None:  # early stop: count the epochs that did not run
-        progress.update(protocol.epochs - ran)
+    # Epochs done in all (a resumed run counts those before the backup too).
+    ran = history.epoch[-1] + 1 if history.epoch else 0
+    if progress is not None:  # early stop or resume: count the epochs not run here
+        progress.update(protocol.epochs - len(history.epoch))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     what = f"{setting.label} seed {seed}"
     check_finite(model, what, steps)
@@ -756,7 +757,9 @@ def run_protocol(
         output: a folder; each finished run's row is appended to
             `output/runs.jsonl` and its model saved in `output/models/`, so
             a crash loses at most the run in progress and a rerun with the
-            same arguments resumes (a different job there is refused).
+            same arguments resumes (a different job there is refused); the
+            run in progress resumes from its last finished epoch
+            (`keras.callbacks.BackupAndRestore`).
             Defaults to `None` (nothing written).
         baseline: the label of the noise-free setting. Defaults to `"SGD"`.
 
@@ -835,7 +838,14 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
             pass  # the model file is missing or broken: train again
     bar.set_description(f"{setting.label} seed {seed}")
     split = Split.of(dataset, protocol)
-    model, seconds, ran, steps = train_one(dataset, setting, protocol, seed, bar, split)
+    backup = (
+        None
+        if output is None
+        else f"{output}/models/.{_slug(setting.label)}_seed{seed}.backup"
+    )
+    model, seconds, ran, steps = train_one(
+        dataset, setting, protocol, seed, bar, split, backup
+    )
     check_finite(model, f"{setting.label} seed {seed}", steps)
     reference = next(
         (

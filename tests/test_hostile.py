@@ -476,7 +476,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path):
     assert not resumed.exists()
     assert len(list(tmp_path.glob(".resumed.keras.backup-*"))) == 1  # epoch 1 kept
     again = run_python(KILL_MID_EPOCH, args=[*argv, "0"], timeout=300)
-    assert "3 epochs (32 steps)" in again.stdout  # epochs 2 to 4 ran, not 1 to 4
+    assert "Resumed at epoch 2" in again.stdout  # epochs 2 to 4 ran, not 1 to 4
+    assert "4 epochs (32 steps)" in again.stdout
     assert cli.main([*common, "--output", str(straight)]) == 0  # uninterrupted
     assert not list(tmp_path.glob(".*.backup-*"))  # both backups deleted at the end
     a = keras.saving.load_model(resumed)
