@@ -170,11 +170,11 @@ class NoiseUpdate:
         self.check_rates()
 
     def check_rates(self):
-        """Raises if the learning rate or sigma (a schedule's output included)
-        is NaN, inf or negative at the current iteration.
+        """Raises if the learning rate or sigma is NaN, inf or negative now.
 
-        Called at construction and when the optimizer is built; inside a
-        traced function (nothing to read) it checks nothing.
+        Schedules are evaluated at the current iteration. Called at
+        construction and when the optimizer is built; inside a traced
+        function (nothing to read) it checks nothing.
         """
         learning_rate = self.learning_rate
         if isinstance(learning_rate, self.schedules.LearningRateSchedule):
