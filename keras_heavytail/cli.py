@@ -254,7 +254,26 @@ def cmd_sweep(args):
     print(f"Table and plot: {output / 'sweep.md'}, {output / 'sweep.png'}")
 
 
+def _backup_dir(args, output):
+    """Where a killed `train` keeps its last epoch: beside `output`, per arguments.
+
+    A rerun with the same arguments resumes from it (`BackupAndRestore`);
+    other arguments get another folder, so they never mix.
+    """
+    import hashlib
+
+    asked = {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in ("func", "output", "overwrite", "verbose")
+    }
+    digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
+    return output.with_name(f".{output.name}.backup-{digest[:12]}")
+
+
 def cmd_train(args):
+    import keras
+
     from keras_heavytail import experiments
     from keras_heavytail import files
 
@@ -265,16 +284,20 @@ def cmd_train(args):
         setting = experiments.Setting("SGD")
     protocol = _protocol(args, validation_fraction=0.2)
     split = experiments.Split.of(data, protocol, args.seed)
+    history = keras.callbacks.History()  # its first epoch says if it resumed
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
         bar.set_description(setting.label)
         model, seconds, ran, steps = experiments.train_one(
-            data, setting, protocol, args.seed, bar, split
-        )
+            data, setting, protocol, args.seed, bar, split, _backup_dir(args, output),
+            callbacks=[history],
+        )  # fmt: skip
     experiments.check_finite(model, f"{setting.label} seed {args.seed}", steps)
     accuracy = experiments.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
     card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
     files.write_text(output.with_suffix(".json"), json.dumps(card, indent=1) + "\n")
+    if history.epoch and history.epoch[0] > 0:
+        print(f"Resumed at epoch {history.epoch[0] + 1} from the killed run's backup.")
     print(
         f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
         f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"
@@ -533,7 +556,12 @@ def _add_run_commands(sub):
         "--output", default="results/sweep", help="folder for the runs, table and plot"
     )
 
-    p = _add(sub, "train", cmd_train, "train one model and save it as .keras")
+    p = _add(
+        sub, "train", cmd_train, "train one model and save it as .keras",
+        "Trains one model and saves it as .keras (and its data card). A run that "
+        "diverges (NaN or inf) ends with an error and writes nothing; a killed run "
+        "rerun with the same arguments resumes from its last finished epoch.",
+    )  # fmt: skip
     _data_options(p)
     _training_options(p)
     _noise_options(p)

@@ -359,8 +359,54 @@ class Split:
         return cls(x_fit, y_fit, x_val, y_val, dataset.x_test, dataset.y_test)
 
 
-def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
-    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`."""
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or inf; keeps that step.
+
+    `keras.callbacks.TerminateOnNaN` stops as quietly; `train_one` then
+    raises, naming the step and the first non-finite variable.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.model.stop_training = True
+
+
+def train_one(
+    dataset,
+    setting,
+    protocol,
+    seed=0,
+    progress=None,
+    split=None,
+    backup_dir=None,
+    callbacks=None,
+):
+    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`.
+
+    Args:
+        dataset: a `keras_heavytail.datasets.Dataset`. Defaults to none; required.
+        setting: a `Setting`. Defaults to none; required.
+        protocol: a `Protocol`. Defaults to none; required.
+        seed: of the weights, the noise and the data order. Defaults to `0`.
+        progress: a tqdm-like bar advanced once per epoch. Defaults to `None`.
+        split: the `Split` to train on. Defaults to `None` (`Split.of`).
+        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: a run
+            killed mid-training resumes from its last finished epoch when
+            called again with the same arguments, and ends bit-identical to
+            an uninterrupted run (the noise is a function of the iteration).
+            The folder is deleted when training ends. Defaults to `None`.
+        callbacks: more Keras callbacks. Defaults to `None`.
+
+    Raises:
+        RuntimeError: the loss or a weight became NaN or inf (the step and
+            the first non-finite variable are named).
+    """
     split = split or Split.of(dataset, protocol)
     model = build_model(
         protocol.architecture,
@@ -379,7 +425,10 @@ def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    divergence = StopOnDivergence()
+    callbacks = [divergence, *(callbacks or [])]
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
     if protocol.target_train_accuracy is not None:
         callbacks.append(
             StopAtTrainAccuracy(
@@ -401,10 +450,18 @@ def train_one(dataset, setting, protocol, seed=0, progress=None, split=None):
         callbacks=callbacks,
         shuffle=True,
     )
-    ran = len(history.history.get("loss", []))
-    if progress is not None:  # early stop: count the epochs that did not run
-        progress.update(protocol.epochs - ran)
+    # Epochs done in all (a resumed run counts those before the backup too).
+    ran = history.epoch[-1] + 1 if history.epoch else 0
+    if progress is not None:  # early stop or resume: count the epochs not run here
+        progress.update(protocol.epochs - len(history.epoch))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    what = f"{setting.label} seed {seed}"
+    check_finite(model, what, steps)
+    if divergence.step is not None:
+        raise RuntimeError(
+            f"{what} diverged: the loss is not finite at step {divergence.step}. "
+            "Lower sigma or the learning rate, or raise alpha."
+        )
     return model, time.perf_counter() - start, ran, steps
 
 
@@ -709,7 +766,9 @@ def run_protocol(
         output: a folder; each finished run's row is appended to
             `output/runs.jsonl` and its model saved in `output/models/`, so
             a crash loses at most the run in progress and a rerun with the
-            same arguments resumes (a different job there is refused).
+            same arguments resumes (a different job there is refused); the
+            run in progress resumes from its last finished epoch
+            (`keras.callbacks.BackupAndRestore`).
             Defaults to `None` (nothing written).
         baseline: the label of the noise-free setting. Defaults to `"SGD"`.
 
@@ -788,7 +847,14 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
             pass  # the model file is missing or broken: train again
     bar.set_description(f"{setting.label} seed {seed}")
     split = Split.of(dataset, protocol)
-    model, seconds, ran, steps = train_one(dataset, setting, protocol, seed, bar, split)
+    backup = (
+        None
+        if output is None
+        else f"{output}/models/.{_slug(setting.label)}_seed{seed}.backup"
+    )
+    model, seconds, ran, steps = train_one(
+        dataset, setting, protocol, seed, bar, split, backup
+    )
     check_finite(model, f"{setting.label} seed {seed}", steps)
     reference = next(
         (

@@ -109,6 +109,21 @@ def export_tflite(
             "`representative_data`: a few hundred typical inputs to calibrate "
             "activation ranges. Received: representative_data=None"
         )
+    if representative_data is not None:
+        samples = np.asarray(representative_data)
+        if len(samples) == 0 or not np.all(np.isfinite(samples)):
+            raise ValueError(
+                "`representative_data` must hold at least one input, all finite "
+                f"(NaN or inf calibrate nothing). Received: {samples.size} values, "
+                f"{int(np.sum(~np.isfinite(samples)))} not finite"
+            )
+    for variable in model.weights:
+        if not np.all(np.isfinite(np.asarray(variable.numpy()))):
+            raise ValueError(
+                "The model has NaN or inf weights (it diverged); nothing was "
+                f"exported. Received: {getattr(variable, 'path', variable.name)!r} "
+                "is not finite"
+            )
     from keras_heavytail import files
 
     with tempfile.TemporaryDirectory() as directory, files.captured_stderr():
@@ -289,8 +304,19 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
     """
     from keras_heavytail.compressibility import loss_and_accuracy
 
-    outputs, runtime = predict_tflite(path, x, batch_size, num_threads)
     y = np.asarray(y).astype("int64").ravel()
+    if len(x) != len(y) or len(y) == 0:
+        raise ValueError(
+            "`x` and `y` must hold the same number (> 0) of examples. "
+            f"Received: {len(x)} and {len(y)}"
+        )
+    outputs, runtime = predict_tflite(path, x, batch_size, num_threads)
+    bad = int(np.sum(~np.all(np.isfinite(outputs.reshape(len(outputs), -1)), axis=1)))
+    if bad:
+        raise ValueError(
+            f"{str(path)!r} outputs NaN or inf on {bad} of {len(y)} examples: "
+            "its weights or inputs are not finite."
+        )
     loss, accuracy = loss_and_accuracy(outputs, y, from_logits)
     return {
         "accuracy": accuracy,
@@ -313,6 +339,13 @@ def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
     Returns:
         `{"median_ms", "p90_ms", "runs", "num_threads", "runtime"}`.
     """
+    for name, value, low in (
+        ("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1),
+    ):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"`{name}` must be an int >= {low}. Received: {name}={value!r}"
+            )
     interp, runtime = load_interpreter(path, num_threads, batch_size=1)
     detail = interp.get_input_details()[0]
     x = np.random.default_rng(seed).normal(size=detail["shape"]).astype("float32")

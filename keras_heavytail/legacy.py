@@ -70,6 +70,7 @@ class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
         lr_rescaling=defaults.LR_RESCALING,
         seed=None,
         noise_exclusions=None,
+        max_noise=None,
         name="LegacyHeavyTailSGD",
         **kwargs,
     ):
@@ -80,7 +81,9 @@ class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
             name=name,
             **kwargs,
         )
-        self.init_noise(alpha, sigma, noise, lr_rescaling, seed, noise_exclusions)
+        self.init_noise(
+            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
+        )
 
     def update_step(self, gradient, variable):
         super().update_step(gradient, variable)

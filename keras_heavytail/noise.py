@@ -27,7 +27,7 @@ STRUCTURES = defaults.NOISE_STRUCTURES
 SEED_LIMIT = 2**31 - 1
 
 # Uniforms are drawn on [UNIFORM_FLOOR, 1): the lower end keeps cos(U) and -log(V)
-# strictly positive in float32, so every sample is finite for alpha >= 0.5.
+# strictly positive in float32, so every sample is finite for alpha >= MIN_ALPHA.
 UNIFORM_FLOOR = 2.0**-24
 
 
@@ -40,6 +40,41 @@ def check_alpha(alpha):
     if not 0.0 < alpha <= 2.0:
         raise ValueError(f"`alpha` must be in (0, 2]. Received: alpha={alpha}")
     return float(alpha)
+
+
+# The smallest alpha whose draws are always finite, per sampling dtype and
+# noise structure (half precision is drawn in float32). The CMS transform is
+# largest at the extreme uniforms (U next to pi/2, W = -log of the largest
+# uniform below 1); `tests/test_hostile.py` evaluates it there and checks that
+# each bound is finite and 0.02 below it is not. Elliptical noise needs more:
+# its mixing variable is (alpha/2)-stable.
+MIN_ALPHA = {
+    ("float32", "entry"): 0.31,
+    ("float32", "neuron"): 0.31,
+    ("float32", "elliptical"): 0.62,
+    ("float64", "entry"): 0.1,
+    ("float64", "neuron"): 0.1,
+    ("float64", "elliptical"): 0.19,
+}
+
+
+def min_alpha(structure="entry", dtype=None):
+    """The smallest alpha whose `structure` draws in `dtype` are always finite.
+
+    Below it a draw can be inf (alpha=0.1 in float32 gives inf about once in
+    6,000 draws), which turns the weights it touches into inf or NaN.
+
+    Args:
+        structure: one of `"entry"`, `"neuron"`, `"elliptical"`.
+            Defaults to `"entry"`.
+        dtype: float dtype of the draws. Defaults to `None`
+            (`keras.config.floatx()`).
+
+    Returns:
+        A float in (0, 2).
+    """
+    compute_dtype, _ = _sampling_dtype(dtype)
+    return MIN_ALPHA[(compute_dtype, check_structure(structure))]
 
 
 def check_structure(structure):
@@ -238,8 +273,9 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
 
     Args:
         shape: tuple of ints, the output shape.
-        alpha: float in (0, 2], the stability index. Samples are finite in
-            float32 for alpha >= 0.5. Defaults to none; required.
+        alpha: float in (0, 2], the stability index. Samples are finite for
+            alpha >= `min_alpha(dtype=dtype)` (0.31 in float32, 0.1 in
+            float64); below it some can be inf. Defaults to none; required.
         scale: float or tensor broadcastable to `shape`. Defaults to `1.0`.
         seed: int, `None`, `keras.random.SeedGenerator` or a stateless seed
             tensor of shape `(2,)`. Defaults to `None` (Keras' global seed).

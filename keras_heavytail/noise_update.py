@@ -49,6 +49,39 @@ def check_sigma(sigma, schedule_type=None):
     return float(sigma)
 
 
+def check_max_noise(max_noise):
+    """Validates the clip of the standardised draw: `None` or a finite float > 0."""
+    if max_noise is None:
+        return None
+    if (
+        isinstance(max_noise, bool)
+        or not isinstance(max_noise, (int, float))
+        or not math.isfinite(max_noise)
+        or max_noise <= 0
+    ):
+        raise ValueError(
+            "`max_noise` must be None or a finite float > 0. "
+            f"Received: max_noise={max_noise!r}"
+        )
+    return float(max_noise)
+
+
+def check_rate(name, value):
+    """Validates a number that must be finite and >= 0 (a rate, a scale)."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a finite float >= 0. Received: {name}={value:.7g}"
+        )
+
+
+def _eager_float(value):
+    """`value` as a Python float, or `None` inside a traced function."""
+    try:
+        return float(ops.convert_to_tensor(value))
+    except (TypeError, ValueError, NotImplementedError, AttributeError):
+        return None
+
+
 def check_seed(seed):
     """Validates a noise seed (an int in [0, 2**31 - 1)); `None` draws one."""
     if seed is None:
@@ -119,7 +152,9 @@ class NoiseUpdate:
 
     schedules = keras.optimizers.schedules
 
-    def init_noise(self, alpha, sigma, noise, lr_rescaling, seed, noise_exclusions):
+    def init_noise(
+        self, alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise=None
+    ):
         self.alpha = noise_lib.check_alpha(alpha)
         self.sigma = check_sigma(sigma, self.schedules.LearningRateSchedule)
         self.noise = noise_lib.check_structure(noise)
@@ -129,8 +164,49 @@ class NoiseUpdate:
             )
         self.lr_rescaling = lr_rescaling
         self.seed = check_seed(seed)
+        self.max_noise = check_max_noise(max_noise)
         self.noise_exclusions = []
         self._add_exclusions(noise_exclusions or [])
+        self.check_rates()
+
+    def check_rates(self):
+        """Raises if the learning rate or sigma is NaN, inf or negative now.
+
+        Schedules are evaluated at the current iteration. Called at
+        construction and when the optimizer is built; inside a traced
+        function (nothing to read) it checks nothing.
+        """
+        learning_rate = self.learning_rate
+        if isinstance(learning_rate, self.schedules.LearningRateSchedule):
+            learning_rate = learning_rate(self.iterations)
+        for name, value in (
+            ("learning_rate", learning_rate),
+            ("sigma", self.current_sigma()),
+        ):
+            value = _eager_float(value)
+            if value is not None:
+                check_rate(name, value)
+
+    def check_alpha_fits(self, var_list):
+        """Raises if alpha is below the range where a noisy variable's draws are finite."""
+        if self.sigma == 0.0:
+            return
+        for variable in var_list:
+            if not self.gets_noise(variable):
+                continue
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            lowest = noise_lib.min_alpha(self.noise, dtype)
+            if self.alpha < lowest:
+                raise ValueError(
+                    f"`alpha` must be >= {lowest} for {self.noise!r} noise on "
+                    f"{dtype} variables ({variable_path(variable)!r}): below it "
+                    f"the sampler can draw inf. Received: alpha={self.alpha}"
+                )
+
+    def build(self, var_list):
+        self.check_alpha_fits(var_list)
+        self.check_rates()
+        super().build(var_list)
 
     def _add_exclusions(self, patterns):
         if isinstance(patterns, str):
@@ -187,15 +263,18 @@ class NoiseUpdate:
         if self.lr_rescaling:
             lr = ops.cast(learning_rate, variable.dtype)
             factor = factor * ops.power(lr, 1.0 / self.alpha)
-        return noise_lib.stable_noise(
+        xi = noise_lib.stable_noise(
             variable.shape,
             self.alpha,
             self.noise,
-            scale=factor,
+            scale=factor if self.max_noise is None else 1.0,
             seed=seed,
             dtype=variable.dtype,
             broadcast=False,
         )
+        if self.max_noise is None:
+            return xi
+        return ops.clip(xi, -self.max_noise, self.max_noise) * factor
 
     def noise_config(self):
         """The noise arguments as a JSON-able dict (a schedule serialised)."""
@@ -209,6 +288,7 @@ class NoiseUpdate:
             "lr_rescaling": self.lr_rescaling,
             "seed": self.seed,
             "noise_exclusions": list(self.noise_exclusions),
+            "max_noise": self.max_noise,
         }
 
     @classmethod
@@ -258,4 +338,12 @@ NOISE_ARGS = f"""        alpha: float in (0, 2], the noise's stability index (2 
         noise_exclusions: regular expressions matched (`re.search`) against
             variable paths; matching variables get no noise. Filled by
             `exclude_from_noise` and saved in the config. Defaults to `None`.
+        max_noise: `None` or a float > 0: clip the standardised draw `xi` to
+            `[-max_noise, max_noise]` before scaling it. A departure from
+            the paper, whose noise is never clipped: it bounds every
+            increment by `sigma * lr**(1/alpha) * max_noise` and changes the
+            fraction of draws with `|xi| > max_noise`, about
+            `2 * Gamma(alpha) * sin(pi * alpha / 2) / pi * max_noise**-alpha`
+            (the stable law's tail; for alpha=1.75 and max_noise=100, 7e-5).
+            Defaults to `None` (no clip, as in the paper).
 """

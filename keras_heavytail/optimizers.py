@@ -54,6 +54,7 @@ class HeavyTailSGD(NoiseUpdate, keras.optimizers.SGD):
         lr_rescaling=defaults.LR_RESCALING,
         seed=None,
         noise_exclusions=None,
+        max_noise=None,
         name="HeavyTailSGD",
         **kwargs,
     ):
@@ -64,7 +65,9 @@ class HeavyTailSGD(NoiseUpdate, keras.optimizers.SGD):
             name=name,
             **kwargs,
         )
-        self.init_noise(alpha, sigma, noise, lr_rescaling, seed, noise_exclusions)
+        self.init_noise(
+            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
+        )
 
     def update_step(self, gradient, variable, learning_rate):
         if self.sigma == 0.0 or not self.gets_noise(variable):
@@ -135,6 +138,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         lr_rescaling=defaults.LR_RESCALING,
         seed=None,
         noise_exclusions=None,
+        max_noise=None,
         name="HeavyTailNoise",
         **kwargs,
     ):
@@ -150,7 +154,9 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
             )
         super().__init__(learning_rate=0.0, name=name)
         self.optimizer = optimizer
-        self.init_noise(alpha, sigma, noise, lr_rescaling, seed, noise_exclusions)
+        self.init_noise(
+            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
+        )
 
     def build(self, var_list):
         self.optimizer.build(var_list)

@@ -1,0 +1,487 @@
+"""Hostile inputs and faults: every case of issue #10 as a row of a table.
+
+Each row names an input, the error it must raise (type and a phrase of its
+message) and the files that must come through unchanged (or never appear).
+The CLI rows also check for one line on stderr, exit code 2 and no
+traceback. Then the cases that must simply work (resume, clipping, the
+sampler's finite range), and two real SIGKILL tests: one during a save, one
+mid-epoch during `keras-heavytail train`.
+"""
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import signal
+import textwrap
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_round_trips
+from conftest import run_python
+from conftest import tiny_data
+from conftest import tiny_mlp
+
+import keras_heavytail as kht
+from keras_heavytail import cli
+from keras_heavytail import compressibility
+from keras_heavytail import datasets
+from keras_heavytail import experiments
+from keras_heavytail import files
+from keras_heavytail import noise as noise_lib
+
+NAN, INF = float("nan"), float("inf")
+IDX_NAMES = (
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+)  # fmt: skip
+
+
+def digits_model(seed=0):
+    """A tiny classifier of the embedded digits' shape (8, 8, 1)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(12, activation="relu", name="hidden1"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+    """Files the rows use: good, broken, NaN and pruned models; bad data."""
+    d = tmp_path_factory.mktemp("hostile")
+    model = digits_model()
+    files.save_model(model, d / "good.keras")
+    raw = (d / "good.keras").read_bytes()
+    (d / "cut.keras").write_bytes(raw[: len(raw) // 3])
+    with zipfile.ZipFile(d / "good.keras") as src:
+        with zipfile.ZipFile(d / "inner.keras", "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename.endswith(".h5"):
+                    data = data[:200]  # a corrupt inner weights file
+                dst.writestr(item, data)
+    nan = digits_model()
+    nan.set_weights([np.full(w.shape, np.nan, "float32") for w in nan.get_weights()])
+    nan.save(d / "nan.keras")
+    pruned = kht.prune(digits_model(), 0.9, structure="entry")
+    files.save_model(pruned, d / "pruned.keras")
+    kht.export_tflite(digits_model(), d / "good.tflite")
+    (d / "existing.tflite").write_bytes(b"keep me")
+    (d / "afile").write_text("keep me")
+    (d / "folder").mkdir()
+    (d / "mnist").mkdir()
+    whole = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
+    for name in IDX_NAMES:
+        (d / "mnist" / name).write_bytes(whole[:-12])  # truncated .gz
+    return d
+
+
+def snapshot(paths):
+    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+# ----------------------------------------------------------------------------
+# The command line: (id, argv, message, unchanged, absent). `{d}` is the
+# folder of the `place` fixture; every row must exit 2 with one line.
+# ----------------------------------------------------------------------------
+
+TRAIN = ["train", "--width", "8", "--epochs", "2", "--limit", "120"]
+CLI_ROWS = [
+    ("train sigma nan", TRAIN + ["--sigma", "nan", "--output", "{d}/t.keras"],
+     "got 'nan'", [], ["t.keras"]),
+    ("train sigma inf", TRAIN + ["--sigma", "inf", "--output", "{d}/t.keras"],
+     "got 'inf'", [], ["t.keras"]),
+    ("train negative lr", TRAIN + ["--lr", "-0.05", "--output", "{d}/t.keras"],
+     "got '-0.05'", [], ["t.keras"]),
+    ("train alpha below the finite range",
+     TRAIN + ["--alpha", "0.1", "--output", "{d}/t.keras"],
+     "`alpha` must be >= 0.31", [], ["t.keras", "t.json"]),
+    ("train that diverges", TRAIN + ["--sigma", "1e38", "--output", "{d}/t.keras"],
+     "diverged: variable 'mlp_8/hidden1/kernel' is not finite after step",
+     [], ["t.keras", "t.json"]),
+    ("train over an existing file", TRAIN + ["--output", "{d}/good.keras"],
+     "pass --overwrite", ["good.keras"], []),
+    ("seed out of range", TRAIN + ["--seed", "2147483647", "--output", "{d}/t.keras"],
+     "got '2147483647'", [], ["t.keras"]),
+    ("export to a folder", ["export", "{d}/good.keras", "--output", "{d}/folder"],
+     "is a folder", ["good.keras"], []),
+    ("export over an existing file",
+     ["export", "{d}/good.keras", "--output", "{d}/existing.tflite"],
+     "pass --overwrite", ["existing.tflite"], []),
+    ("export a NaN model and evaluate it",
+     ["export", "{d}/nan.keras", "--output", "{d}/nan.tflite", "--evaluate",
+      "--limit", "50"],
+     "NaN or inf weights", ["nan.keras"], ["nan.tflite"]),
+    ("reproduce into a file", ["reproduce", "--output", "{d}/afile"],
+     "is a file", ["afile"], []),
+    ("demo into a file", ["demo", "--output", "{d}/afile"], "is a file", ["afile"], []),
+    ("truncated .gz in --data",
+     ["reproduce", "--dataset", "mnist", "--data", "{d}/mnist", "--output",
+      "{d}/out"],
+     "is truncated or corrupt", [f"mnist/{n}" for n in IDX_NAMES], ["out/runs.jsonl"]),
+    ("truncated .keras", ["analyze", "{d}/cut.keras"], "not a .keras file",
+     ["cut.keras"], []),
+    (".keras with a corrupt inner file", ["analyze", "{d}/inner.keras"],
+     "cannot load", ["inner.keras"], []),
+    ("missing .keras", ["analyze", "{d}/none.keras"], "no model file", [], []),
+    ("benchmark runs=0", ["benchmark", "{d}/good.tflite", "--runs", "0"],
+     "got '0'", ["good.tflite"], []),
+    ("limit 0", TRAIN[:-1] + ["0", "--output", "{d}/t.keras"], "got '0'", [],
+     ["t.keras"]),
+]  # fmt: skip
+
+
+def run_cli(argv, capsys):
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_info:  # argparse refuses a bad value
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message,unchanged,absent",
+    [row[1:] for row in CLI_ROWS],
+    ids=[row[0] for row in CLI_ROWS],
+)
+def test_cli_refuses_with_one_line(argv, message, unchanged, absent, place, capsys):
+    argv = [a.replace("{d}", str(place)) for a in argv]
+    before = snapshot([place / p for p in unchanged])
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    if not err.startswith("usage:"):  # argparse prints its usage line too
+        assert len(err.strip().splitlines()) == 1, err
+    assert snapshot([place / p for p in unchanged]) == before
+    for name in absent:
+        assert not (place / name).exists(), name
+    # A refused or diverged `train` leaves no backup folder behind either.
+    assert not list(place.glob(".t.keras.backup*"))
+
+
+# ----------------------------------------------------------------------------
+# The Python API: (id, call, error type, message phrase).
+# ----------------------------------------------------------------------------
+
+
+def fit_one_step(alpha, noise="neuron", dtype="float32", sigma=0.01):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, dtype=dtype, name="dense")]
+    )
+    model.compile(
+        optimizer=kht.HeavyTailSGD(0.1, alpha=alpha, noise=noise, sigma=sigma, seed=0),
+        loss="mse",
+    )
+    model.fit(np.ones((4, 4), dtype), np.ones((4, 3), dtype), verbose=0)
+
+
+def diverging_train():
+    data = datasets.load_dataset("digits", limit=100)
+    protocol = experiments.Protocol(width=8, epochs=2)
+    setting = experiments.Setting("HT", "entry", 1.75, 1e38)
+    experiments.train_one(data, setting, protocol)
+
+
+def nan_model():
+    model = tiny_mlp()
+    model.set_weights(
+        [np.full(w.shape, np.nan, "float32") for w in model.get_weights()]
+    )
+    return model
+
+
+def run_log(path, header, lines=()):
+    Path(path).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with files.RunLog(path, header):
+        pass
+
+
+def locked_run_log(path):
+    Path(f"{path}.lock").write_text(str(os.getpid()))  # a live process holds it
+    with files.RunLog(path, {"job": 1}):
+        pass
+
+
+Poly = keras.optimizers.schedules.PolynomialDecay
+Exp = keras.optimizers.schedules.ExponentialDecay
+API_ROWS = [
+    ("sigma nan", lambda d: kht.HeavyTailSGD(sigma=NAN), ValueError, "sigma=nan"),
+    ("sigma inf", lambda d: kht.HeavyTailSGD(sigma=INF), ValueError, "sigma=inf"),
+    ("sigma schedule gives nan", lambda d: kht.HeavyTailSGD(sigma=Poly(NAN, 10, 0.0)),
+     ValueError, "`sigma` must be a finite float >= 0. Received: sigma=nan"),
+    ("negative lr", lambda d: kht.HeavyTailSGD(-0.05), ValueError,
+     "Received: learning_rate=-0.05"),
+    ("nan lr", lambda d: kht.HeavyTailSGD(NAN), ValueError,
+     "Received: learning_rate=nan"),
+    ("lr schedule gives a negative rate", lambda d: kht.HeavyTailSGD(Exp(-0.1, 10, 0.9)),
+     ValueError, "Received: learning_rate=-0.1"),
+    ("wrapped optimizer with a negative lr",
+     lambda d: kht.HeavyTailNoise(keras.optimizers.Adam(-1e-3)), ValueError,
+     "Received: learning_rate=-0.001"),
+    ("alpha 0.1 in float32", lambda d: fit_one_step(0.1), ValueError,
+     "`alpha` must be >= 0.31 for 'neuron' noise on float32"),
+    ("alpha 0.5 elliptical in float32", lambda d: fit_one_step(0.5, "elliptical"),
+     ValueError, "`alpha` must be >= 0.62 for 'elliptical'"),
+    ("alpha 0.05 in float64", lambda d: fit_one_step(0.05, "entry", "float64"),
+     ValueError, "`alpha` must be >= 0.1 for 'entry' noise on float64"),
+    ("max_noise 0", lambda d: kht.HeavyTailSGD(max_noise=0), ValueError,
+     "Received: max_noise=0"),
+    ("max_noise nan", lambda d: kht.HeavyTailSGD(max_noise=NAN), ValueError,
+     "Received: max_noise=nan"),
+    ("max_noise a string", lambda d: kht.HeavyTailNoise(keras.optimizers.SGD(),
+     max_noise="3"), ValueError, "Received: max_noise='3'"),
+    ("seed 2**31 - 1", lambda d: kht.HeavyTailSGD(seed=2**31 - 1), ValueError,
+     "Received: seed=2147483647"),
+    ("seed 2**70", lambda d: kht.HeavyTailSGD(seed=2**70), ValueError,
+     f"Received: seed={2**70}"),
+    ("seed -1", lambda d: kht.symmetric_stable((3,), 1.5, seed=-1), ValueError,
+     "Received: seed=-1"),
+    ("training that diverges", lambda d: diverging_train(), RuntimeError,
+     "diverged: variable 'mlp_8/hidden1/kernel' is not finite after step"),
+    ("a NaN model after training", lambda d: experiments.check_finite(
+     nan_model(), "run", 7), RuntimeError, "is not finite after step 7"),
+    ("tail_index of zeros", lambda d: kht.tail_index(np.zeros(100)), ValueError,
+     "A constant sample has no tail index"),
+    ("tail_index of ones", lambda d: kht.tail_index(np.ones(100)), ValueError,
+     "all equal to 1.0"),
+    ("neuron_prune_ratio of a (3, 0) kernel",
+     lambda d: compressibility.neuron_prune_ratio(np.zeros((3, 0))), ValueError,
+     "must have at least one unit. Received: shape=(3, 0)"),
+    ("load_dataset limit 0", lambda d: datasets.load_dataset(limit=0), ValueError,
+     "Received: limit=0"),
+    ("load_dataset limit -5", lambda d: datasets.load_dataset(limit=-5), ValueError,
+     "Received: limit=-5"),
+    ("truncated .gz", lambda d: datasets.read_idx(d / "mnist" / IDX_NAMES[0]),
+     ValueError, "is truncated or corrupt"),
+    ("evaluate_tflite with y longer than x", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((5, 8, 8, 1), "float32"), np.zeros(7)),
+     ValueError, "Received: 5 and 7"),
+    ("evaluate_tflite with empty x", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((0, 8, 8, 1), "float32"), np.zeros(0)),
+     ValueError, "Received: 0 and 0"),
+    ("benchmark_tflite runs=0", lambda d: kht.benchmark_tflite(
+     d / "good.tflite", runs=0), ValueError, "Received: runs=0"),
+    ("int8 calibration on NaN", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=np.full((8, 8, 8, 1), np.nan, "float32")),
+     ValueError, "512 not finite"),
+    ("export a NaN model", lambda d: kht.export_tflite(nan_model(), d / "n.tflite"),
+     ValueError, "NaN or inf weights"),
+    ("save a model onto a folder", lambda d: files.save_model(tiny_mlp(), d / "folder"),
+     IsADirectoryError, "is a directory"),
+    ("run log of another job", lambda d: run_log(
+     d / "other.jsonl", {"job": 2}, [{"header": {"job": 1}}, {"seed": 0}]),
+     files.RunLogError, "holds runs of a different job (differs in: job)"),
+    ("run log that is not one", lambda d: run_log(d / "notlog.jsonl", {"job": 1},
+     ["just text"]), files.RunLogError, "is not a keras-heavytail run log"),
+    ("run log held by a live process", lambda d: locked_run_log(d / "held.jsonl"),
+     files.RunLogError, "is being written by another job"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [row[1:] for row in API_ROWS],
+    ids=[row[0] for row in API_ROWS],
+)
+def test_api_refuses_and_says_why(call, error, message, place):
+    logs = sorted(place.glob("*.jsonl"))
+    before = snapshot(logs)
+    with pytest.raises(error) as info:
+        call(place)
+    assert message in str(info.value), str(info.value)
+    assert snapshot(logs) == before  # a refused run log is left as it was
+    for name in ("q.tflite", "n.tflite"):
+        assert not (place / name).exists()
+
+
+# ----------------------------------------------------------------------------
+# What must simply work.
+# ----------------------------------------------------------------------------
+
+
+def corner_draw(alpha, structure, dtype):
+    """The CMS transform at its largest: U next to pi/2, W from the top uniform."""
+    from keras import ops
+
+    f = np.dtype(dtype).type
+    w = -np.log(np.nextafter(f(1), f(0)))
+    if structure != "elliptical":
+        u = np.nextafter(f(math.pi / 2), f(0))
+        x = noise_lib.cms_symmetric(
+            ops, ops.convert_to_tensor([u], dtype), ops.convert_to_tensor([w], dtype),
+            alpha,
+        )  # fmt: skip
+    else:  # the mixing variable, at both ends of (0, pi)
+        u = np.array([math.pi * 2.0**-24, np.nextafter(f(math.pi), f(0))], dtype)
+        x = ops.sqrt(2.0 * noise_lib.cms_positive(
+            ops, ops.convert_to_tensor(u), ops.convert_to_tensor([w, w], dtype),
+            alpha / 2,
+        ))  # fmt: skip
+    return np.asarray(x)
+
+
+@pytest.mark.parametrize("dtype,structure", sorted(noise_lib.MIN_ALPHA))
+def test_min_alpha_is_where_the_sampler_stops_being_finite(dtype, structure):
+    bound = noise_lib.min_alpha(structure, dtype)
+    assert np.isfinite(corner_draw(bound, structure, dtype)).all()
+    assert not np.isfinite(corner_draw(bound - 0.02, structure, dtype)).all()
+
+
+def test_below_the_range_real_draws_are_inf_and_at_it_training_runs():
+    # Why the bound exists: alpha 0.1 in float32 draws inf (about 1 in 6,000).
+    x = np.asarray(kht.symmetric_stable((100_000,), 0.1, seed=0, dtype="float32"))
+    assert not np.isfinite(x).all()
+    fit_one_step(noise_lib.min_alpha("neuron", "float32"))  # the bound is allowed
+    # Half precision is drawn in float32 and clipped to its range: finite.
+    x = kht.symmetric_stable((100_000,), 1.1, scale=1e3, seed=0, dtype="float16")
+    assert np.isfinite(np.asarray(x, "float32")).all()
+
+
+def test_max_noise_clips_the_standardised_draw_and_round_trips(tmp_path):
+    kwargs = dict(alpha=1.2, sigma=0.5, noise="entry", seed=3)
+    clipped = kht.HeavyTailSGD(0.1, max_noise=2.0, **kwargs)
+    free = kht.HeavyTailSGD(0.1, **kwargs)
+    variable = keras.Variable(np.zeros((200, 50), "float32"))
+    factor = 0.5 * 0.1 ** (1 / 1.2)
+    xi_free = np.asarray(free.noise_increment(variable, 0, 0.1, 0.5, 0)) / factor
+    xi = np.asarray(clipped.noise_increment(variable, 0, 0.1, 0.5, 0)) / factor
+    assert np.abs(xi_free).max() > 2.0  # the unclipped draw goes past the clip
+    np.testing.assert_allclose(xi, np.clip(xi_free, -2.0, 2.0), rtol=1e-5, atol=1e-6)
+    assert clipped.get_config()["max_noise"] == 2.0
+    assert free.get_config()["max_noise"] is None
+    assert_round_trips(clipped, tmp_path)
+    assert_round_trips(kht.HeavyTailNoise(keras.optimizers.Adam(), max_noise=5.0))
+
+
+def test_exclusions_and_max_noise_survive_a_reload(tmp_path):
+    model = tiny_mlp()
+    opt = kht.HeavyTailSGD(0.05, sigma=0.1, max_noise=4.0, seed=1)
+    opt.exclude_from_noise(kht.paper_exclusions(model))
+    model.compile(optimizer=opt, loss="mse")
+    x, y = tiny_data()
+    model.fit(x, keras.ops.one_hot(y, 3), epochs=1, verbose=0)
+    files.save_model(model, tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras").optimizer
+    assert again.noise_exclusions == opt.noise_exclusions
+    assert "(^|/)out/kernel$" in again.noise_exclusions
+    assert again.max_noise == 4.0
+
+
+def test_run_log_resumes_drops_a_cut_line_and_ignores_a_dead_lock(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    with files.RunLog(path, {"job": 1}) as log:
+        log.append({"seed": 0, "accuracy": 0.9})
+    with open(path, "a") as f:
+        f.write('{"seed": 1, "accur')  # a run cut by a crash
+    Path(f"{path}.lock").write_text("999999999")  # its process is gone
+    with files.RunLog(path, {"job": 1}) as log:
+        assert log.find(seed=0) == {"seed": 0, "accuracy": 0.9}
+        assert log.find(seed=1) is None  # reruns
+        log.append({"seed": 1, "accuracy": 0.8})
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines[1:]] == [
+        {"seed": 0, "accuracy": 0.9}, {"seed": 1, "accuracy": 0.8},
+    ]  # fmt: skip
+    assert not Path(f"{path}.lock").exists()
+
+
+def test_analyze_a_90_percent_pruned_model_skips_the_estimate(place, capsys):
+    assert cli.main(["analyze", str(place / "pruned.keras"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report  # every layer is reported; NaN estimates are JSON null
+
+
+# ----------------------------------------------------------------------------
+# Real SIGKILLs.
+# ----------------------------------------------------------------------------
+
+KILL_DURING_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys, zipfile
+    import keras
+    from keras_heavytail import files
+    path, how = sys.argv[1], sys.argv[2]
+    bigger = keras.Sequential([keras.Input((50,)), keras.layers.Dense(400),
+                               keras.layers.Dense(10)])
+    writestr = zipfile.ZipFile.writestr
+    def killed(self, *args, **kwargs):  # the first entry is written, then SIGKILL
+        writestr(self, *args, **kwargs)
+        self.fp.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    zipfile.ZipFile.writestr = killed
+    if how == "atomic":
+        files.save_model(bigger, path)
+    else:
+        bigger.save(path)  # Keras writes in place
+    """
+)
+
+
+def test_sigkill_during_save_leaves_the_previous_model(tmp_path):
+    model = tiny_mlp()
+    for how in ("plain", "atomic"):
+        path = tmp_path / f"{how}.keras"
+        files.save_model(model, path)
+        good = path.read_bytes()
+        result = run_python(KILL_DURING_SAVE, args=[str(path), how], timeout=300,
+                            check=False)  # fmt: skip
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+        if how == "plain":  # the kill lands mid-save: an in-place save is lost
+            assert path.read_bytes() != good
+            assert not zipfile.is_zipfile(path)
+        else:  # the atomic save leaves the old file whole and loadable
+            assert path.read_bytes() == good
+            reloaded = keras.saving.load_model(path)
+            for a, b in zip(reloaded.get_weights(), model.get_weights()):
+                np.testing.assert_array_equal(a, b)
+
+
+KILL_MID_EPOCH = textwrap.dedent(
+    """
+    import os, signal, sys
+    import keras
+    from keras_heavytail import cli, experiments
+    argv, kill_at = sys.argv[1:-1], int(sys.argv[-1])
+    if kill_at:
+        check = experiments.StopOnDivergence.on_train_batch_end
+        def killing(self, batch, logs=None):
+            check(self, batch, logs)
+            if int(self.model.optimizer.iterations) == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        experiments.StopOnDivergence.on_train_batch_end = killing
+    sys.exit(cli.main(argv))
+    """
+)
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path):
+    # 240 fit examples / batch 32 = 8 steps per epoch: step 12 is mid epoch 2.
+    common = ["train", "--width", "16", "--epochs", "4", "--limit", "300",
+              "--batch-size", "32", "--noise", "entry", "--sigma", "0.05"]  # fmt: skip
+    resumed, straight = tmp_path / "resumed.keras", tmp_path / "straight.keras"
+    argv = common + ["--output", str(resumed)]
+    killed = run_python(KILL_MID_EPOCH, args=[*argv, "12"], timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not resumed.exists()
+    assert len(list(tmp_path.glob(".resumed.keras.backup-*"))) == 1  # epoch 1 kept
+    again = run_python(KILL_MID_EPOCH, args=[*argv, "0"], timeout=300)
+    assert "Resumed at epoch 2" in again.stdout  # epochs 2 to 4 ran, not 1 to 4
+    assert "4 epochs (32 steps)" in again.stdout
+    assert cli.main([*common, "--output", str(straight)]) == 0  # uninterrupted
+    assert not list(tmp_path.glob(".*.backup-*"))  # both backups deleted at the end
+    a = keras.saving.load_model(resumed)
+    b = keras.saving.load_model(straight)
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 32
