@@ -15,6 +15,7 @@ The same stateless seed always gives the same numbers, which is how the
 optimizers keep their noise reproducible across checkpoints and replicas.
 """
 
+import functools
 import math
 
 import keras
@@ -347,6 +348,15 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
     compute_dtype, out_dtype = _sampling_dtype(dtype)
     seed = as_stateless_seed(seed)
     shape = tuple(shape)
+    unit = isinstance(scale, (int, float)) and scale == 1.0
+    if _called_eagerly(seed):
+        draw = _compiled_sampler(_backend(), shape, alpha, compute_dtype, out_dtype)
+        return draw(seed) if unit else draw(seed, ops.cast(scale, compute_dtype))
+    return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
+
+
+def _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale=None):
+    """`symmetric_stable`'s body; `scale=None` (or 1.0) draws SaS(alpha, 1)."""
     if alpha == 2.0:
         x = _normal(shape, seed, compute_dtype) * math.sqrt(2.0)
     else:
@@ -356,9 +366,48 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
             x = ops.tan(u)
         else:
             x = cms_symmetric(ops, u, w, alpha)
-    if not (isinstance(scale, (int, float)) and scale == 1.0):
+    if scale is not None and not (isinstance(scale, (int, float)) and scale == 1.0):
         x = x * ops.cast(scale, compute_dtype)
     return _to_output(x, out_dtype)
+
+
+def _called_eagerly(seed):
+    """Whether a call runs op by op: outside a `tf.function` or a JAX trace.
+
+    PyTorch's eager ops are not compiled here (`torch.compile` costs seconds
+    per shape), so on torch this is always `False`.
+    """
+    backend = _backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(seed, jax.core.Tracer)
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(backend, shape, alpha, compute_dtype, out_dtype):
+    """`_draw_symmetric` compiled once per (shape, alpha, dtypes): `draw(seed[, scale])`.
+
+    A `tf.function` on TensorFlow (the same Philox kernels as op by op; the
+    graph may round the transform differently in the last float bits) and
+    `jax.jit` on JAX. The 64 most recently used are kept.
+    """
+
+    def draw(seed, scale=None):
+        return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(draw)
+    import jax
+
+    return jax.jit(draw)
 
 
 def positive_stable(shape, a, seed=None, dtype=None):
