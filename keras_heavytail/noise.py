@@ -170,7 +170,8 @@ def fold_in(seed, data):
     """A new stateless seed derived from `seed` and an integer `data`.
 
     Distinct `data` give independent streams; the same pair always gives the
-    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`).
+    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`,
+    SplitMix64 on PyTorch).
     """
     if _backend() == "tensorflow":
         import tensorflow as tf
