@@ -12,7 +12,7 @@ reorganised: it carries its own copy of the update rule (the
 Chambers-Mallows-Stuck sampler and the three noise structures) and runs
 training, pruning, evaluation and the masked fine-tuning in numpy/TensorFlow
 without the package. It is kept as a cross-check: `keras-heavytail sweep`
-measures the same thing with the package's code (`benchmarks/RESULTS.md` §5
+measures the same thing with the package's code (`benchmarks/RESULTS.md` §6
 compares the two).
 
     python benchmarks/claim_search.py --bed digits --width 2000 --seeds 0 \

@@ -1,8 +1,10 @@
 """Cost of the noise, measured side by side in one run (CPU).
 
 (a) Samples per second for one million draws: `keras_heavytail.symmetric_stable`
-    (traced with `tf.function`, as the optimizer runs it), `scipy.stats.levy_stable.rvs`
-    and `keras.random.normal`.
+    (traced with `tf.function`, as the optimizer runs it; called eagerly, which
+    runs it compiled once per shape, dtype and alpha; and eagerly op by op,
+    under `tf.config.run_functions_eagerly(True)`, as before that cache),
+    `scipy.stats.levy_stable.rvs` and `keras.random.normal` (eager).
 (b) Milliseconds per `model.fit` step of HeavyTailSGD (each noise structure)
     against `keras.optimizers.SGD` on a 784-2048-10 MLP at batch 128 and 1024.
 
@@ -54,9 +56,23 @@ def sampler_table(n, repeats, rounds):
     def keras_normal():
         return keras.random.normal((n,), seed=gen)
 
+    def op_by_op():
+        tf.config.run_functions_eagerly(True)
+        try:
+            return kht.symmetric_stable((n,), 1.75, seed=2).numpy()
+        finally:
+            tf.config.run_functions_eagerly(False)
+
     gen = keras.random.SeedGenerator(0)
     contenders = {
         "keras_heavytail.symmetric_stable": lambda: stable().numpy(),
+        "symmetric_stable, eager call": lambda: kht.symmetric_stable(
+            (n,), 1.75, seed=2
+        ).numpy(),
+        "symmetric_stable, eager op by op": op_by_op,
+        "keras.random.normal, eager": lambda: keras.random.normal(
+            (n,), seed=gen
+        ).numpy(),
         "keras.random.normal": lambda: keras_normal().numpy(),
         "tf.random.stateless_normal": lambda: normal().numpy(),
         "scipy.stats.levy_stable.rvs": lambda: stats.levy_stable.rvs(
@@ -128,6 +144,7 @@ def step_table(batch, steps, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--samplers-only", action="store_true", help="table (a) only")
     args = parser.parse_args()
     n, repeats, rounds, steps = (
         (100_000, 2, 1, 4) if args.quick else (1_000_000, 5, 5, 30)
@@ -146,6 +163,13 @@ def main():
         / samplers["keras_heavytail.symmetric_stable"]
     )
     print(f"symmetric_stable is {ratio:.1f}x faster than scipy")
+    eager = (
+        samplers["symmetric_stable, eager op by op"]
+        / samplers["symmetric_stable, eager call"]
+    )
+    print(f"an eager call is {eager:.2f}x faster compiled than op by op")
+    if args.samplers_only:
+        return
 
     for batch in (128, 1024):
         print(f"\n(b) 784-2048-10 MLP, batch {batch}, median ms per fit step")

@@ -15,6 +15,7 @@ The same stateless seed always gives the same numbers, which is how the
 optimizers keep their noise reproducible across checkpoints and replicas.
 """
 
+import functools
 import math
 
 import keras
@@ -89,7 +90,8 @@ def check_structure(structure):
 # ----------------------------------------------------------------------------
 # Stateless random primitives. Keras 3's `keras.random` takes int seeds and
 # SeedGenerators only, so seed tensors go to the backend's stateless ops.
-# Philox is pinned so the stream does not depend on TF's per-device choice.
+# Philox is pinned so the stream does not depend on TF's per-device choice;
+# PyTorch, which has no stateless ops, gets a counter-based stream below.
 # XLA generates a different Philox stream from the same seed than the TF
 # kernels do, so a run with jit_compile=True is reproducible with itself, not
 # with the same run at jit_compile=False.
@@ -98,12 +100,82 @@ def check_structure(structure):
 
 def _backend():
     backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
+    if backend not in ("tensorflow", "jax", "torch"):
         raise NotImplementedError(
             "keras_heavytail samples noise with stateless seeds, available on "
-            f"the 'tensorflow' and 'jax' backends. Received: backend={backend!r}"
+            "the 'tensorflow', 'jax' and 'torch' backends. "
+            f"Received: backend={backend!r}"
         )
     return backend
+
+
+# PyTorch has no stateless (counter-based) random ops, and its CPU generator
+# keeps 32 bits of a seed. Its stream is therefore built here: a seed is two
+# 32-bit words, `fold_in` mixes them with the data through SplitMix64, and
+# uniforms are SplitMix64 of (key, element index), a counter-based generator
+# (Steele et al., 2014) that is a pure function of the seed and the same on
+# CPU and GPU. Torch runs eagerly, so the seed words are read as Python ints.
+_MASK64 = 2**64 - 1
+
+
+def _splitmix64(x):
+    """SplitMix64's finaliser on a Python int: 64 bits in, 64 mixed bits out."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _torch_key(seed):
+    """A stateless seed tensor (two 32-bit words) as one 64-bit Python int."""
+    high, low = (int(w) & 0xFFFFFFFF for w in ops.convert_to_numpy(seed).ravel())
+    return (high << 32) | low
+
+
+def _torch_seed(key, like):
+    """A 64-bit int as a seed tensor `[high, low]` (int64) on `like`'s device."""
+    import torch
+
+    return torch.tensor([key >> 32, key & 0xFFFFFFFF], device=like.device)
+
+
+def _torch_fold_in(seed, data):
+    seed = ops.convert_to_tensor(seed)
+    data = int(ops.convert_to_numpy(data)) & _MASK64
+    return _torch_seed(_splitmix64(_splitmix64(_torch_key(seed)) ^ data), seed)
+
+
+def _torch_signed(value):
+    """A 64-bit constant as the signed int64 torch stores."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _torch_uniform01(shape, seed, dtype):
+    """Uniform on [UNIFORM_FLOOR, 1): SplitMix64 of (key, element index).
+
+    In place on int64 (torch's `>>` is arithmetic, so each shift is masked
+    to make it logical); the top 24 (float32) or 53 (float64) bits become
+    the float.
+    """
+    import torch
+
+    seed = ops.convert_to_tensor(seed)
+    x = torch.arange(1, math.prod(shape) + 1, dtype=torch.int64, device=seed.device)
+    x.mul_(_torch_signed(0x9E3779B97F4A7C15)).add_(_torch_signed(_torch_key(seed)))
+    shifted = torch.empty_like(x)
+    for bits, multiplier in (
+        (30, 0xBF58476D1CE4E5B9),
+        (27, 0x94D049BB133111EB),
+        (31, 1),
+    ):
+        torch.bitwise_right_shift(x, bits, out=shifted)
+        x.bitwise_xor_(shifted.bitwise_and_((1 << (64 - bits)) - 1))
+        if multiplier != 1:
+            x.mul_(_torch_signed(multiplier))
+    bits = 53 if dtype == "float64" else 24
+    x.bitwise_right_shift_(64 - bits).bitwise_and_((1 << bits) - 1)
+    u = x.to(getattr(torch, dtype)).mul_(2.0**-bits)
+    return u.clamp_(min=UNIFORM_FLOOR).reshape(shape)
 
 
 def as_stateless_seed(seed):
@@ -133,7 +205,8 @@ def fold_in(seed, data):
     """A new stateless seed derived from `seed` and an integer `data`.
 
     Distinct `data` give independent streams; the same pair always gives the
-    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`).
+    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`,
+    SplitMix64 on PyTorch).
     """
     if _backend() == "tensorflow":
         import tensorflow as tf
@@ -144,6 +217,8 @@ def fold_in(seed, data):
         return tf.random.experimental.stateless_fold_in(
             seed, tf.cast(data, tf.int64), alg="philox"
         )
+    if _backend() == "torch":
+        return _torch_fold_in(seed, data)
     import jax
 
     key = jax.numpy.asarray(seed).astype("uint32")
@@ -157,6 +232,8 @@ def _uniform(shape, seed, dtype, minval, maxval):
         return tf.random.stateless_uniform(
             shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype, alg="philox"
         )
+    if _backend() == "torch":
+        return _torch_uniform01(shape, seed, dtype) * (maxval - minval) + minval
     import jax
 
     key = jax.numpy.asarray(seed).astype("uint32")
@@ -181,6 +258,8 @@ def _uniform01(shape, seed, dtype):
             dtype=dtype,  # 1: Philox
         )
         return tf.maximum(v, tf.constant(UNIFORM_FLOOR, dtype))
+    if _backend() == "torch":
+        return _torch_uniform01(shape, seed, dtype)
     return _uniform(shape, seed, dtype, UNIFORM_FLOOR, 1.0)
 
 
@@ -189,6 +268,13 @@ def _normal(shape, seed, dtype):
         import tensorflow as tf
 
         return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
+    if _backend() == "torch":
+        # Box-Muller on two independent uniform streams.
+        radius = ops.sqrt(
+            -2.0 * ops.log(_torch_uniform01(shape, fold_in(seed, 0), dtype))
+        )
+        angle = (2.0 * math.pi) * _torch_uniform01(shape, fold_in(seed, 1), dtype)
+        return radius * ops.cos(angle)
     import jax
 
     key = jax.numpy.asarray(seed).astype("uint32")
@@ -299,6 +385,15 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
     compute_dtype, out_dtype = _sampling_dtype(dtype)
     seed = as_stateless_seed(seed)
     shape = tuple(shape)
+    unit = isinstance(scale, (int, float)) and scale == 1.0
+    if _called_eagerly(seed):
+        draw = _compiled_sampler(_backend(), shape, alpha, compute_dtype, out_dtype)
+        return draw(seed) if unit else draw(seed, ops.cast(scale, compute_dtype))
+    return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
+
+
+def _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale=None):
+    """`symmetric_stable`'s body; `scale=None` (or 1.0) draws SaS(alpha, 1)."""
     if alpha == 2.0:
         x = _normal(shape, seed, compute_dtype) * math.sqrt(2.0)
     else:
@@ -308,9 +403,48 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
             x = ops.tan(u)
         else:
             x = cms_symmetric(ops, u, w, alpha)
-    if not (isinstance(scale, (int, float)) and scale == 1.0):
+    if scale is not None and not (isinstance(scale, (int, float)) and scale == 1.0):
         x = x * ops.cast(scale, compute_dtype)
     return _to_output(x, out_dtype)
+
+
+def _called_eagerly(seed):
+    """Whether a call runs op by op: outside a `tf.function` or a JAX trace.
+
+    PyTorch's eager ops are not compiled here (`torch.compile` costs seconds
+    per shape), so on torch this is always `False`.
+    """
+    backend = _backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(seed, jax.core.Tracer)
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(backend, shape, alpha, compute_dtype, out_dtype):
+    """`_draw_symmetric` compiled once per (shape, alpha, dtypes): `draw(seed[, scale])`.
+
+    A `tf.function` on TensorFlow (the same Philox kernels as op by op; the
+    graph may round the transform differently in the last float bits) and
+    `jax.jit` on JAX. The 64 most recently used are kept.
+    """
+
+    def draw(seed, scale=None):
+        return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(draw)
+    import jax
+
+    return jax.jit(draw)
 
 
 def positive_stable(shape, a, seed=None, dtype=None):

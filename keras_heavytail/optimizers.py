@@ -26,6 +26,10 @@ class HeavyTailSGD(NoiseUpdate, keras.optimizers.SGD):
     error. Noise goes to weights with two or more axes only (never biases or
     normalisation parameters); `exclude_from_noise` removes more.
 {UPDATE_RULE}
+    On a CPU, `jit_compile=True` draws the noise with XLA's random ops, which
+    are much slower there than TensorFlow's kernels: per-entry noise then
+    costs several times the plain step (`benchmarks/RESULTS.md`).
+
     Args:
         learning_rate: float, schedule or callable. Defaults to `0.01`.
         momentum: float in [0, 1]. Defaults to `0.0`.

@@ -195,3 +195,19 @@ def test_distribution_strict_stats_raise():
 def test_distribution_validate_args():
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha"):
         kht.SymmetricStable(alpha=2.5, validate_args=True).sample(1, seed=(0, 0))
+
+
+def test_an_eager_call_is_the_traced_sampler_and_follows_each_seed():
+    # An eager call runs a function compiled once per (shape, alpha, dtype):
+    # it must give the traced call's numbers (to float rounding), and a second
+    # call must read its own seed and scale, not ones frozen at the first.
+    seed, scale = tf.constant([7, 1]), tf.constant(0.5)
+    eager = kht.symmetric_stable((4, 300), 1.6, scale=scale, seed=seed)
+    traced = tf.function(
+        lambda s, c: kht.symmetric_stable((4, 300), 1.6, scale=c, seed=s)
+    )(seed, scale)
+    np.testing.assert_allclose(eager, traced, rtol=1e-5, atol=1e-6)
+    doubled = kht.symmetric_stable((4, 300), 1.6, scale=tf.constant(1.0), seed=seed)
+    np.testing.assert_allclose(doubled, 2 * np.asarray(eager), rtol=1e-5, atol=1e-6)
+    other = kht.symmetric_stable((4, 300), 1.6, scale=scale, seed=tf.constant([8, 1]))
+    assert not np.allclose(other, eager)
