@@ -12,6 +12,7 @@ its kernel), scored by the l2 norm of its incoming weights (or, with
 import keras
 import numpy as np
 
+from keras_heavytail import channels
 from keras_heavytail import compressibility
 from keras_heavytail import defaults
 from keras_heavytail import topology
@@ -92,6 +93,72 @@ def neuron_scores(model, layer, score="norm"):
     return norms
 
 
+def group_scores(graph, score="norm"):
+    """One score per channel component of a `channels.ChannelGraph`.
+
+    The sum over the component's producing layers of each unit's score:
+    the l2 norm of its incoming weights (`"norm"`), or that norm times the
+    l2 norm of the component's outgoing weights in every consumer
+    (`"path"`). On a chain this is `neuron_scores` of each unit.
+
+    Args:
+        graph: a `ChannelGraph` (from `channels.channel_graph`).
+        score: `"norm"` or `"path"`. Defaults to `"norm"`.
+
+    Returns:
+        A float64 array indexed by component id.
+    """
+    _check_choice(score, "score", defaults.PRUNE_SCORES)
+    count = graph.frozen.size
+    outgoing = np.zeros(count)
+    for member in graph.members:
+        if member.role == "in" and score == "path":
+            for variable, axis, slots, _ in member.weights:
+                sums = channels.slot_sums(as_array(variable), axis, slots, member.nodes.size)
+                np.add.at(outgoing, graph.component[member.nodes], sums)
+    scores = np.zeros(count)
+    for member in graph.members:
+        if member.role != "out":
+            continue
+        sums = sum(
+            channels.slot_sums(as_array(variable), axis, slots, member.nodes.size)
+            for variable, axis, slots, kind in member.weights
+            if kind == "kernel"
+        )
+        components = graph.component[member.nodes]
+        unit = np.sqrt(sums)
+        if score == "path":
+            unit = unit * np.sqrt(outgoing[components])
+        np.add.at(scores, components, unit)
+    return scores
+
+
+def _group_masks(model, ratio, scope, exclude, score):
+    """Unit masks of every producer, pruning coupled channels together."""
+    graph = channels.channel_graph(model, exclude)
+    groups = [group for group in graph.groups if group.prunable]
+    if not groups:
+        raise ValueError(
+            f"Model {model.name!r} has no prunable channel group: "
+            f"{[repr(g) for g in graph.groups]}"
+        )
+    scores = group_scores(graph, score)
+    dropped = np.zeros(scores.size, dtype=bool)
+    if scope == "layer":
+        for group in groups:
+            s = scores[group.components]
+            dropped[group.components] = _lowest(s, int(round(ratio * s.size)))
+    else:
+        pooled = np.concatenate([group.components for group in groups])
+        dropped[pooled] = _lowest(scores[pooled], int(round(ratio * pooled.size)))
+    masks = {}
+    for member in graph.members:
+        components = graph.component[member.nodes]
+        if member.role == "out" and not graph.frozen[components].all():
+            masks[member.layer.name] = ~dropped[components]
+    return masks
+
+
 def _lowest(scores, count):
     """Boolean mask of the `count` lowest scores (stable order on ties)."""
     mask = np.zeros(scores.size, dtype=bool)
@@ -143,18 +210,17 @@ def pruning_masks(
     if ratio is None:
         raise ValueError("Give `ratio` (a fraction in [0, 1]) or `criterion='paper'`.")
     ratio = compressibility.check_fraction(ratio, "ratio")
-    if structure == "entry":
-        scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
-    else:
-        scores = [neuron_scores(model, layer, score) for layer in layers]
+    if structure == "neuron":
+        _check_choice(score, "score", defaults.PRUNE_SCORES)
+        return _group_masks(model, ratio, scope, exclude, score)
+    scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
     if scope == "layer":
         masks = [~_lowest(s, int(round(ratio * s.size))) for s in scores]
     else:
         pooled = np.concatenate(scores)
         kept = ~_lowest(pooled, int(round(ratio * pooled.size)))
         masks = np.split(kept, np.cumsum([s.size for s in scores])[:-1])
-    if structure == "entry":
-        masks = [m.reshape(layer.kernel.shape) for m, layer in zip(masks, layers)]
+    masks = [m.reshape(layer.kernel.shape) for m, layer in zip(masks, layers)]
     return {layer.name: mask for layer, mask in zip(layers, masks)}
 
 
@@ -171,29 +237,54 @@ def copy_model(model):
     return clone
 
 
+def _zero_slots(member, kept, kinds):
+    """Multiplies `member`'s weights of the given kinds by the kept slots."""
+    for variable, axis, slots, kind in member.weights:
+        if kind in kinds:
+            shape = [1] * len(variable.shape)
+            shape[axis] = -1
+            mask = kept[slots].reshape(shape)
+            variable.assign(as_array(variable) * mask)
+
+
 def apply_masks(model, masks):
     """Zeroes, in place, what `masks` (from `pruning_masks`) says to drop.
 
-    A pruned unit loses its incoming weights, its bias and the scale and shift
-    of a BatchNormalization that follows it, so its output is exactly zero
-    and `shrink` can remove it.
+    An entry mask has the kernel's shape. A unit mask drops units of a
+    producer (Dense, Conv, ...): their incoming weights and biases; when
+    every producer of a channel component (`channels.channel_graph`) drops
+    it, the per-channel weights on its way (BatchNormalization scale and
+    shift, depthwise kernels and biases) are zeroed too, so the channel is
+    exactly zero everywhere and `shrink` can remove it.
     """
     by_name = {layer.name: layer for layer in topology.kernel_layers(model)}
+    units = {}
     for name, mask in masks.items():
-        layer = by_name[name]
-        kernel = as_array(layer.kernel)
-        layer.kernel.assign(kernel * mask)  # a unit mask broadcasts over units
-        if mask.shape == kernel.shape:
+        layer = by_name.get(name) or model.get_layer(name)
+        if mask.shape == tuple(layer.kernel.shape) or not isinstance(
+            layer, channels.PRODUCERS
+        ):
+            layer.kernel.assign(as_array(layer.kernel) * mask)
+        else:
+            units[name] = np.asarray(mask, dtype=bool)
+    if not units:
+        return model
+    graph = channels.channel_graph(model)
+    gone = np.ones(graph.frozen.size, dtype=bool)  # every producer drops it
+    produced = np.zeros(graph.frozen.size, dtype=bool)
+    for member in graph.members:
+        if member.role != "out":
             continue
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(as_array(layer.bias) * mask)
-        for nxt in topology.following(model, layer):
-            if isinstance(nxt, keras.layers.BatchNormalization):
-                for weight in (nxt.gamma, nxt.beta):
-                    if weight is not None:
-                        weight.assign(as_array(weight) * mask)
-            if not isinstance(nxt, topology.ELEMENTWISE + topology.SPATIAL):
-                break
+        mask = units.get(member.layer.name, np.ones(member.nodes.size, dtype=bool))
+        if member.layer.name in units:
+            _zero_slots(member, mask, ("kernel", "bias"))
+        np.logical_and.at(gone, graph.component[member.nodes], ~mask)
+        np.logical_or.at(produced, graph.component[member.nodes], True)
+    gone &= produced
+    for member in graph.members:
+        if member.role == "channel":
+            kept = ~gone[graph.component[member.nodes]]
+            _zero_slots(member, kept, ("kernel", "bias", "scale"))
     return model
 
 

@@ -1,0 +1,424 @@
+"""The channel dependency graph: which channels of a model live or die together.
+
+A walk over a Sequential or functional Keras 3 model (the companion of
+`topology`, for graphs that are not chains). Every channel a layer produces
+is a node; layers that tie channels together join their nodes:
+
+- `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` join channel
+  `i` of every input;
+- `DepthwiseConv*D`, `BatchNormalization`, activations, pooling, dropout,
+  padding, cropping and upsampling pass channels through (a depthwise output
+  channel joins its input channel);
+- `Concatenate` places its inputs' channels one after another (offsets);
+- `Flatten` (and a flattening `Reshape`) turns one channel into a block of
+  the next `Dense` layer's inputs;
+- `Dense`, `Conv1D/2D/3D`, `SeparableConv1D/2D`, `Conv*DTranspose` consume
+  channels and produce new ones.
+
+A component (channels joined together) must be pruned whole: its members
+are the layer slices that lose the channel. Components are gathered into
+groups by the layers that produce them. The model's input and output
+channels are never pruned, and a layer the graph does not know (a custom
+layer, `Lambda`) freezes the channels it touches, named in the group's
+`frozen_by`.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_heavytail.topology import as_array
+
+_L = keras.layers
+CONVS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+TRANSPOSED = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
+# Layers whose units (Dense neurons, filters) `prune` scores and `shrink` removes.
+PRODUCERS = (_L.Dense,) + CONVS + TRANSPOSED + SEPARABLE
+# Elementwise functions of one channel (f(0) decides whether a zero stays zero).
+ACTIVATIONS = (_L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU)
+# Layers that keep each channel apart and map zeros to zeros.
+PASS_THROUGH = (
+    _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.SpatialDropout3D,
+    _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout, _L.Identity,
+    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D,
+    _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
+    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
+    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.ZeroPadding3D,
+    _L.Cropping1D, _L.Cropping2D, _L.Cropping3D,
+    _L.UpSampling1D, _L.UpSampling2D, _L.UpSampling3D,
+)  # fmt: skip
+# Layers that join channel i of every input (Multiply: zero if any is zero).
+MERGES = (_L.Add, _L.Subtract, _L.Average, _L.Maximum, _L.Minimum, _L.Multiply)
+
+
+@dataclasses.dataclass(eq=False)
+class Member:
+    """One layer's slice of channels: `nodes[s]` is the node of slot `s`.
+
+    `role` is `"out"` (units the layer produces), `"in"` (channels it
+    consumes) or `"channel"` (per-channel weights it passes through).
+    `weights` lists `(variable, axis, slots, kind)`: index `i` of `variable`
+    along `axis` belongs to slot `slots[i]`; `kind` is `"kernel"`, `"bias"`,
+    `"scale"` (zeroed when the channel is pruned) or `"stat"` (only removed).
+    """
+
+    layer: object
+    role: str
+    nodes: np.ndarray
+    weights: list
+
+
+@dataclasses.dataclass(eq=False)
+class ChannelGroup:
+    """Channels that the same layers produce, pruned by the same rule.
+
+    `layers` produce the channels; `members` names every layer that holds a
+    slice of them; `components` are the graph's component ids, one per
+    channel that is removed whole; `frozen_by` says why the group cannot be
+    pruned (empty if it can).
+    """
+
+    layers: tuple
+    members: tuple
+    components: np.ndarray
+    frozen_by: tuple
+
+    @property
+    def prunable(self):
+        return not self.frozen_by
+
+    def __repr__(self):
+        state = f"frozen by {', '.join(self.frozen_by)}" if self.frozen_by else "prunable"
+        return f"ChannelGroup({list(self.layers)}, {self.components.size} channels, {state})"
+
+
+def slot_sums(array, axis, slots, count):
+    """Sum of squares of `array` over each slot's indices along `axis`."""
+    moved = np.moveaxis(np.asarray(array, "float64"), axis, 0)
+    per_index = np.sum(moved.reshape(moved.shape[0], -1) ** 2, axis=1)
+    return np.bincount(slots, weights=per_index, minlength=count)
+
+
+class ChannelGraph:
+    """The channel nodes of one model, their components, members and groups.
+
+    Build it with `channel_graph`. After building: `component[node]` is the
+    component id of a node, `frozen[c]` and `reasons[c]` say whether and why
+    component `c` is frozen, `silent[c]` whether all its channels are
+    exactly zero everywhere (as `prune` leaves them), `members` the layer
+    slices, `tensors` `{id(tensor): (nodes, positions, zero)}` and `layers`
+    the visited layers in order.
+    """
+
+    def __init__(self):
+        self.parent = []
+        self.zero = []
+        self.node_reasons = {}
+        self.members = []
+        self.tensors = {}
+        self.layers = []
+
+    def new(self, count, zero=False, reason=None):
+        nodes = np.arange(len(self.parent), len(self.parent) + int(count))
+        self.parent.extend(nodes.tolist())
+        self.zero.extend([True] * nodes.size)
+        self.see(nodes, zero)
+        if reason is not None:
+            self.freeze(nodes, reason)
+        return nodes
+
+    def find(self, node):
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def union(self, a, b):
+        for x, y in zip(np.ravel(a), np.ravel(b)):
+            rx, ry = self.find(int(x)), self.find(int(y))
+            if rx != ry:
+                self.parent[ry] = rx
+
+    def freeze(self, nodes, reason):
+        for node in np.ravel(nodes):
+            self.node_reasons.setdefault(int(node), set()).add(reason)
+
+    def see(self, nodes, zero):
+        """Records whether each node's channel is exactly zero in one tensor."""
+        for node, z in zip(np.ravel(nodes), np.broadcast_to(zero, np.shape(nodes))):
+            self.zero[node] = self.zero[node] and bool(z)
+
+    def add(self, layer, role, nodes, weights):
+        self.members.append(Member(layer, role, np.asarray(nodes), weights))
+
+    def finish(self):
+        roots = np.array([self.find(i) for i in range(len(self.parent))], dtype=int)
+        _, self.component = np.unique(roots, return_inverse=True)
+        count = int(self.component.max()) + 1 if self.component.size else 0
+        self.reasons = [set() for _ in range(count)]
+        for node, reasons in self.node_reasons.items():
+            self.reasons[self.component[node]] |= reasons
+        self.frozen = np.array([bool(r) for r in self.reasons], dtype=bool)
+        self.silent = np.ones(count, dtype=bool)
+        np.logical_and.at(self.silent, self.component, np.array(self.zero, dtype=bool))
+        self.groups = _groups(self, count)
+        return self
+
+
+def _groups(graph, count):
+    producers = [set() for _ in range(count)]
+    holders = [set() for _ in range(count)]
+    for member in graph.members:
+        for c in np.unique(graph.component[member.nodes]):
+            holders[c].add(member.layer.name)
+            if member.role == "out":
+                producers[c].add(member.layer.name)
+    order = {layer.name: i for i, layer in enumerate(graph.layers)}
+    by_key = {}
+    for c in range(count):
+        if not producers[c] and graph.frozen[c] and not holders[c]:
+            continue  # channels no layer holds a slice of (input to output)
+        key = (
+            tuple(sorted(producers[c], key=order.get)),
+            tuple(sorted(graph.reasons[c])),
+        )
+        by_key.setdefault(key, ([], set()))
+        by_key[key][0].append(c)
+        by_key[key][1].update(holders[c])
+    return [
+        ChannelGroup(
+            layers=key[0],
+            members=tuple(sorted(held, key=order.get)),
+            components=np.array(comps),
+            frozen_by=key[1] if key[1] else (() if key[0] else ("no producing layer",)),
+        )
+        for key, (comps, held) in by_key.items()
+    ]
+
+
+def _describe(layer):
+    return f"{layer.name!r} ({type(layer).__name__})"
+
+
+def _units(layer):
+    return int(layer.units if isinstance(layer, _L.Dense) else layer.filters)
+
+
+def _activation_zero(activation, values):
+    """Whether `activation(values)` is exactly zero, per value."""
+    out = activation(keras.ops.convert_to_tensor(np.asarray(values, "float32")[None]))
+    return as_array(out)[0] == 0
+
+
+def producer_weights(layer, channels, positions=1):
+    """`(inputs, outputs)`: the weight slices of a producer's input channels
+    and of its units, as `(variable, axis, slots, kind)` lists."""
+    units = np.arange(_units(layer))
+    bias = [(layer.bias, 0, units, "bias")] if layer.use_bias else []
+    if isinstance(layer, SEPARABLE):
+        multiplier = int(layer.depth_multiplier)
+        inputs = [
+            (layer.depthwise_kernel, -2, np.arange(channels), "kernel"),
+            (layer.pointwise_kernel, -2, np.repeat(np.arange(channels), multiplier), "kernel"),
+        ]
+        return inputs, [(layer.pointwise_kernel, -1, units, "kernel")] + bias
+    in_axis, out_axis = (-1, -2) if isinstance(layer, TRANSPOSED) else (-2, -1)
+    inputs = [(layer.kernel, in_axis, np.tile(np.arange(channels), positions), "kernel")]
+    return inputs, [(layer.kernel, out_axis, units, "kernel")] + bias
+
+
+def _producer(graph, layer, nodes, positions, zero):
+    if getattr(layer, "groups", 1) != 1 or (
+        positions > 1 and not isinstance(layer, _L.Dense)
+    ):
+        return None
+    inputs, outputs = producer_weights(layer, nodes.size, positions)
+    graph.add(layer, "in", nodes, inputs)
+    units = _units(layer)
+    incoming = sum(
+        slot_sums(as_array(v), axis, slots, units)
+        for v, axis, slots, kind in outputs
+        if kind == "kernel"
+    )
+    bias = as_array(layer.bias) if layer.use_bias else np.zeros(units)
+    out_zero = (incoming == 0) & _activation_zero(layer.activation, bias)
+    out = graph.new(units, out_zero)
+    graph.add(layer, "out", out, outputs)
+    return out, 1, out_zero
+
+
+def _depthwise(graph, layer, nodes, zero):
+    channels, multiplier = nodes.size, int(layer.depth_multiplier)
+    kernel = as_array(layer.kernel)
+    graph.add(layer, "channel", nodes, [(layer.kernel, -2, np.arange(channels), "kernel")])
+    out = graph.new(channels * multiplier)
+    graph.union(out, np.repeat(nodes, multiplier))
+    bias = np.zeros(out.size)
+    if layer.use_bias:
+        bias = as_array(layer.bias)
+        graph.add(layer, "channel", out, [(layer.bias, 0, np.arange(out.size), "bias")])
+    silent_kernel = np.all(kernel.reshape(-1, out.size) == 0, axis=0)
+    out_zero = (np.repeat(zero, multiplier) | silent_kernel) & _activation_zero(
+        layer.activation, bias
+    )
+    graph.see(out, out_zero)
+    return out, 1, out_zero
+
+
+def _batch_norm(graph, layer, nodes, zero, rank):
+    if layer.axis not in (-1, rank - 1):
+        return None
+    slots = np.arange(nodes.size)
+    weights = [
+        (v, 0, slots, kind)
+        for v, kind in (
+            (layer.gamma, "scale"), (layer.beta, "scale"),
+            (layer.moving_mean, "stat"), (layer.moving_variance, "stat"),
+        )
+        if v is not None
+    ]  # fmt: skip
+    graph.add(layer, "channel", nodes, weights)
+    gamma = as_array(layer.gamma) if layer.gamma is not None else np.ones(nodes.size)
+    beta = as_array(layer.beta) if layer.beta is not None else np.zeros(nodes.size)
+    std = np.sqrt(as_array(layer.moving_variance) + layer.epsilon)
+    constant = beta - gamma * as_array(layer.moving_mean) / std
+    return nodes, 1, (zero & (constant == 0)) | ((gamma == 0) & (beta == 0))
+
+
+def _merge(graph, layer, ins):
+    first_nodes, positions, _ = ins[0]
+    if any(n.size != first_nodes.size or p != positions for n, p, _ in ins):
+        return None
+    for nodes, _, _ in ins[1:]:
+        graph.union(first_nodes, nodes)
+    zeros = np.array([z for _, _, z in ins])
+    return first_nodes, positions, (
+        zeros.any(0) if isinstance(layer, _L.Multiply) else zeros.all(0)
+    )
+
+
+def _reshaped(layer, nodes, positions, zero):
+    """Flatten and Reshape: channels kept last, or flattened into blocks."""
+    in_shape, out_shape = layer.input.shape, layer.output.shape
+    if positions > 1:
+        return (nodes, positions, zero) if len(in_shape) == 2 == len(out_shape) else None
+    if len(out_shape) >= 2 and out_shape[-1] == in_shape[-1] and len(in_shape) >= 2:
+        return nodes, 1, zero
+    if len(out_shape) == 2:
+        return nodes, int(np.prod(in_shape[1:-1])) if len(in_shape) > 2 else 1, zero
+    return None
+
+
+def _visit(graph, layer, ins):
+    """The (nodes, positions, zero) of `layer`'s output, or `None` if unknown."""
+    if len(ins) > 1:
+        if isinstance(layer, MERGES):
+            return _merge(graph, layer, ins)
+        if isinstance(layer, _L.Concatenate):
+            if layer.axis not in (-1, len(layer.output.shape) - 1):
+                return _merge(graph, layer, ins)
+            if any(p > 1 for _, p, _ in ins):
+                return None
+            nodes = np.concatenate([n for n, _, _ in ins])
+            return nodes, 1, np.concatenate([z for _, _, z in ins])
+        return None
+    nodes, positions, zero = ins[0]
+    if isinstance(layer, PRODUCERS):
+        return _producer(graph, layer, nodes, positions, zero)
+    if isinstance(layer, (_L.Flatten, _L.Reshape)):
+        return _reshaped(layer, nodes, positions, zero)
+    if isinstance(layer, PASS_THROUGH + ACTIVATIONS):
+        if isinstance(layer, ACTIVATIONS):
+            zero = zero & _activation_zero(layer, np.zeros(1))[0]
+        return nodes, positions, zero
+    if positions > 1:
+        return None
+    if isinstance(layer, DEPTHWISE):
+        return _depthwise(graph, layer, nodes, zero)
+    if isinstance(layer, _L.BatchNormalization):
+        return _batch_norm(graph, layer, nodes, zero, len(layer.input.shape))
+    return None
+
+
+def _io(layer):
+    try:
+        return keras.tree.flatten(layer.input), keras.tree.flatten(layer.output)
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"The channel graph needs each layer called once. Layer {layer.name!r} "
+            f"is shared or not connected ({error})."
+        ) from error
+
+
+def _channels(tensor):
+    return int(tensor.shape[-1] or 0) if len(tensor.shape) else 1
+
+
+def channel_graph(model, exclude=None):
+    """The channel dependency graph of a Sequential or functional model.
+
+    Args:
+        model: a built Keras 3 model (not modified).
+        exclude: names of producer layers whose units stay.
+            Defaults to `None`.
+
+    Returns:
+        A finished `ChannelGraph`.
+
+    Example:
+
+    >>> graph = channel_graph(model)  # doctest: +SKIP
+    >>> [g for g in graph.groups if not g.prunable]  # doctest: +SKIP
+    """
+    graph = ChannelGraph()
+    exclude = set(exclude or [])
+    for tensor in model.inputs:
+        graph.tensors[id(tensor)] = (
+            graph.new(_channels(tensor), reason="the model's input"), 1, False)  # fmt: skip
+    for layer in model.layers:
+        if isinstance(layer, _L.InputLayer):
+            continue
+        inputs, outputs = _io(layer)
+        graph.layers.append(layer)
+        known = all(id(t) in graph.tensors for t in inputs) and len(outputs) == 1
+        ins = [graph.tensors[id(t)] for t in inputs] if known else []
+        ins = [(n, p, np.broadcast_to(z, n.shape).copy()) for n, p, z in ins]
+        result = _visit(graph, layer, ins) if known and ins else None
+        if result is None:
+            for nodes, _, _ in ins:
+                graph.freeze(nodes, _describe(layer))
+            for tensor in outputs:
+                graph.tensors[id(tensor)] = (
+                    graph.new(_channels(tensor), reason=_describe(layer)), 1, False)  # fmt: skip
+            continue
+        if layer.name in exclude and isinstance(layer, PRODUCERS):
+            graph.freeze(result[0], f"excluded {layer.name!r}")
+        graph.see(result[0], result[2])
+        graph.tensors[id(outputs[0])] = result
+    for tensor in model.outputs:
+        graph.freeze(graph.tensors[id(tensor)][0], "the model's output")
+    return graph.finish()
+
+
+def channel_groups(model, exclude=None):
+    """The groups of channels that `prune(structure="neuron")` removes together.
+
+    Args:
+        model: a built Keras 3 model (not modified).
+        exclude: names of producer layers whose units stay.
+            Defaults to `None`.
+
+    Returns:
+        A list of `ChannelGroup`; frozen ones name the layer that froze them.
+
+    Example:
+
+    >>> for group in channel_groups(model):  # doctest: +SKIP
+    ...     print(group)
+    """
+    return channel_graph(model, exclude).groups
+
