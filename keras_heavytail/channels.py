@@ -108,8 +108,8 @@ class ChannelGraph:
 
     Build it with `channel_graph`. After building: `component[node]` is the
     component id of a node, `frozen[c]` and `reasons[c]` say whether and why
-    component `c` is frozen, `silent[c]` whether all its channels are
-    exactly zero everywhere (as `prune` leaves them), `members` the layer
+    component `c` is frozen, `silent[c]` whether every producer reads its
+    channels as exactly zero (as `prune` leaves them), `members` the layer
     slices, `tensors` `{id(tensor): (nodes, positions, zero)}` and `layers`
     the visited layers in order.
     """
@@ -122,11 +122,10 @@ class ChannelGraph:
         self.tensors = {}
         self.layers = []
 
-    def new(self, count, zero=False, reason=None):
+    def new(self, count, reason=None):
         nodes = np.arange(len(self.parent), len(self.parent) + int(count))
         self.parent.extend(nodes.tolist())
         self.zero.extend([True] * nodes.size)
-        self.see(nodes, zero)
         if reason is not None:
             self.freeze(nodes, reason)
         return nodes
@@ -148,7 +147,12 @@ class ChannelGraph:
             self.node_reasons.setdefault(int(node), set()).add(reason)
 
     def see(self, nodes, zero):
-        """Records whether each node's channel is exactly zero in one tensor."""
+        """Records whether a producer reads each node's channel as exactly zero.
+
+        Channel-wise layers map channel `c` to channel `c` of the same
+        component, so a component can go when every producer that reads it
+        reads zeros (the model's outputs and unknown layers freeze theirs).
+        """
         for node, z in zip(np.ravel(nodes), np.broadcast_to(zero, np.shape(nodes))):
             self.zero[node] = self.zero[node] and bool(z)
 
@@ -200,6 +204,28 @@ def _groups(graph, count):
     ]
 
 
+def copy_layer(layer, **overrides):
+    """A new, unbuilt layer like `layer`, its config changed by `overrides`.
+
+    A `Lambda` holding a Python lambda cannot go through its config in safe
+    mode; it is copied from its function instead.
+
+    Args:
+        layer: a Keras 3 layer.
+        **overrides: config entries to change (`units`, `filters`, ...).
+
+    Returns:
+        A new layer of the same type and name, without weights.
+    """
+    config = {**layer.get_config(), **overrides}
+    try:
+        return type(layer).from_config(config)
+    except ValueError:
+        if isinstance(layer, _L.Lambda):
+            return _L.Lambda(layer.function, arguments=layer.arguments, name=layer.name)
+        raise
+
+
 def _describe(layer):
     return f"{layer.name!r} ({type(layer).__name__})"
 
@@ -246,7 +272,7 @@ def _producer(graph, layer, nodes, positions, zero):
     )
     bias = as_array(layer.bias) if layer.use_bias else np.zeros(units)
     out_zero = (incoming == 0) & _activation_zero(layer.activation, bias)
-    out = graph.new(units, out_zero)
+    out = graph.new(units)
     graph.add(layer, "out", out, outputs)
     return out, 1, out_zero
 
@@ -265,7 +291,6 @@ def _depthwise(graph, layer, nodes, zero):
     out_zero = (np.repeat(zero, multiplier) | silent_kernel) & _activation_zero(
         layer.activation, bias
     )
-    graph.see(out, out_zero)
     return out, 1, out_zero
 
 
@@ -397,7 +422,8 @@ def channel_graph(model, exclude=None):
             continue
         if layer.name in exclude and isinstance(layer, PRODUCERS):
             graph.freeze(result[0], f"excluded {layer.name!r}")
-        graph.see(result[0], result[2])
+        if isinstance(layer, PRODUCERS):  # the one place a channel's value is read
+            graph.see(ins[0][0], ins[0][2])
         graph.tensors[id(outputs[0])] = result
     for tensor in model.outputs:
         graph.freeze(graph.tensors[id(tensor)][0], "the model's output")

@@ -227,7 +227,7 @@ def pruning_masks(
 def copy_model(model):
     """A copy of a Sequential or functional Keras 3 model with its weights."""
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(model, clone_function=channels.copy_layer)
     except Exception as error:  # subclassed models cannot be cloned
         raise ValueError(
             f"Cannot copy model {model.name!r} for pruning ({error}). "
@@ -261,12 +261,10 @@ def apply_masks(model, masks):
     units = {}
     for name, mask in masks.items():
         layer = by_name.get(name) or model.get_layer(name)
-        if mask.shape == tuple(layer.kernel.shape) or not isinstance(
-            layer, channels.PRODUCERS
-        ):
-            layer.kernel.assign(as_array(layer.kernel) * mask)
-        else:
+        if isinstance(layer, channels.PRODUCERS) and np.ndim(mask) == 1:
             units[name] = np.asarray(mask, dtype=bool)
+        else:  # an entry mask, or a unit mask of a kernel's last axis
+            layer.kernel.assign(as_array(layer.kernel) * mask)
     if not units:
         return model
     graph = channels.channel_graph(model)

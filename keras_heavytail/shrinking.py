@@ -54,22 +54,19 @@ def _new_weights(graph, keep):
 
 def _rebuilt(layer, graph, keep, units):
     """A new layer like `layer`, sized for the kept channels."""
-    config = layer.get_config()
+    config = {}
     if units is not None:
         config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = units
     if isinstance(layer, keras.layers.Reshape):
         nodes, _, _ = graph.tensors[id(layer.input)]
         kept = int(keep[graph.component[nodes]].sum())
-        target = tuple(config["target_shape"])
+        target = tuple(layer.target_shape)
         if layer.output.shape[-1] == layer.input.shape[-1]:
             target = target[:-1] + (kept,)
         elif len(target) == 1:
             target = (int(np.prod(layer.input.shape[1:-1] or (1,))) * kept,)
         config["target_shape"] = target
-    try:
-        return type(layer).from_config(config)
-    except Exception:  # a layer that cannot be rebuilt (a Lambda in safe mode)
-        return layer
+    return channels.copy_layer(layer, **config)
 
 
 def _assemble(model, new_layers):
@@ -133,6 +130,6 @@ def shrink(model):
     ]
     small = _assemble(model, new_layers)
     for layer, new in new_layers:
-        if new is not layer and weights[layer.name][0]:
+        if weights[layer.name][0]:
             new.set_weights(weights[layer.name][0])
     return small
