@@ -15,7 +15,9 @@ import numpy as np
 from keras_heavytail import channels
 from keras_heavytail import compressibility
 from keras_heavytail import defaults
+from keras_heavytail import group_pruning
 from keras_heavytail import topology
+from keras_heavytail.graph import copy_layer
 from keras_heavytail.topology import as_array
 
 
@@ -93,86 +95,13 @@ def neuron_scores(model, layer, score="norm"):
     return norms
 
 
-def group_scores(graph, score="norm"):
-    """One score per channel component of a `channels.ChannelGraph`.
-
-    The sum over the component's producing layers of each unit's score:
-    the l2 norm of its incoming weights (`"norm"`), or that norm times the
-    l2 norm of the component's outgoing weights in every consumer
-    (`"path"`). On a chain this is `neuron_scores` of each unit.
-
-    Args:
-        graph: a `ChannelGraph` (from `channels.channel_graph`).
-        score: `"norm"` or `"path"`. Defaults to `"norm"`.
-
-    Returns:
-        A float64 array indexed by component id.
-    """
-    _check_choice(score, "score", defaults.PRUNE_SCORES)
-    count = graph.frozen.size
-    outgoing = np.zeros(count)
-    for member in graph.members:
-        if member.role == "in" and score == "path":
-            for variable, axis, slots, _ in member.weights:
-                sums = channels.slot_sums(as_array(variable), axis, slots, member.nodes.size)
-                np.add.at(outgoing, graph.component[member.nodes], sums)
-    scores = np.zeros(count)
-    for member in graph.members:
-        if member.role != "out":
-            continue
-        sums = sum(
-            channels.slot_sums(as_array(variable), axis, slots, member.nodes.size)
-            for variable, axis, slots, kind in member.weights
-            if kind == "kernel"
-        )
-        components = graph.component[member.nodes]
-        unit = np.sqrt(sums)
-        if score == "path":
-            unit = unit * np.sqrt(outgoing[components])
-        np.add.at(scores, components, unit)
-    return scores
-
-
-def _group_masks(model, ratio, scope, exclude, score):
-    """Unit masks of every producer, pruning coupled channels together."""
-    graph = channels.channel_graph(model, exclude)
-    groups = [group for group in graph.groups if group.prunable]
-    if not groups:
-        raise ValueError(
-            f"Model {model.name!r} has no prunable channel group: "
-            f"{[repr(g) for g in graph.groups]}"
-        )
-    scores = group_scores(graph, score)
-    dropped = np.zeros(scores.size, dtype=bool)
-    if scope == "layer":
-        for group in groups:
-            s = scores[group.components]
-            dropped[group.components] = _lowest(s, int(round(ratio * s.size)))
-    else:
-        pooled = np.concatenate([group.components for group in groups])
-        dropped[pooled] = _lowest(scores[pooled], int(round(ratio * pooled.size)))
-    masks = {}
-    for member in graph.members:
-        components = graph.component[member.nodes]
-        if member.role == "out" and not graph.frozen[components].all():
-            masks[member.layer.name] = ~dropped[components]
-    return masks
-
-
-def _lowest(scores, count):
-    """Boolean mask of the `count` lowest scores (stable order on ties)."""
-    mask = np.zeros(scores.size, dtype=bool)
-    mask[np.argsort(scores, kind="stable")[:count]] = True
-    return mask
-
-
 def _criterion_masks(layers, criterion, max_rel_sq_error):
     if criterion != "paper":
         raise ValueError(
             f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
         )
     return {
-        layer.name: ~_lowest(
+        layer.name: ~group_pruning.lowest(
             compressibility.neuron_norms(layer.kernel),
             compressibility.prunable_neuron_count(layer.kernel, max_rel_sq_error),
         )
@@ -212,13 +141,13 @@ def pruning_masks(
     ratio = compressibility.check_fraction(ratio, "ratio")
     if structure == "neuron":
         _check_choice(score, "score", defaults.PRUNE_SCORES)
-        return _group_masks(model, ratio, scope, exclude, score)
+        return group_pruning.group_masks(model, ratio, scope, exclude, score)
     scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
     if scope == "layer":
-        masks = [~_lowest(s, int(round(ratio * s.size))) for s in scores]
+        masks = [~group_pruning.lowest(s, int(round(ratio * s.size))) for s in scores]
     else:
         pooled = np.concatenate(scores)
-        kept = ~_lowest(pooled, int(round(ratio * pooled.size)))
+        kept = ~group_pruning.lowest(pooled, int(round(ratio * pooled.size)))
         masks = np.split(kept, np.cumsum([s.size for s in scores])[:-1])
     masks = [m.reshape(layer.kernel.shape) for m, layer in zip(masks, layers)]
     return {layer.name: mask for layer, mask in zip(layers, masks)}
@@ -227,7 +156,7 @@ def pruning_masks(
 def copy_model(model):
     """A copy of a Sequential or functional Keras 3 model with its weights."""
     try:
-        clone = keras.models.clone_model(model, clone_function=channels.copy_layer)
+        clone = keras.models.clone_model(model, clone_function=copy_layer)
     except Exception as error:  # subclassed models cannot be cloned
         raise ValueError(
             f"Cannot copy model {model.name!r} for pruning ({error}). "
@@ -235,16 +164,6 @@ def copy_model(model):
         ) from error
     clone.set_weights(model.get_weights())
     return clone
-
-
-def _zero_slots(member, kept, kinds):
-    """Multiplies `member`'s weights of the given kinds by the kept slots."""
-    for variable, axis, slots, kind in member.weights:
-        if kind in kinds:
-            shape = [1] * len(variable.shape)
-            shape[axis] = -1
-            mask = kept[slots].reshape(shape)
-            variable.assign(as_array(variable) * mask)
 
 
 def apply_masks(model, masks):
@@ -267,23 +186,7 @@ def apply_masks(model, masks):
             layer.kernel.assign(as_array(layer.kernel) * mask)
     if not units:
         return model
-    graph = channels.channel_graph(model)
-    gone = np.ones(graph.frozen.size, dtype=bool)  # every producer drops it
-    produced = np.zeros(graph.frozen.size, dtype=bool)
-    for member in graph.members:
-        if member.role != "out":
-            continue
-        mask = units.get(member.layer.name, np.ones(member.nodes.size, dtype=bool))
-        if member.layer.name in units:
-            _zero_slots(member, mask, ("kernel", "bias"))
-        np.logical_and.at(gone, graph.component[member.nodes], ~mask)
-        np.logical_or.at(produced, graph.component[member.nodes], True)
-    gone &= produced
-    for member in graph.members:
-        if member.role == "channel":
-            kept = ~gone[graph.component[member.nodes]]
-            _zero_slots(member, kept, ("kernel", "bias", "scale"))
-    return model
+    return group_pruning.zero_units(model, units)
 
 
 def prune(

@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_heavytail import channels
 from keras_heavytail import topology
+from keras_heavytail.graph import copy_layer
 from keras_heavytail.topology import as_array
 
 
@@ -66,7 +67,7 @@ def _rebuilt(layer, graph, keep, units):
         elif len(target) == 1:
             target = (int(np.prod(layer.input.shape[1:-1] or (1,))) * kept,)
         config["target_shape"] = target
-    return channels.copy_layer(layer, **config)
+    return copy_layer(layer, **config)
 
 
 def _assemble(model, new_layers):

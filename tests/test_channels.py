@@ -8,6 +8,7 @@ import pytest
 
 import keras_heavytail as kht
 from keras_heavytail import channels
+from keras_heavytail import group_pruning
 from keras_heavytail import pruning
 
 L = keras.layers
@@ -165,9 +166,9 @@ def test_group_score_is_the_sum_of_its_members():
     graph = channels.channel_graph(model)
     units = next(m for m in graph.members if m.layer.name == "a" and m.role == "out")
     on_units = graph.component[units.nodes]
-    np.testing.assert_allclose(pruning.group_scores(graph)[on_units], [4, 2.5, 3.5])
+    np.testing.assert_allclose(group_pruning.group_scores(graph)[on_units], [4, 2.5, 3.5])
     # path: outgoing norms 1, 10, 1 -> 4, 25, 3.5
-    path = pruning.group_scores(graph, "path")[on_units]
+    path = group_pruning.group_scores(graph, "path")[on_units]
     np.testing.assert_allclose(path, [4, 25, 3.5])
     masks = pruning.pruning_masks(model, 1 / 3, structure="neuron")
     np.testing.assert_array_equal(masks["a"], [True, False, True])
@@ -236,6 +237,7 @@ def test_unknown_layer_freezes_its_group_and_the_rest_is_pruned():
     )
 
 
+@pytest.mark.slow
 def test_shrunk_mobilenet_exports_to_int8_litert(mobilenet, tmp_path):
     pytest.importorskip("ai_edge_litert", reason="LiteRT checks need ai-edge-litert")
     if keras.backend.backend() != "tensorflow":
