@@ -15,6 +15,10 @@ EXAMPLES = {
     "cnn_filters.py": ["--epochs", "1", "--width", "32"],
     "keras_pipeline.py": ["--epochs", "2", "--width", "32", "--mixed-precision"],
     "deploy_edge.py": ["--epochs", "1", "--runs", "5"],
+    "mobilenet_edge.py": [
+        "--epochs", "1", "--fine-tune-epochs", "1", "--runs", "5", "--limit", "200",
+        "--optimizers", "HeavyTailSGD",
+    ],
 }
 EXPECT = {
     "quickstart.py": "HeavyTailSGD: test accuracy",
@@ -22,6 +26,7 @@ EXPECT = {
     "cnn_filters.py": "max |shrunk - masked| = 0.0e+00",
     "keras_pipeline.py": "HeavyTailNoise(Adam): best checkpoint",
     "deploy_edge.py": "| shrunk_int8 |",
+    "mobilenet_edge.py": "| HeavyTailSGD | shrunk int8 |",
 }
 
 
