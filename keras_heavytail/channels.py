@@ -94,21 +94,21 @@ def _producer(graph, layer, nodes, positions, zero):
     inputs, outputs = producer_weights(layer, nodes.size, positions)
     graph.add(layer, "in", nodes, inputs)
     units = _units(layer)
+    out = graph.new(units)
+    graph.add(layer, "out", out, outputs)
+    if not graph.values:
+        return out, 1, np.zeros(units, dtype=bool)
     incoming = sum(
         slot_sums(as_array(v), axis, slots, units)
         for v, axis, slots, kind in outputs
         if kind == "kernel"
     )
     bias = as_array(layer.bias) if layer.use_bias else np.zeros(units)
-    out_zero = (incoming == 0) & _activation_zero(layer.activation, bias)
-    out = graph.new(units)
-    graph.add(layer, "out", out, outputs)
-    return out, 1, out_zero
+    return out, 1, (incoming == 0) & _activation_zero(layer.activation, bias)
 
 
 def _depthwise(graph, layer, nodes, zero):
     channels, multiplier = nodes.size, int(layer.depth_multiplier)
-    kernel = as_array(layer.kernel)
     graph.add(layer, "channel", nodes, [(layer.kernel, -2, np.arange(channels), "kernel")])
     out = graph.new(channels * multiplier)
     graph.union(out, np.repeat(nodes, multiplier))
@@ -116,7 +116,9 @@ def _depthwise(graph, layer, nodes, zero):
     if layer.use_bias:
         bias = as_array(layer.bias)
         graph.add(layer, "channel", out, [(layer.bias, 0, np.arange(out.size), "bias")])
-    silent_kernel = np.all(kernel.reshape(-1, out.size) == 0, axis=0)
+    if not graph.values:
+        return out, 1, np.zeros(out.size, dtype=bool)
+    silent_kernel = np.all(as_array(layer.kernel).reshape(-1, out.size) == 0, axis=0)
     out_zero = (np.repeat(zero, multiplier) | silent_kernel) & _activation_zero(
         layer.activation, bias
     )
@@ -136,6 +138,8 @@ def _batch_norm(graph, layer, nodes, zero, rank):
         if v is not None
     ]  # fmt: skip
     graph.add(layer, "channel", nodes, weights)
+    if not graph.values:
+        return nodes, 1, np.zeros(nodes.size, dtype=bool)
     gamma = as_array(layer.gamma) if layer.gamma is not None else np.ones(nodes.size)
     beta = as_array(layer.beta) if layer.beta is not None else np.zeros(nodes.size)
     std = np.sqrt(as_array(layer.moving_variance) + layer.epsilon)
@@ -186,7 +190,7 @@ def _visit(graph, layer, ins):
     if isinstance(layer, (_L.Flatten, _L.Reshape)):
         return _reshaped(layer, nodes, positions, zero)
     if isinstance(layer, PASS_THROUGH + ACTIVATIONS):
-        if isinstance(layer, ACTIVATIONS):
+        if isinstance(layer, ACTIVATIONS) and graph.values:
             zero = zero & _activation_zero(layer, np.zeros(1))[0]
         return nodes, positions, zero
     if positions > 1:
@@ -212,13 +216,16 @@ def _channels(tensor):
     return int(tensor.shape[-1] or 0) if len(tensor.shape) else 1
 
 
-def channel_graph(model, exclude=None):
+def channel_graph(model, exclude=None, values=True):
     """The channel dependency graph of a Sequential or functional model.
 
     Args:
         model: a built Keras 3 model (not modified).
         exclude: names of producer layers whose units stay.
             Defaults to `None`.
+        values: read the weights to find the channels every producer
+            reads as exactly zero (`silent`, what `shrink` needs); `False`
+            builds the structure only, faster. Defaults to `True`.
 
     Returns:
         A finished `ChannelGraph`.
@@ -228,7 +235,7 @@ def channel_graph(model, exclude=None):
     >>> graph = channel_graph(model)  # doctest: +SKIP
     >>> [g for g in graph.groups if not g.prunable]  # doctest: +SKIP
     """
-    graph = ChannelGraph()
+    graph = ChannelGraph(values)
     exclude = set(exclude or [])
     for tensor in model.inputs:
         graph.tensors[id(tensor)] = (

@@ -71,7 +71,8 @@ class ChannelGraph:
     the visited layers in order.
     """
 
-    def __init__(self):
+    def __init__(self, values=True):
+        self.values = values
         self.parent = []
         self.zero = []
         self.node_reasons = {}

@@ -76,7 +76,7 @@ def group_masks(model, ratio, scope="layer", exclude=None, score="norm"):
     Returns:
         A dict of boolean arrays, one per unit of each producer.
     """
-    graph = channels.channel_graph(model, exclude)
+    graph = channels.channel_graph(model, exclude, values=False)
     groups = [group for group in graph.groups if group.prunable]
     if not groups:
         raise ValueError(
@@ -120,7 +120,7 @@ def zero_slots(member, kept, kinds):
 def zero_units(model, units):
     """Zeroes, in place, the units `{producer name: kept}` drop, and the
     per-channel weights of every component that all its producers drop."""
-    graph = channels.channel_graph(model)
+    graph = channels.channel_graph(model, values=False)
     gone = np.ones(graph.frozen.size, dtype=bool)  # every producer drops it
     produced = np.zeros(graph.frozen.size, dtype=bool)
     for member in graph.members:
