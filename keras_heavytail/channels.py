@@ -212,6 +212,27 @@ def _io(layer):
         ) from error
 
 
+def wiring(model):
+    """How `model`'s layers connect: `(steps, input keys, output keys)`.
+
+    Each step is `(layer, input keys, output tensors, output keys)`; a key
+    names a tensor. A Sequential model is a chain by definition (a reloaded
+    one may hold layers called more than once, so its tensors are not
+    trusted); a functional model's keys are its tensors' ids.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, _L.InputLayer)]
+    if isinstance(model, keras.Sequential):
+        steps = [
+            (layer, [i], [layer.output], [i + 1]) for i, layer in enumerate(layers)
+        ]
+        return steps, [0], [len(layers)]
+    steps = []
+    for layer in layers:
+        inputs, outputs = _io(layer)
+        steps.append((layer, [id(t) for t in inputs], outputs, [id(t) for t in outputs]))
+    return steps, [id(t) for t in model.inputs], [id(t) for t in model.outputs]
+
+
 def _channels(tensor):
     return int(tensor.shape[-1] or 0) if len(tensor.shape) else 1
 
@@ -237,32 +258,31 @@ def channel_graph(model, exclude=None, values=True):
     """
     graph = ChannelGraph(values)
     exclude = set(exclude or [])
-    for tensor in model.inputs:
-        graph.tensors[id(tensor)] = (
+    steps, input_keys, output_keys = wiring(model)
+    for key, tensor in zip(input_keys, model.inputs):
+        graph.tensors[key] = (
             graph.new(_channels(tensor), reason="the model's input"), 1, False)  # fmt: skip
-    for layer in model.layers:
-        if isinstance(layer, _L.InputLayer):
-            continue
-        inputs, outputs = _io(layer)
+    for layer, in_keys, outputs, out_keys in steps:
         graph.layers.append(layer)
-        known = all(id(t) in graph.tensors for t in inputs) and len(outputs) == 1
-        ins = [graph.tensors[id(t)] for t in inputs] if known else []
+        graph.inputs_of[layer.name] = in_keys
+        ins = [graph.tensors[key] for key in in_keys if key in graph.tensors]
         ins = [(n, p, np.broadcast_to(z, n.shape).copy()) for n, p, z in ins]
-        result = _visit(graph, layer, ins) if known and ins else None
+        known = len(ins) == len(in_keys) > 0 and len(outputs) == 1
+        result = _visit(graph, layer, ins) if known else None
         if result is None:
             for nodes, _, _ in ins:
                 graph.freeze(nodes, _describe(layer))
-            for tensor in outputs:
-                graph.tensors[id(tensor)] = (
+            for key, tensor in zip(out_keys, outputs):
+                graph.tensors[key] = (
                     graph.new(_channels(tensor), reason=_describe(layer)), 1, False)  # fmt: skip
             continue
         if layer.name in exclude and isinstance(layer, PRODUCERS):
             graph.freeze(result[0], f"excluded {layer.name!r}")
         if isinstance(layer, PRODUCERS):  # the one place a channel's value is read
             graph.see(ins[0][0], ins[0][2])
-        graph.tensors[id(outputs[0])] = result
-    for tensor in model.outputs:
-        graph.freeze(graph.tensors[id(tensor)][0], "the model's output")
+        graph.tensors[out_keys[0]] = result
+    for key in output_keys:
+        graph.freeze(graph.tensors[key][0], "the model's output")
     return graph.finish()
 
 

@@ -67,7 +67,8 @@ class ChannelGraph:
     component id of a node, `frozen[c]` and `reasons[c]` say whether and why
     component `c` is frozen, `silent[c]` whether every producer reads its
     channels as exactly zero (as `prune` leaves them), `members` the layer
-    slices, `tensors` `{id(tensor): (nodes, positions, zero)}` and `layers`
+    slices, `tensors` `{key: (nodes, positions, zero)}` (keys from
+    `channels.wiring`), `inputs_of` `{layer name: input keys}` and `layers`
     the visited layers in order.
     """
 
@@ -79,6 +80,7 @@ class ChannelGraph:
         self.members = []
         self.tensors = {}
         self.layers = []
+        self.inputs_of = {}
 
     def new(self, count, reason=None):
         nodes = np.arange(len(self.parent), len(self.parent) + int(count))

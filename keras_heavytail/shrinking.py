@@ -59,7 +59,7 @@ def _rebuilt(layer, graph, keep, units):
     if units is not None:
         config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = units
     if isinstance(layer, keras.layers.Reshape):
-        nodes, _, _ = graph.tensors[id(layer.input)]
+        nodes, _, _ = graph.tensors[graph.inputs_of[layer.name][0]]
         kept = int(keep[graph.component[nodes]].sum())
         target = tuple(layer.target_shape)
         if layer.output.shape[-1] == layer.input.shape[-1]:
