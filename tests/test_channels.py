@@ -249,3 +249,19 @@ def test_shrunk_mobilenet_exports_to_int8_litert(mobilenet, tmp_path):
     assert report.quantization == "int8" and report.bytes > 0
     outputs, _ = kht.predict_tflite(path, x[:4])
     assert outputs.shape == (4, 10) and np.all(np.isfinite(outputs))
+
+
+def test_reloaded_sequential_is_wired_as_a_chain(tmp_path):
+    # A reloaded Sequential holds layers called twice: their `input` and
+    # `output` tensors do not connect, so the graph must not rely on them.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6,)), L.Dense(8, activation="relu", name="h"), L.Dense(2, name="out")]
+    )
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    groups = {g.layers: g for g in kht.channel_groups(reloaded)}
+    assert groups[("h",)].prunable
+    small = kht.shrink(kht.prune(reloaded, 0.5, structure="neuron"))
+    assert small.get_layer("h").units == 4
