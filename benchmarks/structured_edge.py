@@ -6,7 +6,8 @@ batch-norm statistics away from the identity. For each, the dense model
 and `shrink(prune(model, r, structure="neuron"))` for r in 0.3 and 0.5 (r
 of every channel group's channels): parameters, FLOPs (2 x multiply-adds of
 the conv and dense layers), `.tflite` bytes and 1-thread single-example
-LiteRT latency (median of 200 runs) in float32 and int8, and the largest
+LiteRT latency (median over 5 interleaved rounds of 100 runs, so drift on
+the shared machine hits every file alike) in float32 and int8, and the largest
 difference between the shrunk and the masked model's outputs.
 
     python benchmarks/structured_edge.py      # about 5 minutes on 2 cores
@@ -55,6 +56,7 @@ def flops(model):
 
 
 def measure(name, model, x, tmp):
+    """One row per ratio; `.tflite` paths under `row["paths"]`, not yet timed."""
     rows = []
     for ratio in (0.0, 0.3, 0.5):
         pruned = kht.prune(model, ratio, structure="neuron") if ratio else model
@@ -68,19 +70,31 @@ def measure(name, model, x, tmp):
             "params": small.count_params(),
             "mflops": flops(small) / 1e6,
             "diff": diff,
+            "paths": {},
         }
         for quantize in (None, "int8"):
-            path = Path(tmp) / f"{name}_{ratio}_{quantize}.tflite"
+            key = quantize or "float32"
+            path = Path(tmp) / f"{name.split()[0]}_{ratio}_{key}.tflite"
             report = kht.export_tflite(
                 small, path, sparse=False, quantize=quantize, representative_data=x
             )
-            timing = kht.benchmark_tflite(path, num_threads=1, runs=200)
-            key = quantize or "float32"
             row[f"bytes_{key}"] = report.bytes
-            row[f"ms_{key}"] = timing["median_ms"]
+            row["paths"][key] = path
         rows.append(row)
-        print(row, flush=True)
+        print({k: v for k, v in row.items() if k != "paths"}, flush=True)
     return rows
+
+
+def time_interleaved(rows, rounds=5, runs=100):
+    """Median over `rounds` interleaved rounds of each file's median latency."""
+    results = {}
+    for _ in range(rounds):
+        for i, row in enumerate(rows):
+            for key, path in row["paths"].items():
+                timing = kht.benchmark_tflite(path, num_threads=1, runs=runs)
+                results.setdefault((i, key), []).append(timing["median_ms"])
+    for (i, key), values in results.items():
+        rows[i][f"ms_{key}"] = float(np.median(values))
 
 
 def main():
@@ -108,6 +122,7 @@ def main():
             shape = (64,) + tuple(model.inputs[0].shape[1:])
             x = np.random.default_rng(0).normal(size=shape).astype("float32")
             rows += measure(name, model, x, tmp)
+        time_interleaved(rows)
     print(
         "\n| model | channels removed | parameters | MFLOPs | float32 bytes | int8 bytes "
         "| float32 ms | int8 ms | max abs(shrunk - masked) |"
