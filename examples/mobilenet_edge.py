@@ -45,6 +45,9 @@ def trained(name, x, y, args):
         input_shape=x.shape[1:], alpha=0.35, weights=None, classes=10,
         classifier_activation=None,
     )  # fmt: skip
+    for layer in model.layers:  # Keras' 0.999 needs thousands of steps to settle
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
     fit(model, optimizer_for(name, model, args.sigma), x, y, args.epochs)
     return model
 
