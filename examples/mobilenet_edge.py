@@ -15,6 +15,7 @@ the `.tflite` files go under `--output`.
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -35,7 +36,12 @@ def optimizer_for(name, model, sigma):
     if name == "SGD":
         return keras.optimizers.SGD(0.05, momentum=0.9)
     optimizer = kht.HeavyTailSGD(0.05, momentum=0.9, sigma=sigma, seed=0)
-    optimizer.exclude_from_noise(kht.paper_exclusions(model))
+    # The paper's noise-free layers (first conv, classifier), named as layers:
+    # `exclude_from_noise(paper_exclusions(model))` drops the first component
+    # of each path as a model name, but keras.applications paths have none
+    # ("Conv1/kernel"), so it would exclude every kernel.
+    names = sorted({v.path.split("/")[-2] for v in kht.paper_exclusions(model)})
+    optimizer.exclude_from_noise(var_names=[f"(^|/){re.escape(n)}/" for n in names])
     return optimizer
 
 
