@@ -35,6 +35,7 @@ _WHERE = {
     "benchmark_tflite": "export",
     "best_k_error": "compressibility",
     "build_model": "experiments",
+    "channel_groups": "channels",
     "compressibility_report": "compressibility",
     "evaluate_tflite": "export",
     "export_tflite": "export",
@@ -98,6 +99,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail import sparsity
+    from keras_heavytail.channels import channel_groups
     from keras_heavytail.compressibility import best_k_error
     from keras_heavytail.compressibility import compressibility_report
     from keras_heavytail.compressibility import neuron_norms
@@ -149,6 +151,7 @@ __all__ = [
     "benchmark_tflite",
     "best_k_error",
     "build_model",
+    "channel_groups",
     "compressibility_report",
     "evaluate_tflite",
     "export_tflite",

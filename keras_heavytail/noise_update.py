@@ -109,12 +109,14 @@ def variable_path(variable):
 def _exact_pattern(path):
     """A pattern matching this variable before and after a save and reload.
 
-    A reloaded model's variable paths lose the model's name
-    (`sequential/out/kernel` becomes `out/kernel`), so the model's name is
-    dropped and the rest must match a whole path suffix.
+    A Sequential model's variable paths start with the model's name
+    (`sequential/out/kernel`), which a reloaded model drops (`out/kernel`);
+    a functional model's (`keras.applications`: `Conv1/kernel`) never had
+    it. So a leading component is dropped only from paths of three or more
+    (`model/layer/variable`), and the rest must match a whole path suffix.
     """
     parts = path.split("/")
-    rest = "/".join(parts[1:]) if len(parts) > 1 else path
+    rest = "/".join(parts[1:]) if len(parts) > 2 else path
     return "(^|/)" + re.escape(rest) + "$"
 
 

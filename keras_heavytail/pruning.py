@@ -12,9 +12,12 @@ its kernel), scored by the l2 norm of its incoming weights (or, with
 import keras
 import numpy as np
 
+from keras_heavytail import channels
 from keras_heavytail import compressibility
 from keras_heavytail import defaults
+from keras_heavytail import group_pruning
 from keras_heavytail import topology
+from keras_heavytail.graph import copy_layer
 from keras_heavytail.topology import as_array
 
 
@@ -92,20 +95,13 @@ def neuron_scores(model, layer, score="norm"):
     return norms
 
 
-def _lowest(scores, count):
-    """Boolean mask of the `count` lowest scores (stable order on ties)."""
-    mask = np.zeros(scores.size, dtype=bool)
-    mask[np.argsort(scores, kind="stable")[:count]] = True
-    return mask
-
-
 def _criterion_masks(layers, criterion, max_rel_sq_error):
     if criterion != "paper":
         raise ValueError(
             f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
         )
     return {
-        layer.name: ~_lowest(
+        layer.name: ~group_pruning.lowest(
             compressibility.neuron_norms(layer.kernel),
             compressibility.prunable_neuron_count(layer.kernel, max_rel_sq_error),
         )
@@ -143,25 +139,24 @@ def pruning_masks(
     if ratio is None:
         raise ValueError("Give `ratio` (a fraction in [0, 1]) or `criterion='paper'`.")
     ratio = compressibility.check_fraction(ratio, "ratio")
-    if structure == "entry":
-        scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
-    else:
-        scores = [neuron_scores(model, layer, score) for layer in layers]
+    if structure == "neuron":
+        _check_choice(score, "score", defaults.PRUNE_SCORES)
+        return group_pruning.group_masks(model, ratio, scope, exclude, score)
+    scores = [np.abs(as_array(layer.kernel)).ravel() for layer in layers]
     if scope == "layer":
-        masks = [~_lowest(s, int(round(ratio * s.size))) for s in scores]
+        masks = [~group_pruning.lowest(s, int(round(ratio * s.size))) for s in scores]
     else:
         pooled = np.concatenate(scores)
-        kept = ~_lowest(pooled, int(round(ratio * pooled.size)))
+        kept = ~group_pruning.lowest(pooled, int(round(ratio * pooled.size)))
         masks = np.split(kept, np.cumsum([s.size for s in scores])[:-1])
-    if structure == "entry":
-        masks = [m.reshape(layer.kernel.shape) for m, layer in zip(masks, layers)]
+    masks = [m.reshape(layer.kernel.shape) for m, layer in zip(masks, layers)]
     return {layer.name: mask for layer, mask in zip(layers, masks)}
 
 
 def copy_model(model):
     """A copy of a Sequential or functional Keras 3 model with its weights."""
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(model, clone_function=copy_layer)
     except Exception as error:  # subclassed models cannot be cloned
         raise ValueError(
             f"Cannot copy model {model.name!r} for pruning ({error}). "
@@ -174,27 +169,24 @@ def copy_model(model):
 def apply_masks(model, masks):
     """Zeroes, in place, what `masks` (from `pruning_masks`) says to drop.
 
-    A pruned unit loses its incoming weights, its bias and the scale and shift
-    of a BatchNormalization that follows it, so its output is exactly zero
-    and `shrink` can remove it.
+    An entry mask has the kernel's shape. A unit mask drops units of a
+    producer (Dense, Conv, ...): their incoming weights and biases; when
+    every producer of a channel component (`channels.channel_graph`) drops
+    it, the per-channel weights on its way (BatchNormalization scale and
+    shift, depthwise kernels and biases) are zeroed too, so the channel is
+    exactly zero everywhere and `shrink` can remove it.
     """
     by_name = {layer.name: layer for layer in topology.kernel_layers(model)}
+    units = {}
     for name, mask in masks.items():
-        layer = by_name[name]
-        kernel = as_array(layer.kernel)
-        layer.kernel.assign(kernel * mask)  # a unit mask broadcasts over units
-        if mask.shape == kernel.shape:
-            continue
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(as_array(layer.bias) * mask)
-        for nxt in topology.following(model, layer):
-            if isinstance(nxt, keras.layers.BatchNormalization):
-                for weight in (nxt.gamma, nxt.beta):
-                    if weight is not None:
-                        weight.assign(as_array(weight) * mask)
-            if not isinstance(nxt, topology.ELEMENTWISE + topology.SPATIAL):
-                break
-    return model
+        layer = by_name.get(name) or model.get_layer(name)
+        if isinstance(layer, channels.PRODUCERS) and np.ndim(mask) == 1:
+            units[name] = np.asarray(mask, dtype=bool)
+        else:  # an entry mask, or a unit mask of a kernel's last axis
+            layer.kernel.assign(as_array(layer.kernel) * mask)
+    if not units:
+        return model
+    return group_pruning.zero_units(model, units)
 
 
 def prune(

@@ -1,149 +1,136 @@
 """`shrink`: turn a pruned Keras 3 model into a smaller dense one.
 
 Removing pruned units is what makes a pruned model fast: sparse storage
-shrinks the file, but runtimes densify the weights again.
+shrinks the file, but runtimes densify the weights again. The channels to
+remove, and every layer slice they touch, come from the channel dependency
+graph (`channels.channel_graph`), so residual additions, concatenations,
+depthwise and separable convolutions shrink consistently.
 """
 
 import keras
 import numpy as np
 
-from keras_heavytail import compressibility
+from keras_heavytail import channels
 from keras_heavytail import topology
-from keras_heavytail.topology import ELEMENTWISE
-from keras_heavytail.topology import SPATIAL
-from keras_heavytail.topology import TO_FEATURES
-from keras_heavytail.topology import WEIGHTED
+from keras_heavytail.graph import copy_layer
 from keras_heavytail.topology import as_array
 
 
-def _supported(layer):
-    return isinstance(
-        layer,
-        WEIGHTED + ELEMENTWISE + SPATIAL + TO_FEATURES + (keras.layers.Flatten,),
+def kept_channels(graph):
+    """Which channel components of `graph` stay after `shrink`.
+
+    A component goes when it is not frozen and exactly zero in every tensor
+    it appears in; every tensor keeps at least one channel.
+
+    Args:
+        graph: a `channels.ChannelGraph`.
+
+    Returns:
+        A boolean array indexed by component id.
+    """
+    keep = graph.frozen | ~graph.silent
+    for nodes, _, _ in graph.tensors.values():
+        components = graph.component[nodes]
+        if components.size and not keep[components].any():
+            keep[components[0]] = True
+    return keep
+
+
+def _new_weights(graph, keep):
+    """`{layer name: (weights, kept units or None)}` with dropped slots removed."""
+    out = {}
+    for layer in graph.layers:
+        out[layer.name] = ([as_array(w) for w in layer.weights], None)
+    for member in graph.members:
+        weights, units = out[member.layer.name]
+        kept = keep[graph.component[member.nodes]]
+        for variable, axis, slots, _ in member.weights:
+            i = next(j for j, w in enumerate(member.layer.weights) if w is variable)
+            weights[i] = np.compress(kept[slots], weights[i], axis=axis)
+        if member.role == "out":
+            units = int(kept.sum())
+        out[member.layer.name] = (weights, units)
+    return out
+
+
+def _rebuilt(layer, graph, keep, units):
+    """A new layer like `layer`, sized for the kept channels."""
+    config = {}
+    if units is not None:
+        config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = units
+    if isinstance(layer, keras.layers.Reshape):
+        nodes, _, _ = graph.tensors[graph.inputs_of[layer.name][0]]
+        kept = int(keep[graph.component[nodes]].sum())
+        target = tuple(layer.target_shape)
+        if layer.output.shape[-1] == layer.input.shape[-1]:
+            target = target[:-1] + (kept,)
+        elif len(target) == 1:
+            target = (int(np.prod(layer.input.shape[1:-1] or (1,))) * kept,)
+        config["target_shape"] = target
+    return copy_layer(layer, **config)
+
+
+def _assemble(model, new_layers):
+    """The new layers wired as `model`'s layers are (Sequential for chains)."""
+    name = f"{model.name}_shrunk"
+    if topology.chain(model, strict=False) is not None:
+        inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+        return keras.Sequential([inputs] + [new for _, new in new_layers], name=name)
+    tensors = {
+        id(t): keras.Input(shape=t.shape[1:], dtype=t.dtype) for t in model.inputs
+    }
+    for old, new in new_layers:
+        args = keras.tree.map_structure(lambda t: tensors[id(t)], old.input)
+        result = new(args)
+        for a, b in zip(keras.tree.flatten(old.output), keras.tree.flatten(result)):
+            tensors[id(a)] = b
+    inputs = [tensors[id(t)] for t in model.inputs]
+    outputs = [tensors[id(t)] for t in model.outputs]
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs if len(outputs) > 1 else outputs[0],
+        name=name,
     )
 
 
-def _constant_output(block, bias, activation):
-    """What each unit emits when its incoming weights are all zero."""
-    value = as_array(activation(keras.ops.convert_to_tensor(bias[None, :])))[0]
-    for layer in block:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma = as_array(layer.gamma) if layer.gamma is not None else 1.0
-            beta = as_array(layer.beta) if layer.beta is not None else 0.0
-            std = np.sqrt(as_array(layer.moving_variance) + layer.epsilon)
-            value = gamma * (value - as_array(layer.moving_mean)) / std + beta
-        elif isinstance(
-            layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU)
-        ):
-            value = as_array(layer(keras.ops.convert_to_tensor(value[None, :])))[0]
-    return value
-
-
-def _rebuilt(layer, **overrides):
-    return type(layer).from_config({**layer.get_config(), **overrides})
-
-
-def _block_after(layers, i):
-    """The layers between kernel layer `layers[i]` and the next one."""
-    block = []
-    for nxt in layers[i + 1 :]:
-        if isinstance(nxt, WEIGHTED):
-            break
-        block.append(nxt)
-    return block
-
-
-def _shrink_weighted(layer, keep, block):
-    """A Dense/Conv layer without its dropped inputs and silent units.
-
-    `keep` marks the kept input channels (`None`: all); `block` is the layers
-    up to the next kernel layer, or `None` for the output layer, which keeps
-    every unit. Returns the new layer, its weights and the kept units.
-    """
-    kernel = as_array(layer.kernel)
-    bias = as_array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
-    if keep is not None:
-        kernel = np.take(kernel, np.flatnonzero(keep), axis=-2)
-    if block is None:
-        keep = np.ones(kernel.shape[-1], dtype=bool)
-    else:
-        silent = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
-        silent &= _constant_output(block, bias, layer.activation) == 0
-        keep = ~silent
-        if not keep.any():
-            keep[np.argmax(compressibility.neuron_norms(layer.kernel))] = True
-    size_key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
-    new = _rebuilt(layer, **{size_key: int(keep.sum())})
-    weights = [kernel[..., keep]] + ([bias[keep]] if layer.use_bias else [])
-    return new, weights, keep
-
-
-def _shrink_passthrough(layer, keep):
-    """A weightless (or per-channel) layer, restricted to the kept channels."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        weights = layer.get_weights()
-        if keep is not None:
-            weights = [w[keep] for w in weights]
-        return _rebuilt(layer), weights, keep
-    if isinstance(layer, keras.layers.Flatten) and keep is not None:
-        shape = layer.input.shape
-        positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-        keep = np.tile(keep, positions)
-    return _rebuilt(layer), None, keep
-
-
 def shrink(model):
-    """A smaller dense model without the units that pruning switched off.
+    """A smaller dense model without the channels that pruning switched off.
 
-    A unit (Dense neuron, Conv filter) whose incoming weights are all zero
-    and whose output is then exactly zero (zero bias, an activation with
-    f(0) = 0, a BatchNormalization after it scaled to zero, as `prune` leaves
-    it) is removed together with its bias, its BatchNormalization channel and
-    the matching input rows (channels) of the next layer. Outputs equal the
-    zero-masked model's; the parameter count drops with every unit. The output
-    layer keeps all its units, and every layer keeps at least one.
-
-    Supports Sequential and single-path functional chains of Dense, Conv1D,
-    Conv2D, pooling, Flatten, Dropout, activations and BatchNormalization;
-    any other layer raises a ValueError naming it.
+    A channel (Dense neuron, Conv filter, and every channel tied to it by
+    the channel dependency graph: residual additions, concatenations,
+    depthwise and BatchNormalization channels) that is exactly zero
+    everywhere, as `prune(..., structure="neuron")` leaves it, is removed
+    with its kernel slices, biases, BatchNormalization statistics and the
+    matching input rows of every consumer. A unit whose output is not zero
+    (a bias through a sigmoid) stays. Outputs equal the zero-masked
+    model's; the parameter count drops with every channel. The model's
+    input and output channels stay, every tensor keeps at least one
+    channel, and a layer the graph does not know (`Lambda`, a custom layer)
+    keeps the channels it touches (`channels.channel_groups` names it).
 
     Args:
-        model: a Keras 3 model (not modified).
+        model: a Sequential or functional Keras 3 model (not modified).
 
     Returns:
-        A plain `keras.Sequential` that saves and reloads without custom objects.
+        A `keras.Sequential` for a chain of layers, else a functional
+        `keras.Model`; both save and reload without custom objects (unless
+        `model` holds custom layers).
 
     Example:
 
     >>> small = shrink(prune(model, 0.7, structure="neuron"))  # doctest: +SKIP
     """
-    layers = topology.chain(model)
-    for layer in layers:
-        if not _supported(layer):
-            raise ValueError(
-                f"`shrink` does not support layer {layer.name!r} of type "
-                f"{type(layer).__name__}. Supported: Dense, Conv1D, Conv2D, pooling, "
-                "Flatten, Dropout, activations and BatchNormalization."
-            )
-    weighted = [i for i, layer in enumerate(layers) if isinstance(layer, WEIGHTED)]
-    if not weighted:
+    graph = channels.channel_graph(model)
+    if not any(isinstance(layer, channels.PRODUCERS) for layer in graph.layers):
         raise ValueError(f"Model {model.name!r} has no Dense or Conv layer to shrink.")
-    keep = None  # kept channels of the current tensor's last axis
-    new_layers = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, WEIGHTED):
-            block = None if i == weighted[-1] else _block_after(layers, i)
-            new, weights, keep = _shrink_weighted(layer, keep, block)
-        else:
-            new, weights, keep = _shrink_passthrough(layer, keep)
-        new_layers.append((new, weights))
-    inputs = keras.Input(
-        shape=model.inputs[0].shape[1:] if hasattr(model, "inputs") else None
-    )
-    small = keras.Sequential(
-        [inputs] + [new for new, _ in new_layers], name=f"{model.name}_shrunk"
-    )
-    for new, weights in new_layers:
-        if weights is not None:
-            new.set_weights(weights)
+    keep = kept_channels(graph)
+    weights = _new_weights(graph, keep)
+    new_layers = [
+        (layer, _rebuilt(layer, graph, keep, weights[layer.name][1]))
+        for layer in graph.layers
+    ]
+    small = _assemble(model, new_layers)
+    for layer, new in new_layers:
+        if weights[layer.name][0]:
+            new.set_weights(weights[layer.name][0])
     return small

@@ -25,6 +25,10 @@ EXAMPLES = {
     "deploy_edge.py": ["--epochs", "1", "--runs", "5"],
     "gradual_pruning.py": ["--epochs", "2", "--width", "64"],
     "tfmot_pruning.py": ["--epochs", "2", "--qat-epochs", "1", "--width", "64"],
+    "mobilenet_edge.py": [
+        "--epochs", "1", "--fine-tune-epochs", "1", "--runs", "5", "--limit", "200",
+        "--optimizers", "HeavyTailSGD",
+    ],
 }
 EXPECT = {
     "quickstart.py": "What to conclude:",
@@ -35,6 +39,7 @@ EXPECT = {
     "gradual_pruning.py": "58 of 64 hidden neurons removed",
     "tfmot_pruning.py": "| pqat_int8_dense |",
     "demo": "Summary:",
+    "mobilenet_edge.py": "| HeavyTailSGD | shrunk int8 |",
 }
 DEMO = ["--epochs", "1", "--width", "16", "--seeds", "1", "--runs", "3"]
 

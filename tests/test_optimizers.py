@@ -487,3 +487,18 @@ def test_mirrored_replicas_draw_identical_noise():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas identical" in result.stdout
+
+
+def test_paper_exclusions_on_a_functional_model_exclude_only_those_layers():
+    # Functional paths have no model name (`conv1/kernel`): an exclusion must
+    # not shrink to `kernel` and switch the noise off everywhere.
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv1")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="conv2")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    opt = kht.HeavyTailSGD(sigma=1.0, seed=0)
+    opt.exclude_from_noise(kht.paper_exclusions(model))
+    noisy = {v.path for v in model.trainable_variables if opt.gets_noise(v)}
+    assert noisy == {model.get_layer("conv2").kernel.path}

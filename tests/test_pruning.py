@@ -220,17 +220,22 @@ def test_shrink_keeps_units_whose_output_is_not_zero():
     assert kht.shrink(model).layers[0].units == 3
 
 
-def test_shrink_rejects_unsupported_layers():
+def test_shrink_keeps_what_unknown_layers_touch_and_shrinks_branches():
     model = keras.Sequential(
         [keras.Input((4, 3)), keras.layers.LSTM(5, name="rnn"), keras.layers.Dense(2)]
     )
-    with pytest.raises(ValueError, match="'rnn' of type LSTM"):
-        kht.shrink(model)
+    assert kht.shrink(model).count_params() == model.count_params()
+    assert "'rnn' (LSTM)" in kht.channel_groups(model)[0].frozen_by
     inputs = keras.Input((3,))
-    a, b = keras.layers.Dense(2)(inputs), keras.layers.Dense(2)(inputs)
-    branched = keras.Model(inputs, keras.layers.Add()([a, b]))
-    with pytest.raises(ValueError, match="single chain"):
-        kht.shrink(branched)
+    a, b = keras.layers.Dense(4)(inputs), keras.layers.Dense(4)(inputs)
+    branched = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Add()([a, b])))
+    x, _ = tiny_data(inputs=3)
+    pruned = kht.prune(branched, 0.5, structure="neuron")
+    small = kht.shrink(pruned)
+    assert small.count_params() == 2 * (3 * 2 + 2) + 2 * 2 + 2
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5
+    )
 
 
 def test_pruning_curve_takes_from_logits_explicitly():
