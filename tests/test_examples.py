@@ -8,6 +8,7 @@ show nothing: committed artifacts are regenerated only by explicit commands,
 and everything else goes under the ignored `results/`.
 """
 
+import concurrent.futures
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,14 +75,17 @@ def ran(tmp_path_factory):
     """Runs the demo and every example in one copy; returns outputs and status."""
     copy = _copy_of_the_checkout(tmp_path_factory.mktemp("checkout") / "repo")
     env = {"PYTHONPATH": str(copy)}
-    outputs = {
-        "demo": run_python(args=["-m", "keras_heavytail", "demo", *DEMO], env=env,
-                           cwd=copy, check=False)  # fmt: skip
-    }
+    commands = {"demo": ["-m", "keras_heavytail", "demo", *DEMO]}
     for name, args in EXAMPLES.items():
-        outputs[name] = run_python(
-            args=[str(copy / "examples" / name), *args], env=env, cwd=copy, check=False
-        )
+        commands[name] = [str(copy / "examples" / name), *args]
+    # Two at a time: each is mostly one core's work, and the demo and the
+    # MobileNetV2 example are the long ones.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = {
+            name: pool.submit(run_python, args=args, env=env, cwd=copy, check=False)
+            for name, args in commands.items()
+        }
+        outputs = {name: future.result() for name, future in futures.items()}
     return outputs, _git("status", "--porcelain", cwd=copy)
 
 
