@@ -28,13 +28,13 @@ __version__ = "0.2.0"
 _WHERE = {
     "HeavyTailNoise": "optimizers",
     "HeavyTailSGD": "optimizers",
-    "Protocol": "experiments",
-    "Setting": "experiments",
-    "StopAtTrainAccuracy": "experiments",
+    "Protocol": "protocol",
+    "Setting": "protocol",
+    "StopAtTrainAccuracy": "training",
     "SymmetricStable": "distribution",
     "benchmark_tflite": "export",
     "best_k_error": "compressibility",
-    "build_model": "experiments",
+    "build_model": "protocol",
     "channel_groups": "channels",
     "compressibility_report": "compressibility",
     "evaluate_tflite": "export",
@@ -108,10 +108,6 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.datasets import load_dataset
     from keras_heavytail.deploy import export_variants
     from keras_heavytail.distribution import SymmetricStable
-    from keras_heavytail.experiments import Protocol
-    from keras_heavytail.experiments import Setting
-    from keras_heavytail.experiments import StopAtTrainAccuracy
-    from keras_heavytail.experiments import build_model
     from keras_heavytail.experiments import run_protocol
     from keras_heavytail.export import benchmark_tflite
     from keras_heavytail.export import evaluate_tflite
@@ -126,11 +122,15 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.optimizers import HeavyTailSGD
     from keras_heavytail.plots import plot_norm_tails
     from keras_heavytail.plots import plot_pruning_curves
+    from keras_heavytail.protocol import Protocol
+    from keras_heavytail.protocol import Setting
+    from keras_heavytail.protocol import build_model
     from keras_heavytail.pruning import iso_accuracy_ratio
     from keras_heavytail.pruning import neuron_scores
     from keras_heavytail.pruning import prune
     from keras_heavytail.pruning import pruning_curve
     from keras_heavytail.shrinking import shrink
+    from keras_heavytail.training import StopAtTrainAccuracy
 elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1":
     # The backend-neutral core, loaded now so its Keras objects are registered.
     for _name, _module in _WHERE.items():

@@ -1,0 +1,235 @@
+"""The protocol's definitions: the paper's networks, settings and presets.
+
+`build_model` makes the paper's networks (MLPs, a small CNN, the theory's
+mean-field net); a `Setting` is one optimiser configuration (noise-free SGD
+or heavy-tailed); a `Protocol` says how every setting is trained and
+measured, and `Protocol.preset("paper")` is the reference code's setting.
+`Split` carves the validation split the iso-accuracy point is chosen on.
+
+References:
+    - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_heavytail import defaults
+
+ARCHITECTURES = defaults.ARCHITECTURES
+
+
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
+
+
+def build_model(
+    architecture,
+    input_shape,
+    num_classes,
+    width=defaults.WIDTH,
+    depth=2,
+    seed=0,
+    use_bias=True,
+):
+    """The paper's networks: MLPs, a small CNN, and the theory's mean-field net.
+
+    - `"mlp"`: one hidden ReLU layer of `width`, logits out.
+    - `"deep_mlp"`: `depth` hidden layers of `width`.
+    - `"cnn"`: two 3x3 conv blocks (32 and 64 filters, max-pooling), a dense
+      layer of `width`.
+    - `"mean_field"`: the two-layer network of the theory,
+      `f(x) = (1/n) sum_i b_i relu(<theta_i, x>)` with `n = width`, no hidden
+      bias, and a fixed (not trainable) second layer of random signs `b_i`
+      (one per unit and class). Its gradients are O(1/n): train it with a
+      learning rate scaled by `n` (`Protocol` does).
+
+    Args:
+        architecture: one of `defaults.ARCHITECTURES`. Defaults to none; required.
+        input_shape: e.g. `(28, 28, 1)`.
+        num_classes: outputs (logits).
+        width: hidden units. Defaults to `defaults.WIDTH`.
+        depth: hidden layers of `"deep_mlp"`. Defaults to `2`.
+        seed: weight initialisation seed. Defaults to `0`.
+        use_bias: biases in the hidden layers (the paper's code has none).
+            Defaults to `True`.
+
+    Returns:
+        An uncompiled `keras.Sequential`.
+    """
+    _check_choice(architecture, "architecture", ARCHITECTURES)
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(tuple(input_shape))]
+    if architecture == "cnn":
+        for i, filters in enumerate((32, 64), start=1):
+            layers += [
+                keras.layers.Conv2D(
+                    filters, 3, padding="same", activation="relu",
+                    use_bias=use_bias, name=f"conv{i}",
+                ),
+                keras.layers.MaxPooling2D(name=f"pool{i}"),
+            ]  # fmt: skip
+    layers.append(keras.layers.Flatten(name="flatten"))
+    if architecture == "mean_field":
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], (width, num_classes))
+        layers += [
+            keras.layers.Dense(
+                width, activation="relu", use_bias=False, name="hidden1"
+            ),
+            keras.layers.Dense(
+                num_classes,
+                use_bias=False,
+                trainable=False,
+                kernel_initializer=keras.initializers.Constant(signs / width),
+                name="logits",
+            ),
+        ]
+        return keras.Sequential(layers, name=f"{architecture}_{width}")
+    hidden = depth if architecture == "deep_mlp" else 1
+    for i in range(hidden):
+        layers.append(
+            keras.layers.Dense(
+                width, activation="relu", use_bias=use_bias, name=f"hidden{i + 1}"
+            )
+        )
+    layers.append(keras.layers.Dense(num_classes, name="logits"))
+    return keras.Sequential(layers, name=f"{architecture}_{width}")
+
+
+@dataclasses.dataclass
+class Setting:
+    """One optimiser setting of the protocol; `noise=None` is the SGD baseline."""
+
+    label: str
+    noise: str = None
+    alpha: float = defaults.ALPHA
+    sigma: float = 0.0
+    anneal: bool = False  # sigma decays linearly to 0 over the budget
+
+
+@dataclasses.dataclass
+class Protocol:
+    """How every setting of a run is trained and measured.
+
+    `Protocol.preset("paper")` is the reference code's setting where it
+    matters: bias-free hidden layers, width 5000, lr 0.01, batch 5000, and
+    training until 95% accuracy on the full training set, checked every 100
+    steps (at most `epochs`).
+    """
+
+    name: str = "default"
+    architecture: str = "mlp"
+    width: int = defaults.WIDTH
+    depth: int = 2
+    use_bias: bool = True
+    lr: float = defaults.LEARNING_RATE
+    momentum: float = 0.0
+    weight_decay: float = None
+    batch_size: int = defaults.BATCH_SIZE
+    epochs: int = defaults.EPOCHS
+    target_train_accuracy: float = None
+    check_every: int = 100
+    validation_fraction: float = 0.2
+    ratios: tuple = defaults.PRUNE_RATIOS
+    scores: tuple = ("norm",)
+    max_rel_sq_error: float = defaults.MAX_REL_SQ_ERROR
+    iso_tolerance: float = defaults.ISO_TOLERANCE
+    iso_steps: int = 10
+    fine_tune_epochs: int = 1
+
+    def __post_init__(self):
+        _check_choice(self.architecture, "architecture", ARCHITECTURES)
+        if self.target_train_accuracy is not None and not (
+            0.0 < self.target_train_accuracy <= 1.0
+        ):
+            raise ValueError(
+                "`target_train_accuracy` is a fraction in (0, 1] (0.95 for 95%). "
+                f"Received: target_train_accuracy={self.target_train_accuracy!r}"
+            )
+        if not (
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        ):
+            raise ValueError(
+                f"`lr` must be a finite float > 0. Received: lr={self.lr!r}"
+            )
+        for name in (
+            "width",
+            "depth",
+            "batch_size",
+            "epochs",
+            "check_every",
+            "iso_steps",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive int. Received: {name}={value!r}"
+                )
+        self.ratios = tuple(self.ratios)
+        self.scores = tuple(self.scores)
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """The named protocol (`"default"` or `"paper"`) with `overrides`."""
+        _check_choice(name, "protocol", tuple(PRESETS))
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+    @property
+    def effective_lr(self):
+        """The optimizer's learning rate: `lr`, times `width` for mean-field."""
+        return self.lr * self.width if self.architecture == "mean_field" else self.lr
+
+
+PRESETS = {
+    "default": {},
+    "paper": {
+        "use_bias": False,
+        "width": 5000,
+        "lr": 0.01,
+        "batch_size": 5000,
+        "epochs": 3000,
+        "target_train_accuracy": 0.95,
+        "check_every": 100,
+    },
+}
+
+
+def default_settings(
+    alpha=defaults.ALPHA, sigma=defaults.SIGMA, noises=(defaults.NOISE,)
+):
+    """The SGD baseline and one heavy-tailed setting per noise structure."""
+    return [Setting("SGD")] + [
+        Setting(
+            f"HeavyTailSGD({noise}, alpha={alpha:g}, sigma={sigma:g})",
+            noise,
+            alpha,
+            sigma,
+        )
+        for noise in noises
+    ]
+
+
+@dataclasses.dataclass
+class Split:
+    """The arrays of one run: fit, validation and test."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @classmethod
+    def of(cls, dataset, protocol, seed=0):
+        x_fit, y_fit, x_val, y_val = dataset.validation_split(
+            protocol.validation_fraction, seed
+        )
+        return cls(x_fit, y_fit, x_val, y_val, dataset.x_test, dataset.y_test)
+
+

@@ -1,0 +1,284 @@
+"""Training one model under a `Protocol`: the optimizer, the stopping rules.
+
+`train_one` builds the network, compiles SGD or `HeavyTailSGD` (the paper's
+layers noise-free, sigma annealed if asked), and fits on the fit split with
+the paper's stopping rule (`StopAtTrainAccuracy`, on the whole training set),
+divergence detection (`StopOnDivergence`, `check_finite`) and an optional
+exact resume (`keras.callbacks.BackupAndRestore`).
+
+References:
+    - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_heavytail.noise_update import paper_exclusions
+from keras_heavytail.optimizers import HeavyTailSGD
+from keras_heavytail.protocol import Split
+from keras_heavytail.protocol import build_model
+
+
+def accuracy(model, x, y, batch_size=1024):
+    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks.
+
+    Eager calls work inside a running `fit` (in a callback), where a nested
+    `model.evaluate` would not.
+    """
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
+        correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
+    return correct / len(y)
+
+
+class StopAtTrainAccuracy(keras.callbacks.Callback):
+    """Stops training once accuracy on the whole training set reaches a threshold.
+
+    The paper's reference code trains until 95% training accuracy, measured
+    on every training example (not the running minibatch accuracy) every 100
+    iterations. Each check is kept in `checks` as `(step, accuracy)`.
+
+    Args:
+        x: the training inputs. Defaults to none; required.
+        y: the training integer labels. Defaults to none; required.
+        threshold: a fraction in (0, 1] (0.95 for 95%). Defaults to `0.95`.
+        every: steps between checks. Defaults to `100`.
+
+    Example:
+
+    >>> stop = StopAtTrainAccuracy(x_train, y_train, 0.95, every=100)
+    >>> model.fit(x_train, y_train, epochs=1000, callbacks=[stop])  # doctest: +SKIP
+
+    References:
+        - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
+    """
+
+    def __init__(self, x, y, threshold=0.95, every=100):
+        super().__init__()
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not (0.0 < threshold <= 1.0)
+        ):
+            raise ValueError(
+                "`threshold` is a fraction in (0, 1] (0.95 for 95%). "
+                f"Received: threshold={threshold!r}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"`every` must be a positive int. Received: every={every!r}"
+            )
+        self.x = np.asarray(x)
+        self.y = np.asarray(y).astype("int64").ravel()
+        if len(self.x) != len(self.y) or len(self.y) == 0:
+            raise ValueError(
+                f"`x` and `y` must hold the same number (> 0) of examples. "
+                f"Received: {len(self.x)} and {len(self.y)}"
+            )
+        self.threshold = float(threshold)
+        self.every = every
+        self.checks = []
+        self.stopped_at = None
+        self._step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every:
+            return
+        reached = accuracy(self.model, self.x, self.y)
+        self.checks.append((self._step, reached))
+        if reached >= self.threshold:
+            self.stopped_at = self._step
+            self.model.stop_training = True
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
+
+
+def make_optimizer(setting, protocol, seed, total_steps=None, model=None):
+    """SGD for the baseline, else HeavyTailSGD (sigma annealed if asked).
+
+    With `model`, its output layer and first convolution stay noise-free, as
+    in the paper.
+    """
+    lr = protocol.effective_lr
+    common = dict(momentum=protocol.momentum, weight_decay=protocol.weight_decay)
+    if setting.noise is None:
+        return keras.optimizers.SGD(lr, **common)
+    sigma = setting.sigma
+    if setting.anneal:
+        if not total_steps:
+            raise ValueError("An annealed setting needs the number of training steps.")
+        sigma = keras.optimizers.schedules.PolynomialDecay(sigma, total_steps, 0.0)
+    optimizer = HeavyTailSGD(
+        lr, alpha=setting.alpha, sigma=sigma, noise=setting.noise, seed=seed, **common
+    )
+    if model is not None:
+        optimizer.exclude_from_noise(paper_exclusions(model))
+    return optimizer
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or inf; keeps that step.
+
+    `keras.callbacks.TerminateOnNaN` stops as quietly; `train_one` then
+    raises, naming the step and the first non-finite variable.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.model.stop_training = True
+
+
+def train_one(
+    dataset,
+    setting,
+    protocol,
+    seed=0,
+    progress=None,
+    split=None,
+    backup_dir=None,
+    callbacks=None,
+):
+    """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`.
+
+    Args:
+        dataset: a `keras_heavytail.datasets.Dataset`. Defaults to none; required.
+        setting: a `Setting`. Defaults to none; required.
+        protocol: a `Protocol`. Defaults to none; required.
+        seed: of the weights, the noise and the data order. Defaults to `0`.
+        progress: a tqdm-like bar advanced once per epoch. Defaults to `None`.
+        split: the `Split` to train on. Defaults to `None` (`Split.of`).
+        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: a run
+            killed mid-training resumes from its last finished epoch when
+            called again with the same arguments, and ends bit-identical to
+            an uninterrupted run (the noise is a function of the iteration).
+            The folder is deleted when training ends. Defaults to `None`.
+        callbacks: more Keras callbacks. Defaults to `None`.
+
+    Raises:
+        RuntimeError: the loss or a weight became NaN or inf (the step and
+            the first non-finite variable are named).
+    """
+    split = split or Split.of(dataset, protocol)
+    model = build_model(
+        protocol.architecture,
+        dataset.input_shape,
+        dataset.num_classes,
+        protocol.width,
+        protocol.depth,
+        seed,
+        protocol.use_bias,
+    )
+    steps_per_epoch = math.ceil(len(split.y_fit) / protocol.batch_size)
+    model.compile(
+        optimizer=make_optimizer(
+            setting, protocol, seed, protocol.epochs * steps_per_epoch, model
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    divergence = StopOnDivergence()
+    callbacks = [divergence, *(callbacks or [])]
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if protocol.target_train_accuracy is not None:
+        callbacks.append(
+            StopAtTrainAccuracy(
+                split.x_fit,
+                split.y_fit,
+                protocol.target_train_accuracy,
+                protocol.check_every,
+            )
+        )
+    if progress is not None:
+        callbacks.append(_EpochProgress(progress))
+    start = time.perf_counter()
+    history = model.fit(
+        split.x_fit,
+        split.y_fit,
+        batch_size=protocol.batch_size,
+        epochs=protocol.epochs,
+        verbose=0,
+        callbacks=callbacks,
+        shuffle=True,
+    )
+    # Epochs done in all (a resumed run counts those before the backup too).
+    ran = history.epoch[-1] + 1 if history.epoch else 0
+    if progress is not None:  # early stop or resume: count the epochs not run here
+        progress.update(protocol.epochs - len(history.epoch))
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    what = f"{setting.label} seed {seed}"
+    check_finite(model, what, steps)
+    if divergence.step is not None:
+        raise RuntimeError(
+            f"{what} diverged: the loss is not finite at step {divergence.step}. "
+            "Lower sigma or the learning rate, or raise alpha."
+        )
+    return model, time.perf_counter() - start, ran, steps
+
+
+def check_finite(model, what, steps):
+    """Raises a RuntimeError naming the first non-finite variable of `model`.
+
+    Heavy-tailed noise makes divergence a normal event: a diverged run must
+    end with an error, never be saved or measured as a result.
+    """
+    for variable in model.variables:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            path = getattr(variable, "path", None) or variable.name
+            raise RuntimeError(
+                f"{what} diverged: variable {path!r} is not finite after step "
+                f"{steps}. Lower sigma or the learning rate, or raise alpha."
+            )
+
+
+class _NoBar:
+    """What a run uses of a tqdm bar, for when tqdm is absent or off."""
+
+    disable = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
+
+    def set_description(self, text):
+        pass
+
+    def set_postfix(self, **values):
+        pass
+
+
+def progress_bar(total, unit, enabled=True):
+    """A tqdm bar on a terminal (none elsewhere, or without tqdm installed)."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit=unit, disable=None)
+
+
