@@ -379,7 +379,7 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
             bar.update(protocol.epochs)
             return done, model
         except (OSError, ValueError):
-            pass  # the model file is missing or broken: train again
+            pass  # the model file is missing (a fresh clone) or broken: retrain
     bar.set_description(f"{setting.label} seed {seed}")
     split = Split.of(dataset, protocol)
     backup = (
@@ -410,6 +410,8 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
     }
     if model_path is not None:
         files.save_model(model, model_path)
-    if log is not None:
+    if log is not None and done is None:
         row = log.append(row)
+    elif done is not None:  # retrained only to get the model back: keep the log
+        row = done
     return row, model

@@ -87,6 +87,12 @@ def test_demo_writes_report_models_and_cards_and_resumes(tmp_path, capsys):
     log = (out / "runs.jsonl").read_text()
     assert cli.main(argv) == 0
     assert (out / "runs.jsonl").read_text() == log
+    # Without the saved models (as in a fresh clone, where they are ignored)
+    # the runs are retrained for their models, and the log keeps one row each.
+    for model_file in (out / "models").glob("*.keras"):
+        model_file.unlink()
+    assert cli.main(argv) == 0
+    assert (out / "runs.jsonl").read_text() == log
     # Other arguments into the same folder are refused, and nothing changes.
     assert cli.main([*argv[:-6], "--width", "16", *argv[-4:]]) == 2
     assert "different job" in capsys.readouterr().err
