@@ -207,21 +207,13 @@ def load_interpreter(path, num_threads=1, batch_size=None):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No .tflite file at {str(path)!r}.")
+    from keras_heavytail import files
+
     errors = []
     for delegates, runtime in ((True, "xnnpack"), (False, "builtin")):
         try:
-            interp = _interpreter(path, num_threads, delegates)
-            if batch_size is not None:
-                detail = interp.get_input_details()[0]
-                interp.resize_tensor_input(
-                    detail["index"], [batch_size, *detail["shape"][1:]]
-                )
-            interp.allocate_tensors()
-            detail = interp.get_input_details()[0]
-            interp.set_tensor(
-                detail["index"], np.zeros(detail["shape"], detail["dtype"])
-            )
-            interp.invoke()
+            with files.captured_stderr():  # "INFO: Created ... XNNPACK delegate"
+                interp = _ready_interpreter(path, num_threads, delegates, batch_size)
             return interp, runtime
         except (RuntimeError, ValueError) as error:
             errors.append(f"{runtime}: {error}")
@@ -233,6 +225,19 @@ def load_interpreter(path, num_threads=1, batch_size=None):
     ):
         raise ValueError(f"{str(path)!r} is not a valid .tflite model: {errors[-1]}")
     raise RuntimeError(f"LiteRT could not run {str(path)!r}: " + " | ".join(errors))
+
+
+def _ready_interpreter(path, num_threads, delegates, batch_size):
+    """An interpreter with its tensors allocated, invoked once on zeros."""
+    interp = _interpreter(path, num_threads, delegates)
+    if batch_size is not None:
+        detail = interp.get_input_details()[0]
+        interp.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interp.invoke()
+    return interp
 
 
 def _quantize_input(x, detail):
