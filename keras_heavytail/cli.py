@@ -437,10 +437,10 @@ def _noise_options(parser, many=False):
 def _training_options(parser):
     parser.add_argument(
         "--architecture", choices=defaults.ARCHITECTURES,
-        help="network (default: the protocol's, mlp)",
+        help="network (default: the protocol's: mlp)",
     )  # fmt: skip
     parser.add_argument(
-        "--width", type=_positive_int, help="hidden units (default: the protocol's)"
+        "--width", type=_positive_int, help="hidden units (default: the protocol's: 2000, paper 5000)"
     )
     parser.add_argument("--depth", type=_positive_int, help="hidden layers of deep_mlp")
     parser.add_argument(
@@ -456,17 +456,26 @@ def _training_options(parser):
     parser.add_argument(
         "--lr", type=_positive, help="SGD learning rate (default: the protocol's)"
     )
-    parser.add_argument("--momentum", type=_fraction, help="SGD momentum")
+    parser.add_argument("--momentum", type=_fraction, help="SGD momentum (default: 0)")
     parser.add_argument(
         "--weight-decay", type=_nonnegative, help="decoupled weight decay"
     )
-    parser.add_argument("--batch-size", type=_positive_int, help="minibatch size")
+    parser.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: the protocol's: 64, paper 5000)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, except `None` ("use the protocol's"), said in the help."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add(sub, name, func, help_text, description=None):
     parser = sub.add_parser(
         name, help=help_text, description=description or help_text,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )  # fmt: skip
     parser.set_defaults(func=func)
     parser.add_argument(

@@ -157,7 +157,7 @@ def write_index(root):
     """Writes `root/README.md`: a table of every `.tflite` under `root` and its card."""
     root = Path(root)
     lines = [
-        "# saved_models",
+        f"# {root.resolve().name}",
         "",
         "Models exported by keras-heavytail, each with its model card (`.json`",
         "beside it: training settings, sparsity, size, accuracy measured in",

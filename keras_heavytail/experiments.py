@@ -208,7 +208,8 @@ class ProtocolResult:
                     f"{row['setting']} ({how}): {row['neurons_at_iso_accuracy' + suffix][0]:.0f} "
                     f"hidden neurons keep {base['setting']}'s accuracy within tolerance, "
                     f"against {base['neurons_at_iso_accuracy' + suffix][0]:.0f} for "
-                    f"{base['setting']}: ratio {ratio:.2f} ({_verdict(ratio, spread, row['seeds'])})."
+                    f"{base['setting']} (means over seeds): per-seed ratio {ratio:.2f} "
+                    f"({_verdict(ratio, spread, row['seeds'])})."
                 )
         return lines
 
@@ -319,6 +320,9 @@ def run_protocol(
     settings = settings or default_settings()
     protocol = protocol or Protocol()
     labels = [s.label for s in settings]
+    seeds = tuple(seeds)
+    _check_unique(labels, "setting labels")
+    _check_unique(seeds, "seeds")
     if baseline in labels and labels.index(baseline) != 0:
         settings = sorted(settings, key=lambda s: s.label != baseline)
     config = {
@@ -361,6 +365,18 @@ def run_protocol(
         if log is not None:
             log.__exit__(None, None, None)
     return ProtocolResult(config, runs, aggregate(runs, labels, baseline), models)
+
+
+def _check_unique(values, what):
+    """Repeated seeds or labels would be counted as independent runs."""
+    if not values:
+        raise ValueError(f"Give at least one of the {what}. Received: none")
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"The {what} must be distinct: a repeat would be counted as another "
+            f"independent run. Received repeats: {', '.join(repeated)}"
+        )
 
 
 def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline):

@@ -151,6 +151,14 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
                 "`optimizer` must be a Keras 3 `keras.optimizers.Optimizer`. "
                 f"Received: optimizer={optimizer!r}"
             )
+        if getattr(optimizer, "gradient_accumulation_steps", None):
+            raise ValueError(
+                "HeavyTailNoise adds noise once per call, so with gradient "
+                "accumulation in the wrapped optimizer it would add it on every "
+                "micro-batch: use HeavyTailSGD(gradient_accumulation_steps=...) or no "
+                "accumulation. Received: gradient_accumulation_steps="
+                f"{optimizer.gradient_accumulation_steps}"
+            )
         if kwargs:
             raise ValueError(
                 "HeavyTailNoise takes optimizer arguments on the wrapped "

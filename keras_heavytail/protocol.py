@@ -170,8 +170,33 @@ class Protocol:
                 raise ValueError(
                     f"`{name}` must be a positive int. Received: {name}={value!r}"
                 )
+        self.lr = float(self.lr)
+        if not 0.0 < self.validation_fraction <= 0.5:
+            raise ValueError(
+                "`validation_fraction` must be in (0, 0.5]: the rest trains. "
+                f"Received: validation_fraction={self.validation_fraction!r}"
+            )
+        if not 0.0 <= self.iso_tolerance < 1.0:  # NaN fails too
+            raise ValueError(
+                "`iso_tolerance` must be an accuracy difference in [0, 1). "
+                f"Received: iso_tolerance={self.iso_tolerance!r}"
+            )
+        if (
+            isinstance(self.fine_tune_epochs, bool)
+            or not isinstance(self.fine_tune_epochs, int)
+            or self.fine_tune_epochs < 0
+        ):
+            raise ValueError(
+                "`fine_tune_epochs` must be an int >= 0. "
+                f"Received: fine_tune_epochs={self.fine_tune_epochs!r}"
+            )
         self.ratios = tuple(self.ratios)
         self.scores = tuple(self.scores)
+        if not self.scores or any(s not in defaults.PRUNE_SCORES for s in self.scores):
+            raise ValueError(
+                f"`scores` must name one or more of {defaults.PRUNE_SCORES}. "
+                f"Received: scores={self.scores!r}"
+            )
 
     @classmethod
     def preset(cls, name, **overrides):

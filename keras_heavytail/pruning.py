@@ -367,14 +367,27 @@ def iso_accuracy_ratio(
         A float in [0, 1): the ratio.
     """
     target_accuracy = compressibility.check_fraction(target_accuracy, "target_accuracy")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be a positive int. Received: steps={steps!r}")
+    y = np.asarray(y).astype("int64").ravel()
+    if len(y) == 0 or len(y) != len(x):
+        raise ValueError(
+            "`x` and `y` must hold the same number (> 0) of examples, one integer "
+            f"label each. Received: {len(x)} inputs and {len(y)} labels"
+        )
     work = copy_model(model)
     original = model.get_weights()
-    y = np.asarray(y).astype("int64").ravel()
 
     def passes(ratio):
         work.set_weights(original)
         apply_masks(work, pruning_masks(model, ratio, structure, scope, score=score))
         outputs = work.predict(x, batch_size=batch_size, verbose=0)
+        if outputs.ndim != 2 or outputs.shape[-1] < 2:
+            raise ValueError(
+                "The iso-accuracy point takes the argmax over one output per class: "
+                "give a model with two or more outputs. Received: outputs of shape "
+                f"{outputs.shape}"
+            )
         return float(np.mean(np.argmax(outputs, -1) == y)) >= target_accuracy
 
     return bisect_ratio(passes, steps)

@@ -30,8 +30,9 @@ COLUMN_HELP = {
     "params_at_iso_accuracy": "parameters of that pruned model once shrunk",
     "test_accuracy_at_iso": "test accuracy of that pruned model",
     "ratio_at_iso": "the pruning fraction found",
-    "iso_neuron_ratio_vs_sgd": "neurons_at_iso_accuracy over SGD's for the same seed: "
-    "below 1 the noise pays",
+    "iso_neuron_ratio_vs_sgd": "neurons_at_iso_accuracy over SGD's for the same seed, "
+    "averaged over seeds (so not the ratio of the averaged counts): below 1 the "
+    "noise pays",
     "neurons_at_iso_accuracy_finetuned": "the same after a masked fine-tune of each "
     "candidate (plain SGD, pruned weights held at zero)",
     "iso_neuron_ratio_vs_sgd_finetuned": "the fine-tuned count over SGD's fine-tuned count",
@@ -51,6 +52,16 @@ COLUMN_HELP = {
 }
 
 
+def _compare(mine, base, seeds):
+    """better / worse / no difference, honest about the spread over seeds."""
+    difference = mine[0] - base[0]
+    spread = max(mine[1], base[1])
+    if difference == 0 or (seeds > 1 and abs(difference) <= spread):
+        return "no difference" if seeds > 1 else "equal"
+    word = "better" if difference > 0 else "worse"
+    return word if seeds > 1 else f"{word}, one seed"
+
+
 def findings(result):
     """What the numbers say, baseline against each heavy-tailed setting."""
     base = result.table[0]
@@ -65,7 +76,7 @@ def findings(result):
         ]
         for key in ("accuracy@70%pruned", "accuracy@90%pruned"):
             if key in row:
-                verdict = "better" if row[key][0] > base[key][0] else "worse"
+                verdict = _compare(row[key], base[key], row["seeds"])
                 parts.append(
                     f"accuracy with {key[9:11]}% of neurons pruned "
                     f"{row[key][0]:.3f} vs {base[key][0]:.3f} ({verdict})"
@@ -152,7 +163,7 @@ def write_report(output, result, data, exports=None, title="keras-heavytail repo
             else ""
         )
         + f"; seeds {result.config['seeds']} (mean ± sample std over seeds). "
-        f"Iso-accuracy tolerance: {protocol['iso_tolerance']:.0%} of accuracy.",
+        f"Iso-accuracy tolerance: {100 * protocol['iso_tolerance']:g} accuracy points.",
         "",
         "## What it shows",
         "",

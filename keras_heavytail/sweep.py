@@ -38,6 +38,11 @@ class Grid:
             values = list(getattr(self, name))
             if not values:
                 raise ValueError(f"`{name}` needs at least one value. Received: []")
+            if len(set(values)) != len(values):
+                raise ValueError(
+                    f"`{name}` values must be distinct: a repeat would be counted "
+                    f"as another run. Received: {name}={values!r}"
+                )
             setattr(self, name, values)
         for value in self.anneal:
             if value not in ("off", "on"):
@@ -55,7 +60,7 @@ class Grid:
         for noise, alpha, sigma, anneal in itertools.product(
             self.noise, self.alpha, self.sigma, self.anneal
         ):
-            label = f"{noise}, alpha={alpha:g}, sigma={sigma:g}"
+            label = f"{noise}, alpha={alpha!r}, sigma={sigma!r}"
             label += ", annealed" if anneal == "on" else ""
             settings.append(
                 experiments.Setting(label, noise, alpha, sigma, anneal == "on")

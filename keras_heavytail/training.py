@@ -28,9 +28,17 @@ def accuracy(model, x, y, batch_size=1024):
     Eager calls work inside a running `fit` (in a callback), where a nested
     `model.evaluate` would not.
     """
+    if len(y) == 0:
+        raise ValueError("Accuracy needs at least one example. Received: 0")
     correct = 0
     for start in range(0, len(y), batch_size):
         outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
+        if outputs.ndim != 2 or outputs.shape[-1] < 2:
+            raise ValueError(
+                "Accuracy here is the argmax over one output per class: give a "
+                f"model with two or more outputs. Received: outputs of shape "
+                f"{outputs.shape}"
+            )
         correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
     return correct / len(y)
 

@@ -1,6 +1,7 @@
 """The protocol: the stopping rule, iso-accuracy, presets, in tiny configurations."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -205,3 +206,47 @@ def test_bisect_ratio_is_within_its_resolution():
     for threshold in (0.0, 0.123, 0.5, 0.999):
         found = pruning.bisect_ratio(lambda r, t=threshold: r <= t, steps=10)
         assert found <= threshold < found + 2**-10 or threshold >= 1 - 2**-10
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda d: kht.run_protocol(d, None, kht.Protocol(width=8, epochs=1), seeds=(0, 0)),
+         "Received repeats: 0"),
+        (lambda d: kht.run_protocol(d, [kht.Setting("SGD"), kht.Setting("SGD")],
+                                    kht.Protocol(width=8, epochs=1)), "Received repeats: SGD"),
+        (lambda d: kht.run_protocol(d, None, kht.Protocol(width=8, epochs=1), seeds=()),
+         "at least one of the seeds"),
+        (lambda d: kht.Protocol(validation_fraction=0.999), "validation_fraction=0.999"),
+        (lambda d: kht.Protocol(iso_tolerance=float("nan")), "iso_tolerance=nan"),
+        (lambda d: kht.Protocol(iso_tolerance=-0.5), "iso_tolerance=-0.5"),
+        (lambda d: kht.Protocol(fine_tune_epochs=-1), "fine_tune_epochs=-1"),
+        (lambda d: kht.Protocol(scores=()), "scores=()"),
+    ],
+)  # fmt: skip
+def test_protocol_refuses_what_would_make_fake_statistics(call, message, digits):
+    # Repeated seeds or labels used to be averaged as independent runs.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(digits)
+
+
+def test_iso_accuracy_refuses_single_output_models_and_bad_data():
+    # A sigmoid's argmax over one column is always class 0: not an accuracy.
+    binary = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="h"),
+         keras.layers.Dense(1, activation="sigmoid")]
+    )  # fmt: skip
+    x, y = np.ones((10, 4), "float32"), np.zeros(10)
+    with pytest.raises(ValueError, match="two or more outputs"):
+        kht.iso_accuracy_ratio(binary, x, y, 0.5)
+    with pytest.raises(ValueError, match="Received: 0 inputs and 0 labels"):
+        kht.iso_accuracy_ratio(binary, x[:0], y[:0], 0.5)
+    with pytest.raises(ValueError, match="Received: steps=0"):
+        kht.iso_accuracy_ratio(binary, x, y, 0.5, steps=0)
+
+
+def test_wrapper_refuses_gradient_accumulation_in_the_inner_optimizer():
+    # The noise would be added on every micro-batch, k times the same draw.
+    inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=4)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=4"):
+        kht.HeavyTailNoise(inner)
