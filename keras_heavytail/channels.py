@@ -226,6 +226,16 @@ def wiring(model):
             (layer, [i], [layer.output], [i + 1]) for i, layer in enumerate(layers)
         ]
         return steps, [0], [len(layers)]
+    shared = [
+        entry["name"]
+        for entry in model.get_config().get("layers", [])
+        if len(entry.get("inbound_nodes") or []) > 1
+    ]
+    if shared:
+        raise ValueError(
+            "The channel graph needs each layer called once. Shared layers "
+            f"(called more than once): {shared}"
+        )
     steps = []
     for layer in layers:
         inputs, outputs = _io(layer)

@@ -265,3 +265,15 @@ def test_reloaded_sequential_is_wired_as_a_chain(tmp_path):
     assert groups[("h",)].prunable
     small = kht.shrink(kht.prune(reloaded, 0.5, structure="neuron"))
     assert small.get_layer("h").units == 4
+
+
+def test_a_shared_layer_is_refused_by_name():
+    # Keras reports only a shared layer's first call; wiring it from that
+    # would shrink the wrong channels (it used to end in a raw KeyError).
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    outputs = keras.layers.Dense(3, name="out")(shared(shared(inputs)))
+    model = keras.Model(inputs, outputs)
+    for call in (kht.shrink, kht.channel_groups):
+        with pytest.raises(ValueError, match=r"Shared layers .*\['shared'\]"):
+            call(model)
