@@ -1,60 +1,15 @@
-"""Shared test helpers.
+"""Test configuration: TensorFlow as the backend, its C++ logs off, fixtures.
 
-`assert_round_trips` is the one helper every public Keras object goes
-through: config, JSON and (for optimizers) a `.keras` file.
+Helpers live in `helpers.py`, a module the tests import.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-
-def tiny_mlp(seed=0, inputs=8, hidden=16, outputs=3):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((inputs,)),
-            keras.layers.Dense(hidden, activation="relu", name="hidden"),
-            keras.layers.Dense(outputs, name="out"),
-        ]
-    )
-
-
-def tiny_data(n=64, inputs=8, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, inputs)).astype("float32"), np.arange(n) % classes
-
-
-def assert_round_trips(obj, tmp_path=None, model_fn=tiny_mlp):
-    """`get_config` -> `from_config` -> same config; JSON too; `.keras` file too.
-
-    Every constructor argument must survive, so the configs are compared
-    whole, not key by key.
-    """
-    config = obj.get_config()
-    clone = type(obj).from_config(config)
-    assert clone.get_config() == config
-    serialized = keras.saving.serialize_keras_object(obj)
-    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(serialized)))
-    assert type(restored) is type(obj)
-    assert restored.get_config() == config
-    if tmp_path is not None and isinstance(obj, keras.optimizers.Optimizer):
-        model = model_fn()
-        model.compile(optimizer=obj, loss="mse")
-        obj.build(model.trainable_variables)  # save the optimizer's variables too
-        path = os.path.join(tmp_path, "round_trip.keras")
-        model.save(path)
-        reloaded = keras.models.load_model(path)  # no custom_objects
-        assert type(reloaded.optimizer) is type(obj)
-        assert reloaded.optimizer.get_config() == config
 
 
 @pytest.fixture
@@ -62,22 +17,3 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     yield
     keras.mixed_precision.set_global_policy("float32")
-
-
-def run_python(code=None, args=(), env=None, timeout=600, cwd=None, check=True):
-    """Runs Python in a fresh process (a script's code, or `args` after `python`).
-
-    The one way tests start processes: TensorFlow's C++ logs off, the
-    backend TensorFlow unless `env` says otherwise, output captured. With
-    `check`, a non-zero exit fails the test with the end of stderr.
-    """
-    full_env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    full_env.pop("TF_USE_LEGACY_KERAS", None)
-    full_env.update(env or {})
-    command = [sys.executable, *(["-c", code] if code is not None else []), *args]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result

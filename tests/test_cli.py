@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 import keras_heavytail as kht
 from keras_heavytail import cli

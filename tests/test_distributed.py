@@ -18,7 +18,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import run_python
+from helpers import HANG_GUARD_S
+from helpers import run_python
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 
@@ -120,7 +121,7 @@ def test_keras_distribution_on_jax_matches_one_device():
             "KERAS_BACKEND": "jax",
             "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         },
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
     assert "jax distribution ok" in result.stdout, result.stdout
 
@@ -224,11 +225,11 @@ def test_multi_worker_mirrored_workers_agree_with_one_process(tmp_path):
                 )
             )
         single = run_python(
-            args=[str(script), str(tmp_path / "single.npz")], timeout=300
+            args=[str(script), str(tmp_path / "single.npz")], timeout=HANG_GUARD_S
         )
         assert "replicas 1" in single.stdout
         for worker in workers:
-            out, err = worker.communicate(timeout=300)
+            out, err = worker.communicate(timeout=HANG_GUARD_S)
             assert worker.returncode == 0, err[-3000:]
             assert "replicas 2" in out, out
     finally:

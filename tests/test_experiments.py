@@ -6,7 +6,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_data
+from helpers import tiny_data
 
 import keras_heavytail as kht
 from keras_heavytail import experiments as ex

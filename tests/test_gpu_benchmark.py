@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from helpers import HANG_GUARD_S
+from helpers import run_python
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_noise_overhead.py"
 
@@ -18,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_noise_overhea
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
 def test_gpu_benchmark_runs_tiny_on_cpu():
-    result = run_python(args=[str(SCRIPT), "--tiny"], timeout=400)
+    result = run_python(args=[str(SCRIPT), "--tiny"], timeout=HANG_GUARD_S)
     out = result.stdout
     assert "jax: cpu" in out and "tensorflow: cpu" in out, out
     rows = [

@@ -21,10 +21,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import assert_round_trips
-from conftest import run_python
-from conftest import tiny_data
-from conftest import tiny_mlp
+from helpers import HANG_GUARD_S
+from helpers import assert_round_trips
+from helpers import run_python
+from helpers import tiny_data
+from helpers import tiny_mlp
 
 import keras_heavytail as kht
 from keras_heavytail import cli
@@ -94,6 +95,10 @@ def snapshot(paths):
 # folder of the `place` fixture; every row must exit 2 with one line.
 # ----------------------------------------------------------------------------
 
+# Which check sees the divergence first (the loss or a variable) depends on the
+# CPU, and the variable's path on how many models the process built: match the
+# advice both messages end with.
+DIVERGED = "Lower sigma or the learning rate, or raise alpha."
 TRAIN = ["train", "--width", "8", "--epochs", "2", "--limit", "120"]
 CLI_ROWS = [
     ("train sigma nan", TRAIN + ["--sigma", "nan", "--output", "{d}/t.keras"],
@@ -106,8 +111,7 @@ CLI_ROWS = [
      TRAIN + ["--alpha", "0.1", "--output", "{d}/t.keras"],
      "`alpha` must be >= 0.31", [], ["t.keras", "t.json"]),
     ("train that diverges", TRAIN + ["--sigma", "1e38", "--output", "{d}/t.keras"],
-     "diverged: variable 'mlp_8/hidden1/kernel' is not finite after step",
-     [], ["t.keras", "t.json"]),
+     DIVERGED, [], ["t.keras", "t.json"]),
     ("train over an existing file", TRAIN + ["--output", "{d}/good.keras"],
      "pass --overwrite", ["good.keras"], []),
     ("seed out of range", TRAIN + ["--seed", "2147483647", "--output", "{d}/t.keras"],
@@ -247,7 +251,7 @@ API_ROWS = [
     ("seed -1", lambda d: kht.symmetric_stable((3,), 1.5, seed=-1), ValueError,
      "Received: seed=-1"),
     ("training that diverges", lambda d: diverging_train(), RuntimeError,
-     "diverged: variable 'mlp_8/hidden1/kernel' is not finite after step"),
+     DIVERGED),
     ("a NaN model after training", lambda d: experiments.check_finite(
      nan_model(), "run", 7), RuntimeError, "is not finite after step 7"),
     ("tail_index of zeros", lambda d: kht.tail_index(np.zeros(100)), ValueError,
@@ -434,7 +438,7 @@ def test_sigkill_during_save_leaves_the_previous_model(tmp_path):
         path = tmp_path / f"{how}.keras"
         files.save_model(model, path)
         good = path.read_bytes()
-        result = run_python(KILL_DURING_SAVE, args=[str(path), how], timeout=300,
+        result = run_python(KILL_DURING_SAVE, args=[str(path), how], timeout=HANG_GUARD_S,
                             check=False)  # fmt: skip
         assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         if how == "plain":  # the kill lands mid-save: an in-place save is lost
@@ -471,11 +475,11 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path):
               "--batch-size", "32", "--noise", "entry", "--sigma", "0.05"]  # fmt: skip
     resumed, straight = tmp_path / "resumed.keras", tmp_path / "straight.keras"
     argv = common + ["--output", str(resumed)]
-    killed = run_python(KILL_MID_EPOCH, args=[*argv, "12"], timeout=300, check=False)
+    killed = run_python(KILL_MID_EPOCH, args=[*argv, "12"], timeout=HANG_GUARD_S, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not resumed.exists()
     assert len(list(tmp_path.glob(".resumed.keras.backup-*"))) == 1  # epoch 1 kept
-    again = run_python(KILL_MID_EPOCH, args=[*argv, "0"], timeout=300)
+    again = run_python(KILL_MID_EPOCH, args=[*argv, "0"], timeout=HANG_GUARD_S)
     assert "Resumed at epoch 2" in again.stdout  # epochs 2 to 4 ran, not 1 to 4
     assert "4 epochs (32 steps)" in again.stdout
     assert cli.main([*common, "--output", str(straight)]) == 0  # uninterrupted

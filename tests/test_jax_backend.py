@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import HANG_GUARD_S
 
 if importlib.util.find_spec("jax") is None:
     pytest.skip("the JAX backend checks need jax", allow_module_level=True)
@@ -84,7 +85,7 @@ def test_optimizers_on_the_jax_backend():
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "jax ok" in result.stdout

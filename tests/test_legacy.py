@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import HANG_GUARD_S
 
 # find_spec, not importorskip: importing tfmot here would set
 # TF_USE_LEGACY_KERAS=1 in the test process itself.
@@ -43,7 +44,7 @@ def run(code, prelude=""):
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout

@@ -10,7 +10,7 @@ prune and shrink.
 import importlib.util
 
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 BLOCK_TENSORFLOW = """
 import sys

@@ -14,9 +14,10 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import assert_round_trips
-from conftest import tiny_data
-from conftest import tiny_mlp
+from helpers import HANG_GUARD_S
+from helpers import assert_round_trips
+from helpers import tiny_data
+from helpers import tiny_mlp
 from scipy import stats
 
 import keras_heavytail as kht
@@ -483,7 +484,7 @@ def test_mirrored_replicas_draw_identical_noise():
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas identical" in result.stdout

@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_data
+from helpers import tiny_data
 
 import keras_heavytail as kht
 

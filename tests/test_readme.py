@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_python
+from helpers import HANG_GUARD_S
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -31,7 +32,7 @@ def test_every_block_has_an_expectation():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(EXPECT)))
 def test_readme_block_runs(index, tmp_path):
-    result = run_python(BLOCKS[index], cwd=tmp_path, timeout=900)
+    result = run_python(BLOCKS[index], cwd=tmp_path, timeout=HANG_GUARD_S)
     assert EXPECT[index] in result.stdout, result.stdout[-2000:]
 
 

@@ -11,9 +11,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from conftest import assert_round_trips
-from conftest import run_python
-from conftest import tiny_data
+from helpers import assert_round_trips
+from helpers import run_python
+from helpers import tiny_data
 
 import keras_heavytail as kht
 from keras_heavytail import sparsity

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from helpers import HANG_GUARD_S
 
 from keras_heavytail import files
 from keras_heavytail import sweep
@@ -41,17 +42,17 @@ def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
     output = tmp_path / "sweep"
     log = output / "default_w24" / "runs.jsonl"
     first = _start(output)
-    deadline = time.time() + 300
+    deadline = time.time() + HANG_GUARD_S
     while time.time() < deadline and first.poll() is None:
         if log.exists() and len(_rows(log)) >= 2:
             first.send_signal(signal.SIGKILL)  # mid-sweep, as a crash would
             break
         time.sleep(0.05)
-    first.wait(timeout=60)
+    first.wait(timeout=HANG_GUARD_S)
     before = _rows(log)
     assert len(before) >= 2
     second = _start(output)
-    out, err = second.communicate(timeout=300)
+    out, err = second.communicate(timeout=HANG_GUARD_S)
     assert second.returncode == 0, err[-3000:]
     after = _rows(log)
     assert len(after) == 3 * 2  # SGD and two noisy settings, two seeds each
@@ -62,7 +63,7 @@ def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
     assert not (output / "runs.jsonl.lock").exists()
     # Another grid into the same folder: refused, nothing changed.
     third = _start(output, sigma=0.02)
-    _, err = third.communicate(timeout=300)
+    _, err = third.communicate(timeout=HANG_GUARD_S)
     assert third.returncode != 0 and "different job" in err
     assert _rows(log) == after
 

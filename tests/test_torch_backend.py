@@ -12,7 +12,8 @@ file continuing the noise where it stopped.
 import importlib.util
 
 import pytest
-from conftest import run_python
+from helpers import HANG_GUARD_S
+from helpers import run_python
 
 if importlib.util.find_spec("torch") is None:
     pytest.skip("the PyTorch backend checks need torch", allow_module_level=True)
@@ -102,5 +103,5 @@ print("torch ok")
 
 
 def test_samplers_and_optimizers_on_the_torch_backend():
-    result = run_python(CODE, env={"KERAS_BACKEND": "torch"}, timeout=300)
+    result = run_python(CODE, env={"KERAS_BACKEND": "torch"}, timeout=HANG_GUARD_S)
     assert "torch ok" in result.stdout, result.stdout
