@@ -143,7 +143,7 @@ TEACHER = dict(d=30, h=10, n=12000)
 def load_bed(name):
     """(x_tr, y_tr, x_val, y_val, x_te, y_te, num_classes); the val split is fixed."""
     if name == "digits":
-        # = kht.load_dataset("digits") (same permutation and z-score), inlined
+        # = kht.experiments.load_dataset("digits") (same permutation and z-score), inlined
         if True:
             from sklearn.datasets import load_digits
 

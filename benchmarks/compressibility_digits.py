@@ -20,8 +20,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import datasets  # noqa: E402
-from keras_heavytail import experiments as ex  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
+from keras_heavytail.experiments import runner as ex  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = [
@@ -41,7 +41,7 @@ CURVE_RATIOS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 def main():
     data = datasets.load_dataset("digits")
     protocol = ex.Protocol(
-        width=2000, lr=0.05, batch_size=64, epochs=20, scores=("norm", "path")
+        width=2000, lr=0.05, batch_size=64, epochs=20, scores=("magnitude", "path")
     )
     result = ex.run_protocol(data, SETTINGS, protocol, seeds=(0, 1, 2))
     print(result.markdown())
@@ -52,18 +52,18 @@ def main():
     curves, kernels = {}, {}
     for label in shown:
         model = result.models[(label, 0)]
-        for score in ("norm", "path"):
-            curves[f"{label} ({score})"] = kht.pruning_curve(
+        for score in ("magnitude", "path"):
+            curves[f"{label} ({score})"] = kht.experiments.pruning_curve(
                 model, data.x_test, data.y_test, CURVE_RATIOS, score=score,
                 from_logits=True,
             )
         kernels[label] = model.get_layer("hidden1").kernel.numpy()
-    kht.plot_pruning_curves(
+    kht.experiments.plot_pruning_curves(
         curves,
         HERE / "compressibility_digits.png",
         title="digits, 2000 hidden units: neuron pruning, no fine-tuning",
     )
-    kht.plot_norm_tails(kernels, HERE / "compressibility_digits_tails.png")
+    kht.experiments.plot_norm_tails(kernels, HERE / "compressibility_digits_tails.png")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import export  # noqa: E402
+from keras_heavytail.export import litert as export  # noqa: E402
 
 
 def main():
-    data = kht.load_dataset("digits")
-    model = kht.build_model("mlp", data.input_shape, 10, width=2000, seed=0)
+    data = kht.experiments.load_dataset("digits")
+    model = kht.experiments.build_model("mlp", data.input_shape, 10, width=2000, seed=0)
     optimizer = kht.HeavyTailSGD(0.05, seed=0)  # alpha, sigma, noise: defaults
     optimizer.exclude_from_noise(kht.paper_exclusions(model))
     model.compile(

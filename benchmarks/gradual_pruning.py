@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
 from keras_heavytail import files  # noqa: E402
-from keras_heavytail import sparsity  # noqa: E402
+from keras_heavytail.pruning import sparsity  # noqa: E402
 
 RATIOS = (0.7, 0.9)
 OPTIMIZERS = ("SGD", "HeavyTailSGD")
@@ -51,7 +51,7 @@ OPTIMIZERS = ("SGD", "HeavyTailSGD")
 
 def train(data, args, seed, optimizer_name, ratio=None):
     """A trained MLP; with `ratio`, gradually pruned to it during training."""
-    model = kht.build_model("mlp", data.input_shape, 10, width=args.width, seed=seed)
+    model = kht.experiments.build_model("mlp", data.input_shape, 10, width=args.width, seed=seed)
     if optimizer_name == "SGD":
         optimizer = keras.optimizers.SGD(0.05)
     else:
@@ -85,7 +85,7 @@ def overhead(data, args):
     """Seconds per epoch with and without the callback, interleaved."""
     models = {}
     for arm in ("plain fit", "fit + GradualPruning"):
-        model = kht.build_model("mlp", data.input_shape, 10, width=args.width, seed=0)
+        model = kht.experiments.build_model("mlp", data.input_shape, 10, width=args.width, seed=0)
         model.compile(
             optimizer=keras.optimizers.SGD(0.05),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -127,7 +127,7 @@ def main():
     parser.add_argument("--output", default="results/gradual_pruning_benchmark.json")
     parser.add_argument("--overhead", action="store_true")
     args = parser.parse_args()
-    data = kht.load_dataset("digits")
+    data = kht.experiments.load_dataset("digits")
     if args.overhead:
         return overhead(data, args)
     rows, latency_files, dense_accuracy = [], {}, {name: [] for name in OPTIMIZERS}

@@ -20,8 +20,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import datasets  # noqa: E402
 from keras_heavytail import defaults  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
 
 
 def main(argv=None):
@@ -34,8 +34,8 @@ def main(argv=None):
     parser.add_argument("--sigma", type=float, default=defaults.SIGMA)
     args = parser.parse_args(argv)
 
-    data = kht.load_dataset(args.dataset, data_dir=args.data)
-    model = kht.build_model("cnn", data.input_shape, data.num_classes, width=args.width)
+    data = kht.experiments.load_dataset(args.dataset, data_dir=args.data)
+    model = kht.experiments.build_model("cnn", data.input_shape, data.num_classes, width=args.width)
     optimizer = kht.HeavyTailSGD(0.05, momentum=0.9, sigma=args.sigma, seed=0)
     optimizer.exclude_from_noise(kht.paper_exclusions(model))
     model.compile(
@@ -47,7 +47,7 @@ def main(argv=None):
     _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
     print(f"test accuracy {accuracy:.4f}\n")
     print(kht.compressibility_report(model), "\n")
-    for score in ("norm", "path"):
+    for score in ("magnitude", "path"):
         # The paper leaves the first convolution (and the classifier) alone.
         pruned = kht.prune(
             model, args.ratio, structure="neuron", score=score, exclude=["conv1"]

@@ -28,8 +28,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import datasets  # noqa: E402
-from keras_heavytail import deploy  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
+from keras_heavytail.export import deploy  # noqa: E402
 
 
 # --8<-- [start:litert_predict]
@@ -63,7 +63,7 @@ def litert_predict(model_path, images):
 
 
 def train(data, epochs, seed):
-    model = kht.build_model(
+    model = kht.experiments.build_model(
         "mlp", data.input_shape, data.num_classes, width=2000, seed=seed
     )
     optimizer = kht.HeavyTailSGD(0.05, seed=seed)  # alpha, sigma, noise: defaults

@@ -25,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import sparsity  # noqa: E402
+from keras_heavytail.pruning import sparsity  # noqa: E402
 
 
 def parse(argv):
@@ -41,8 +41,8 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
-    data = kht.load_dataset("digits")
-    model = kht.build_model(
+    data = kht.experiments.load_dataset("digits")
+    model = kht.experiments.build_model(
         "mlp", data.input_shape, 10, width=args.width, seed=args.seed
     )
     optimizer = kht.HeavyTailSGD(0.05, seed=args.seed)  # alpha, sigma: defaults

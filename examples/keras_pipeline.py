@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import datasets  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
 
 
 def optimizers(steps):
@@ -52,11 +52,11 @@ def main(argv=None):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
-    data = kht.load_dataset(args.dataset, data_dir=args.data)
+    data = kht.experiments.load_dataset(args.dataset, data_dir=args.data)
     steps = args.epochs * int(np.ceil(0.9 * len(data.y_train) / 64))
     with tempfile.TemporaryDirectory() as tmp:
         for name, optimizer in optimizers(steps):
-            model = kht.build_model(
+            model = kht.experiments.build_model(
                 "mlp", data.input_shape, data.num_classes, width=args.width
             )
             model.compile(
@@ -86,7 +86,7 @@ def main(argv=None):
             print(
                 f"{name}: best checkpoint test accuracy {accuracy:.4f}; reloaded optimizer "
                 f"{type(inner).__name__} at step {int(inner.iterations)}, "
-                f"{kht.neuron_prune_ratio(reloaded.get_layer('hidden1').kernel.numpy()):.2f} "
+                f"{kht.compressibility.neuron_prune_ratio(reloaded.get_layer('hidden1').kernel.numpy()):.2f} "
                 "of neurons prunable"
             )
 

@@ -93,7 +93,7 @@ def main(argv=None):
     parser.add_argument("--output", default="results/mobilenet_edge")
     args = parser.parse_args(argv)
 
-    digits = kht.load_dataset("digits", limit=args.limit)
+    digits = kht.experiments.load_dataset("digits", limit=args.limit)
     data = {
         "x_train": upsampled(digits.x_train), "y_train": digits.y_train,
         "x_test": upsampled(digits.x_test), "y_test": digits.y_test,

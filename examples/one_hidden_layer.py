@@ -18,8 +18,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_heavytail as kht  # noqa: E402
-from keras_heavytail import datasets  # noqa: E402
 from keras_heavytail import defaults  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
 
 
 def main(argv=None):
@@ -34,10 +34,10 @@ def main(argv=None):
     parser.add_argument("--plot", default="results/one_hidden_layer.png")
     args = parser.parse_args(argv)
 
-    data = kht.load_dataset(args.dataset, data_dir=args.data)
+    data = kht.experiments.load_dataset(args.dataset, data_dir=args.data)
     settings = [
-        kht.Setting("SGD"),
-        kht.Setting("HeavyTailSGD", defaults.NOISE, args.alpha, args.sigma),
+        kht.experiments.Setting("SGD"),
+        kht.experiments.Setting("HeavyTailSGD", defaults.NOISE, args.alpha, args.sigma),
     ]
     print(
         "| width | optimizer | test accuracy | prunable (paper) | accuracy, 70% pruned "
@@ -46,10 +46,10 @@ def main(argv=None):
     print("| ---: | --- | ---: | ---: | ---: | ---: |")
     last = None
     for width in args.widths:
-        protocol = kht.Protocol(
+        protocol = kht.experiments.Protocol(
             width=width, epochs=args.epochs, ratios=(0.7,), fine_tune_epochs=0
         )
-        last = kht.run_protocol(
+        last = kht.experiments.run_protocol(
             data, settings, protocol, seeds=tuple(args.seeds), progress=False
         )
         for row in last.table:
@@ -60,11 +60,11 @@ def main(argv=None):
             )
     os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
     curves = {
-        label: kht.pruning_curve(model, data.x_test, data.y_test, from_logits=True)
+        label: kht.experiments.pruning_curve(model, data.x_test, data.y_test, from_logits=True)
         for (label, seed), model in last.models.items()
         if seed == args.seeds[0]
     }
-    kht.plot_pruning_curves(curves, args.plot, title=f"width {args.widths[-1]}")
+    kht.experiments.plot_pruning_curves(curves, args.plot, title=f"width {args.widths[-1]}")
     print(f"Pruning curves of width {args.widths[-1]}: {args.plot}")
 
 

@@ -21,10 +21,10 @@ import keras_heavytail as kht  # noqa: E402
 
 
 def main():
-    data = kht.load_dataset("digits")
+    data = kht.experiments.load_dataset("digits")
     results = {}
     for name in ("SGD", "HeavyTailSGD"):
-        model = kht.build_model("mlp", data.input_shape, 10, width=1000, seed=0)
+        model = kht.experiments.build_model("mlp", data.input_shape, 10, width=1000, seed=0)
         if name == "SGD":
             optimizer = keras.optimizers.SGD(0.05)
         else:

@@ -7,7 +7,7 @@ training (`legacy.quantize_pruned`: tfmot's
 `Default8BitPrunePreserveQuantizeScheme`) with the same noisy optimizer, and
 an int8 `.tflite` file whose kernels keep the zeros, checked in the LiteRT
 interpreter. Writes under `--output` only. Keras 3 models prune during
-training with `keras_heavytail.sparsity` (see `examples/gradual_pruning.py`).
+training with `keras_heavytail.pruning.sparsity` (see `examples/gradual_pruning.py`).
 
     python examples/tfmot_pruning.py
     python examples/tfmot_pruning.py --epochs 2 --width 64   # a smoke test
@@ -23,9 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 
-from keras_heavytail import datasets  # noqa: E402
-from keras_heavytail import export  # noqa: E402
 from keras_heavytail import legacy  # noqa: E402
+from keras_heavytail.experiments import datasets  # noqa: E402
+from keras_heavytail.export import litert as export  # noqa: E402
 
 
 def parse(argv):

@@ -1,18 +1,26 @@
-"""keras-heavytail: heavy-tailed SGD that makes Keras models compressible.
+"""keras-heavytail: heavy-tailed SGD and structural compression for Keras 3.
 
-`import keras_heavytail` loads Keras and the backend-neutral core (the
-optimizers, samplers, compressibility, pruning and shrink), which run on the
-TensorFlow, JAX and PyTorch backends and register their Keras objects, so
-`.keras` files that hold them load. It imports no TensorFlow Probability,
-tf_keras, tfmot, LiteRT or matplotlib: the names that need them
-(`SymmetricStable`, the LiteRT export functions, the plots) load on first
-use, and the TensorFlow-only ones say so on another backend. The tf_keras
-path is `keras_heavytail.legacy`, imported by name.
+The library comes in wings, each a namespace a Keras user recognises:
 
-With the environment variable `KERAS_HEAVYTAIL_LAZY=1` even the core loads
-on first use (the command line uses this so `--help` imports no Keras);
-`.keras` files that hold this package's optimizers then load after
-`import keras_heavytail.optimizers`.
+- `keras_heavytail.optimizers`: `HeavyTailSGD`, `HeavyTailNoise(inner_optimizer)`,
+  the alpha-stable samplers, the TFP distribution.
+- `keras_heavytail.pruning`: the model graph (`ModelGraph`, built once),
+  one-shot pruning, importance criteria, `shrink`, `count_macs`, `compress`
+  and `sparsity` (pruning during training, shaped like `tfmot.sparsity.keras`).
+- `keras_heavytail.compressibility`: weights in, numbers out.
+- `keras_heavytail.export`: LiteRT export, the interpreter, model cards.
+- `keras_heavytail.experiments`: the research harness (datasets, the paper's
+  protocol, sweeps, reports, plots, the `keras-heavytail` command).
+- `keras_heavytail.legacy`: the same for tf_keras models (tfmot), imported by
+  name.
+
+The names typed most are also here at the top. `import keras_heavytail`
+loads Keras and the backend-neutral core, which runs on the TensorFlow, JAX
+and PyTorch backends and registers its Keras objects, so `.keras` files that
+hold them load; TensorFlow-only names (LiteRT export, `SymmetricStable`) load
+on first use and say so on another backend. With the environment variable
+`KERAS_HEAVYTAIL_LAZY=1` even the core loads on first use (the command line
+uses this so `--help` imports no Keras).
 
 References:
     - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
@@ -20,159 +28,160 @@ References:
 
 import importlib
 import os
+import warnings
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+from keras_heavytail import lazy
 
-# Public name -> the module that defines it.
+__version__ = "0.3.0"
+
+# The short public API: name -> the module that defines it.
 _WHERE = {
-    "HeavyTailNoise": "optimizers",
-    "HeavyTailSGD": "optimizers",
-    "Protocol": "protocol",
-    "Setting": "protocol",
-    "StopAtTrainAccuracy": "training",
-    "SymmetricStable": "distribution",
-    "benchmark_tflite": "export",
-    "best_k_error": "compressibility",
-    "build_model": "protocol",
-    "channel_groups": "channels",
+    "Budget": "pruning.compress",
+    "HeavyTailNoise": "optimizers.heavy_tail",
+    "HeavyTailSGD": "optimizers.heavy_tail",
+    "ModelGraph": "pruning.graph",
+    "benchmark_tflite": "export.litert",
+    "channel_groups": "pruning.graph",
+    "compress": "pruning.compress",
     "compressibility_report": "compressibility",
-    "evaluate_tflite": "export",
-    "export_tflite": "export",
-    "export_variants": "deploy",
-    "iso_accuracy_ratio": "pruning",
-    "load_dataset": "datasets",
+    "count_macs": "pruning.macs",
+    "evaluate_tflite": "export.litert",
+    "export_tflite": "export.litert",
+    "paper_exclusions": "optimizers.noise_update",
+    "prune": "pruning.one_shot",
+    "shrink": "pruning.shrinking",
+    "tail_index": "compressibility",
+}
+_WINGS = (
+    "compressibility",
+    "experiments",
+    "export",
+    "legacy",
+    "metrics",
+    "optimizers",
+    "pruning",
+    "sparsity",
+)
+_TENSORFLOW_ONLY = ("export.litert",)
+# Release 0.2's flat names, kept one release with a DeprecationWarning.
+_MOVED_NAMES = {
+    "Protocol": "experiments",
+    "Setting": "experiments",
+    "StopAtTrainAccuracy": "experiments",
+    "SymmetricStable": "optimizers",
+    "best_k_error": "compressibility",
+    "build_model": "experiments",
+    "export_variants": "export",
+    "iso_accuracy_ratio": "experiments",
+    "load_dataset": "experiments",
     "model_card": "export",
     "neuron_norms": "compressibility",
     "neuron_prune_ratio": "compressibility",
     "neuron_scores": "pruning",
-    "paper_exclusions": "noise_update",
-    "plot_norm_tails": "plots",
-    "plot_pruning_curves": "plots",
-    "positive_stable": "noise",
+    "plot_norm_tails": "experiments",
+    "plot_pruning_curves": "experiments",
+    "positive_stable": "optimizers",
     "predict_tflite": "export",
-    "prune": "pruning",
-    "pruning_curve": "pruning",
+    "pruning_curve": "experiments",
     "run_protocol": "experiments",
-    "shrink": "shrinking",
-    "stable_noise": "noise",
-    "symmetric_stable": "noise",
-    "tail_index": "compressibility",
+    "stable_noise": "optimizers",
+    "symmetric_stable": "optimizers",
 }
-# Public submodules, imported by name (`keras_heavytail.sparsity`).
-_SUBMODULES = ("sparsity",)
-# Modules that need TensorFlow (and TFP or LiteRT): never imported eagerly.
-_TENSORFLOW_ONLY = ("distribution", "export", "deploy")
-# Modules that need an optional extra: never imported eagerly.
-_OPTIONAL = ("plots",)
+# Release 0.2's module paths -> their new homes (one release, with a warning).
+lazy.alias_moved_modules(
+    {
+        f"keras_heavytail.{old}": f"keras_heavytail.{new}"
+        for old, new in {
+            "channels": "pruning.channels",
+            "cli": "experiments.cli",
+            "datasets": "experiments.datasets",
+            "deploy": "export.deploy",
+            "distribution": "optimizers.distribution",
+            "graph": "pruning.components",
+            "group_pruning": "pruning.importance",
+            "noise": "optimizers.noise",
+            "noise_update": "optimizers.noise_update",
+            "plots": "experiments.plots",
+            "protocol": "experiments.protocol",
+            "report": "experiments.report",
+            "shrinking": "pruning.shrinking",
+            "sweep": "experiments.sweep",
+            "topology": "pruning.graph",
+            "training": "experiments.training",
+        }.items()
+    }
+)
 
-
-def _load(name):
-    module_name = _WHERE[name]
-    if module_name in _TENSORFLOW_ONLY:
-        import keras
-
-        if keras.backend.backend() != "tensorflow":
-            raise ImportError(
-                f"keras_heavytail.{name} needs the TensorFlow backend "
-                f"(KERAS_BACKEND=tensorflow and `pip install "
-                f"'keras-heavytail[tensorflow]'`). Received: backend="
-                f"{keras.backend.backend()!r}"
-            )
-    module = importlib.import_module(f"keras_heavytail.{module_name}")
-    return getattr(module, name)
+_getattr, __dir__ = lazy.attach(
+    __name__, _WHERE, submodules=_WINGS, tensorflow_only=_TENSORFLOW_ONLY
+)
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"keras_heavytail.{name}")
-    if name in _WHERE:
-        value = _load(name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'keras_heavytail' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))
+    if name in _MOVED_NAMES:
+        wing = _MOVED_NAMES[name]
+        warnings.warn(
+            f"`keras_heavytail.{name}` moved to `keras_heavytail.{wing}.{name}` "
+            "in keras-heavytail 0.3; the flat alias goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(f"keras_heavytail.{wing}"), name)
+    return _getattr(name)
 
 
 if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
+    from keras_heavytail import compressibility
+    from keras_heavytail import experiments
+    from keras_heavytail import export
+    from keras_heavytail import optimizers
+    from keras_heavytail import pruning
     from keras_heavytail import sparsity
-    from keras_heavytail.channels import channel_groups
-    from keras_heavytail.compressibility import best_k_error
     from keras_heavytail.compressibility import compressibility_report
-    from keras_heavytail.compressibility import neuron_norms
-    from keras_heavytail.compressibility import neuron_prune_ratio
     from keras_heavytail.compressibility import tail_index
-    from keras_heavytail.datasets import load_dataset
-    from keras_heavytail.deploy import export_variants
-    from keras_heavytail.distribution import SymmetricStable
-    from keras_heavytail.experiments import run_protocol
-    from keras_heavytail.export import benchmark_tflite
-    from keras_heavytail.export import evaluate_tflite
-    from keras_heavytail.export import export_tflite
-    from keras_heavytail.export import model_card
-    from keras_heavytail.export import predict_tflite
-    from keras_heavytail.noise import positive_stable
-    from keras_heavytail.noise import stable_noise
-    from keras_heavytail.noise import symmetric_stable
-    from keras_heavytail.noise_update import paper_exclusions
-    from keras_heavytail.optimizers import HeavyTailNoise
-    from keras_heavytail.optimizers import HeavyTailSGD
-    from keras_heavytail.plots import plot_norm_tails
-    from keras_heavytail.plots import plot_pruning_curves
-    from keras_heavytail.protocol import Protocol
-    from keras_heavytail.protocol import Setting
-    from keras_heavytail.protocol import build_model
-    from keras_heavytail.pruning import iso_accuracy_ratio
-    from keras_heavytail.pruning import neuron_scores
-    from keras_heavytail.pruning import prune
-    from keras_heavytail.pruning import pruning_curve
-    from keras_heavytail.shrinking import shrink
-    from keras_heavytail.training import StopAtTrainAccuracy
+    from keras_heavytail.export.litert import benchmark_tflite
+    from keras_heavytail.export.litert import evaluate_tflite
+    from keras_heavytail.export.litert import export_tflite
+    from keras_heavytail.optimizers.heavy_tail import HeavyTailNoise
+    from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
+    from keras_heavytail.optimizers.noise_update import paper_exclusions
+    from keras_heavytail.pruning.compress import Budget
+    from keras_heavytail.pruning.compress import compress
+    from keras_heavytail.pruning.graph import ModelGraph
+    from keras_heavytail.pruning.graph import channel_groups
+    from keras_heavytail.pruning.macs import count_macs
+    from keras_heavytail.pruning.one_shot import prune
+    from keras_heavytail.pruning.shrinking import shrink
 elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1":
     # The backend-neutral core, loaded now so its Keras objects are registered.
     for _name, _module in _WHERE.items():
-        if _module not in _TENSORFLOW_ONLY + _OPTIONAL:
-            globals()[_name] = _load(_name)
+        if _module not in _TENSORFLOW_ONLY:
+            globals()[_name] = _getattr(_name)
+    from keras_heavytail import sparsity  # noqa: E402  registers its objects
+
     del _name, _module
-    for _module in _SUBMODULES:  # backend-neutral: registers its Keras objects
-        importlib.import_module(f"keras_heavytail.{_module}")
-    del _module
 
 __all__ = [
+    "Budget",
     "HeavyTailNoise",
     "HeavyTailSGD",
-    "Protocol",
-    "Setting",
-    "StopAtTrainAccuracy",
-    "SymmetricStable",
+    "ModelGraph",
     "benchmark_tflite",
-    "best_k_error",
-    "build_model",
     "channel_groups",
+    "compress",
+    "compressibility",
     "compressibility_report",
+    "count_macs",
     "evaluate_tflite",
+    "experiments",
+    "export",
     "export_tflite",
-    "export_variants",
-    "iso_accuracy_ratio",
-    "load_dataset",
-    "model_card",
-    "neuron_norms",
-    "neuron_prune_ratio",
-    "neuron_scores",
+    "optimizers",
     "paper_exclusions",
-    "plot_norm_tails",
-    "plot_pruning_curves",
-    "positive_stable",
-    "predict_tflite",
     "prune",
-    "pruning_curve",
-    "run_protocol",
+    "pruning",
     "shrink",
     "sparsity",
-    "stable_noise",
-    "symmetric_stable",
     "tail_index",
 ]

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_heavytail.cli import main
+from keras_heavytail.experiments.cli import main
 
 sys.exit(main())

@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
-from keras_heavytail import topology
-from keras_heavytail.topology import as_array
+from keras_heavytail.arrays import as_array
+from keras_heavytail.pruning.graph import ModelGraph
 
 
 def _flat(x, name="x"):
@@ -111,17 +112,6 @@ def tail_index(x, method="mmo2014", tail_fraction=0.05, seed=0, center=True, cap
     )
 
 
-def check_fraction(value, name):
-    """Validates a number in [0, 1] named `name`; returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        )
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
-    return float(value)
-
-
 def best_k_error(w, keep, p=2):
     """Relative l_p error of keeping only the largest-magnitude entries.
 
@@ -139,7 +129,7 @@ def best_k_error(w, keep, p=2):
         A float in [0, 1]; small means compressible.
     """
     w = _flat(w, "w")
-    keep = check_fraction(keep, "keep")
+    keep = checks.check_fraction(keep, "keep")
     if p < 1:
         raise ValueError(f"`p` must be >= 1. Received: p={p}")
     mags = np.sort(np.abs(w))  # ascending: the dropped entries come first
@@ -148,38 +138,6 @@ def best_k_error(w, keep, p=2):
         return 0.0
     dropped = w.size - int(round(keep * w.size))
     return float((np.sum(mags[:dropped] ** p) / total) ** (1.0 / p))
-
-
-def log_probabilities(outputs, from_logits):
-    """Log-probabilities of a classifier's outputs (logits or probabilities).
-
-    Args:
-        outputs: array `(n, classes)`.
-        from_logits: whether `outputs` are logits (as Keras losses take it).
-
-    Returns:
-        A float64 array of log-probabilities.
-    """
-    outputs = np.asarray(outputs, dtype="float64")
-    if from_logits:
-        shifted = outputs - outputs.max(-1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    if np.any(outputs < 0) or not np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
-        raise ValueError(
-            "`from_logits=False` expects probabilities (>= 0, summing to 1 per "
-            "example), but the model's outputs are not: pass `from_logits=True` "
-            "for a model that outputs logits."
-        )
-    return np.log(np.clip(outputs, 1e-12, 1.0))
-
-
-def loss_and_accuracy(outputs, y, from_logits):
-    """Mean cross-entropy and accuracy of classifier `outputs` on labels `y`."""
-    y = np.asarray(y).astype("int64").ravel()
-    log_p = log_probabilities(outputs, from_logits)
-    loss = float(-np.mean(log_p[np.arange(y.size), y]))
-    accuracy = float(np.mean(np.argmax(outputs, -1) == y))
-    return loss, accuracy
 
 
 def neuron_norms(kernel):
@@ -198,7 +156,7 @@ def neuron_norms(kernel):
 
 def prunable_neuron_count(kernel, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR, power=2):
     """How many units the criterion prunes (see `neuron_prune_ratio`)."""
-    check_fraction(max_rel_sq_error, "max_rel_sq_error")
+    checks.check_fraction(max_rel_sq_error, "max_rel_sq_error")
     if power not in (1, 2):
         raise ValueError(f"`power` must be 1 or 2. Received: power={power!r}")
     mass = np.sort(neuron_norms(kernel) ** power)
@@ -297,7 +255,11 @@ def _numbers(kernels, max_rel_sq_error):
     pruned_l1 = [prunable_neuron_count(k, max_rel_sq_error, power=1) for k in kernels]
     row = {
         "parameters": int(entries.size),
-        "tail_index": _estimate(tail_index, entries),
+        # A pruned kernel's zeros are not draws of its distribution: past half
+        # of them zero, the estimate would measure the pruning, so it is skipped.
+        "tail_index": (
+            float("nan") if np.mean(entries == 0) > 0.5 else _estimate(tail_index, entries)
+        ),
         "neuron_tail_index": _norm_tail_index(norms),
     }
     for keep in KEEPS:
@@ -397,7 +359,7 @@ def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
     Returns:
         A `CompressibilityReport`.
     """
-    layers = topology.kernel_layers(model)
+    layers = ModelGraph(model).kernel_layers
     if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with a kernel to measure.")
     kernels = [as_array(layer.kernel, "float64") for layer in layers]

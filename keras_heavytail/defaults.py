@@ -18,7 +18,7 @@ LEARNING_RATE = 0.05
 BATCH_SIZE = 64
 EPOCHS = 20
 WIDTH = 2000
-ARCHITECTURES = ("mlp", "deep_mlp", "cnn", "mean_field")
+ARCHITECTURES = ("mlp", "deep_mlp", "cnn", "resnet", "mean_field")
 
 # Pruning and measurement.
 PRUNE_RATIOS = (0.5, 0.7, 0.9)
@@ -27,12 +27,19 @@ MAX_REL_SQ_ERROR = 0.1
 ISO_TOLERANCE = 0.01
 PRUNE_STRUCTURES = ("entry", "neuron")
 PRUNE_SCOPES = ("layer", "global")
-PRUNE_SCORES = ("norm", "path")
+# Importance criteria of channels (`pruning.importance`); entries use magnitude.
+IMPORTANCES = ("magnitude", "l1", "path", "bn_scale", "taylor")
+# Validation split of the training data (protocol, CLI, compress).
+VALIDATION_FRACTION = 0.2
+# `compress`: rounds, fine-tuning epochs per round, distillation weight.
+COMPRESS_STEPS = 3
+COMPRESS_FINE_TUNE_EPOCHS = 1
+COMPRESS_DISTILL = 0.5
 # Pruning during training (`sparsity`): tfmot's schedule defaults.
 PRUNING_FREQUENCY = 100
 PRUNING_POWER = 3
 SPARSITY_STRUCTURES = ("entry", "neuron", "filter")
-SPARSITY_SCORES = ("magnitude", "path")
+SPARSITY_SCORES = ("magnitude", "l1", "path", "bn_scale")
 
 # Data.
 DATASETS = ("digits", "teacher_student", "mnist", "fashion_mnist", "cifar10")

@@ -3,10 +3,10 @@
 tensorflow-model-optimization (tfmot) prunes only tf_keras models, and a
 tf_keras model accepts only a tf_keras optimizer, so this module holds the
 same noise for tf_keras (`LegacyHeavyTailSGD`, sharing the samplers and the
-noise logic of `keras_heavytail.optimizers`) and thin helpers around tfmot's
+noise logic of `keras_heavytail.optimizers.heavy_tail`) and thin helpers around tfmot's
 gradual magnitude pruning and its pruning-preserving quantisation-aware
 training (`quantize_pruned`), the way to a pruned int8 `.tflite` file.
-Keras 3 models prune during training with `keras_heavytail.sparsity`.
+Keras 3 models prune during training with `keras_heavytail.pruning.sparsity`.
 
 Importing tfmot sets `TF_USE_LEGACY_KERAS=1` for the whole process, which
 turns `tf.keras` into tf_keras. This module is never imported by
@@ -24,9 +24,9 @@ except ImportError as error:  # pragma: no cover - tf-keras is a dependency
     ) from error
 
 from keras_heavytail import defaults
-from keras_heavytail import topology
-from keras_heavytail.noise_update import NOISE_ARGS
-from keras_heavytail.noise_update import NoiseUpdate
+from keras_heavytail.optimizers.noise_update import NOISE_ARGS
+from keras_heavytail.optimizers.noise_update import NoiseUpdate
+from keras_heavytail.pruning.graph import ModelGraph
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_heavytail")
@@ -173,7 +173,7 @@ class _EndStepCheck(tf_keras.callbacks.Callback):
     """Warns at the end of `fit` if a pruned layer's schedule did not finish."""
 
     def on_train_end(self, logs=None):
-        for layer in topology.leaf_layers(self.model):
+        for layer in ModelGraph(self.model).layers:
             schedule = getattr(layer, "pruning_schedule", None)
             step = getattr(layer, "pruning_step", None)
             end = getattr(schedule, "end_step", -1)
@@ -261,7 +261,7 @@ def quantize_pruned(model):
 
 def kernel_sparsity(model):
     """Fraction of zero entries over all kernels of a (stripped) model."""
-    return topology.weight_sparsity(model)
+    return ModelGraph(model).weight_sparsity()
 
 
 __all__ = [

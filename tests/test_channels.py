@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import keras_heavytail as kht
-from keras_heavytail import channels
-from keras_heavytail import group_pruning
-from keras_heavytail import pruning
+from keras_heavytail.pruning import importance
+from keras_heavytail.pruning import one_shot as pruning
 
 L = keras.layers
 
@@ -163,12 +162,12 @@ def test_group_score_is_the_sum_of_its_members():
     model.get_layer("a").kernel.assign([[1.0, 0, 3], [0, 2, 0]])
     model.get_layer("b").kernel.assign([[0.0, 0.5, 0], [3, 0, 0.5]])
     model.get_layer("out").kernel.assign([[1.0, 0], [0, 10], [0, 1]])
-    graph = channels.channel_graph(model)
+    graph = kht.ModelGraph(model).channels()
     units = next(m for m in graph.members if m.layer.name == "a" and m.role == "out")
     on_units = graph.component[units.nodes]
-    np.testing.assert_allclose(group_pruning.group_scores(graph)[on_units], [4, 2.5, 3.5])
+    np.testing.assert_allclose(importance.group_scores(graph)[on_units], [4, 2.5, 3.5])
     # path: outgoing norms 1, 10, 1 -> 4, 25, 3.5
-    path = group_pruning.group_scores(graph, "path")[on_units]
+    path = importance.group_scores(graph, "path")[on_units]
     np.testing.assert_allclose(path, [4, 25, 3.5])
     masks = pruning.pruning_masks(model, 1 / 3, structure="neuron")
     np.testing.assert_array_equal(masks["a"], [True, False, True])
@@ -183,7 +182,7 @@ def test_group_score_is_the_sum_of_its_members():
 def chain_masks(model, ratio, scope, score):
     """Today's per-layer neuron masks on a chain, from `neuron_scores`."""
     layers = pruning.prunable_layers(model)
-    scores = [kht.neuron_scores(model, layer, score) for layer in layers]
+    scores = [kht.pruning.neuron_scores(model, layer, score) for layer in layers]
     if scope == "layer":
         return [s >= np.sort(s)[int(round(ratio * s.size))] for s in scores]
     pooled = np.concatenate(scores)
@@ -192,7 +191,7 @@ def chain_masks(model, ratio, scope, score):
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
-@pytest.mark.parametrize("score", ["norm", "path"])
+@pytest.mark.parametrize("score", ["magnitude", "path"])
 def test_groups_on_a_chain_are_its_layers(scope, score):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -247,7 +246,7 @@ def test_shrunk_mobilenet_exports_to_int8_litert(mobilenet, tmp_path):
     path = os.path.join(tmp_path, "small_int8.tflite")
     report = kht.export_tflite(small, path, quantize="int8", representative_data=x)
     assert report.quantization == "int8" and report.bytes > 0
-    outputs, _ = kht.predict_tflite(path, x[:4])
+    outputs, _ = kht.export.predict_tflite(path, x[:4])
     assert outputs.shape == (4, 10) and np.all(np.isfinite(outputs))
 
 

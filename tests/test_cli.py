@@ -12,11 +12,17 @@ import pytest
 from helpers import run_python
 
 import keras_heavytail as kht
-from keras_heavytail import cli
+from keras_heavytail.experiments import cli
 
 COMMANDS = [
-    "demo", "reproduce", "sweep", "train", "analyze", "prune", "export", "benchmark",
+    "demo", "reproduce", "sweep", "train", "analyze", "prune", "compress", "export",
+    "benchmark",
 ]  # fmt: skip
+
+
+def test_every_subcommand_is_tested():
+    cli.build_parser()
+    assert sorted(cli.SUBCOMMANDS) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -26,12 +32,12 @@ def test_help_explains_every_option_and_shows_defaults(command, capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("usage: keras-heavytail " + command)
-    sub = cli.build_parser()._subparsers._group_actions[0].choices[command]
-    assert sub.description and len(sub.description) > 20
-    for action in sub._actions:
-        assert action.help, (command, action.dest)
-        if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
-            assert f"(default: {action.default})" in text, (command, action.dest)
+    cli.build_parser()
+    assert len(cli.SUBCOMMANDS[command].description) > 20
+    for flags, default, help_text in cli.options(command):
+        assert help_text, (command, flags)
+        if flags and default not in (None, False, "==SUPPRESS=="):
+            assert f"(default: {default})" in text, (command, flags)
 
 
 def test_help_imports_no_keras_and_the_module_entry_point_works():
@@ -128,7 +134,7 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     evaluation = json.loads(printed[printed.rindex("{") :])
     # The int8 file in LiteRT agrees with the shrunk Keras model on the same
     # standardised test split (int8 rounding may flip a few of 200 examples).
-    data = kht.load_dataset("digits", limit=200)
+    data = kht.experiments.load_dataset("digits", limit=200)
     keras_accuracy = np.mean(
         np.argmax(keras.saving.load_model(small).predict(data.x_test, verbose=0), -1)
         == data.y_test

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from keras_heavytail import datasets
+from keras_heavytail.experiments import datasets
 
 
 def write_idx(path, array):

@@ -9,24 +9,24 @@ import pytest
 from helpers import tiny_data
 
 import keras_heavytail as kht
-from keras_heavytail import experiments as ex
-from keras_heavytail import pruning
+from keras_heavytail.experiments import runner as ex
+from keras_heavytail.pruning import one_shot as pruning
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return kht.load_dataset("digits", limit=400)
+    return kht.experiments.load_dataset("digits", limit=400)
 
 
 @pytest.fixture(scope="module")
 def protocol_run(digits):
     settings = [
-        kht.Setting("SGD"),
-        kht.Setting("HT", "neuron", 1.5, 0.05),
-        kht.Setting("HT annealed", "neuron", 1.5, 0.05, anneal=True),
+        kht.experiments.Setting("SGD"),
+        kht.experiments.Setting("HT", "neuron", 1.5, 0.05),
+        kht.experiments.Setting("HT annealed", "neuron", 1.5, 0.05, anneal=True),
     ]
-    protocol = kht.Protocol(width=24, epochs=2, batch_size=50, iso_steps=5)
-    return kht.run_protocol(digits, settings, protocol, seeds=(0, 1), progress=False)
+    protocol = kht.experiments.Protocol(width=24, epochs=2, batch_size=50, iso_steps=5)
+    return kht.experiments.run_protocol(digits, settings, protocol, seeds=(0, 1), progress=False)
 
 
 def test_protocol_rows_and_table(protocol_run):
@@ -69,9 +69,9 @@ def test_noise_and_annealing_change_the_weights(protocol_run):
 
 
 def test_params_at_iso_counts_the_shrunk_model(digits):
-    protocol = kht.Protocol(width=20, epochs=1, iso_steps=4, fine_tune_epochs=0)
+    protocol = kht.experiments.Protocol(width=20, epochs=1, iso_steps=4, fine_tune_epochs=0)
     split = ex.Split.of(digits, protocol)
-    model, *_ = ex.train_one(digits, kht.Setting("SGD"), protocol, 0, split=split)
+    model, *_ = ex.train_one(digits, kht.experiments.Setting("SGD"), protocol, 0, split=split)
     point = ex.iso_accuracy(model, protocol, split, reference_accuracy=0.0)
     # Reference 0: everything may go but the one unit `shrink` always keeps.
     kept = point["neurons_at_iso_accuracy"]
@@ -87,7 +87,7 @@ def test_stop_at_train_accuracy_stops_at_the_first_check_above():
         optimizer=keras.optimizers.SGD(0.05),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    stop = kht.StopAtTrainAccuracy(x, y, threshold=0.9, every=2)
+    stop = kht.experiments.StopAtTrainAccuracy(x, y, threshold=0.9, every=2)
     model.fit(x, y, batch_size=16, epochs=50, verbose=0, callbacks=[stop])
     steps = [step for step, _ in stop.checks]
     assert steps == list(range(2, 2 * len(steps) + 1, 2))
@@ -110,11 +110,11 @@ def test_stop_at_train_accuracy_stops_at_the_first_check_above():
 def test_stop_at_train_accuracy_rejects_bad_values(kwargs, message):
     x, y = tiny_data()
     with pytest.raises(ValueError, match=message):
-        kht.StopAtTrainAccuracy(x, y, **kwargs)
+        kht.experiments.StopAtTrainAccuracy(x, y, **kwargs)
 
 
 def test_protocol_presets_and_validation():
-    paper = kht.Protocol.preset("paper")
+    paper = kht.experiments.Protocol.preset("paper")
     assert (paper.use_bias, paper.width, paper.lr, paper.batch_size) == (
         False,
         5000,
@@ -122,20 +122,20 @@ def test_protocol_presets_and_validation():
         5000,
     )
     assert paper.target_train_accuracy == 0.95 and paper.check_every == 100
-    assert kht.Protocol.preset("paper", width=500).width == 500
+    assert kht.experiments.Protocol.preset("paper", width=500).width == 500
     with pytest.raises(ValueError, match="Received: target_train_accuracy=95"):
-        kht.Protocol(target_train_accuracy=95)
+        kht.experiments.Protocol(target_train_accuracy=95)
     with pytest.raises(ValueError, match="Received: protocol='fast'"):
-        kht.Protocol.preset("fast")
+        kht.experiments.Protocol.preset("fast")
     with pytest.raises(ValueError, match="Received: lr=-0.05"):
-        kht.Protocol(lr=-0.05)
+        kht.experiments.Protocol(lr=-0.05)
 
 
 def test_annealed_sigma_reaches_zero_and_output_layer_is_noise_free():
-    model = kht.build_model("cnn", (8, 8, 1), 10, width=16)
+    model = kht.experiments.build_model("cnn", (8, 8, 1), 10, width=16)
     opt = ex.make_optimizer(
-        kht.Setting("x", "entry", 1.8, 0.1, anneal=True),
-        kht.Protocol(lr=0.1),
+        kht.experiments.Setting("x", "entry", 1.8, 0.1, anneal=True),
+        kht.experiments.Protocol(lr=0.1),
         0,
         10,
         model,
@@ -157,15 +157,15 @@ def test_annealed_sigma_reaches_zero_and_output_layer_is_noise_free():
     "architecture,kernels", [("mlp", 2), ("deep_mlp", 4), ("cnn", 4), ("mean_field", 2)]
 )
 def test_architectures(architecture, kernels):
-    model = kht.build_model(architecture, (8, 8, 1), 10, width=16, depth=3)
+    model = kht.experiments.build_model(architecture, (8, 8, 1), 10, width=16, depth=3)
     assert len(kht.compressibility_report(model).rows) == kernels + 1
     assert model.output_shape == (None, 10)
 
 
 def test_bias_free_and_mean_field_models():
-    plain = kht.build_model("mlp", (8,), 3, width=16, use_bias=False)
+    plain = kht.experiments.build_model("mlp", (8,), 3, width=16, use_bias=False)
     assert plain.get_layer("hidden1").bias is None
-    field = kht.build_model("mean_field", (8,), 3, width=16)
+    field = kht.experiments.build_model("mean_field", (8,), 3, width=16)
     out = field.get_layer("logits")
     assert not out.trainable and field.get_layer("hidden1").bias is None
     np.testing.assert_allclose(np.abs(out.kernel.numpy()), 1 / 16)
@@ -173,12 +173,12 @@ def test_bias_free_and_mean_field_models():
         field.get_layer("hidden1").kernel.path
     ]
     # The mean-field learning rate is scaled by the width.
-    assert kht.Protocol(architecture="mean_field", width=16, lr=0.1).effective_lr == 1.6
+    assert kht.experiments.Protocol(architecture="mean_field", width=16, lr=0.1).effective_lr == 1.6
 
 
 def test_bad_architecture():
     with pytest.raises(ValueError, match="Received: architecture='rnn'"):
-        kht.build_model("rnn", (8, 8, 1), 10)
+        kht.experiments.build_model("rnn", (8, 8, 1), 10)
 
 
 def test_bisection_on_a_model_whose_answer_is_known():
@@ -195,7 +195,7 @@ def test_bisection_on_a_model_whose_answer_is_known():
     model.get_layer("hidden").set_weights([np.diag(10.0 - np.arange(10)), np.zeros(10)])
     model.get_layer("logits").set_weights([np.eye(10), np.zeros(10)])
     x, y = np.eye(10, dtype="float32"), np.arange(10)
-    ratio = kht.iso_accuracy_ratio(model, x, y, target_accuracy=0.7, steps=12)
+    ratio = kht.experiments.iso_accuracy_ratio(model, x, y, target_accuracy=0.7, steps=12)
     # 3 units may go (ratio rounds to 3 of 10 below 0.35), a 4th may not.
     assert 0.35 - 2**-12 <= ratio < 0.35
     kept = pruning.prune(model, ratio, structure="neuron")
@@ -204,24 +204,24 @@ def test_bisection_on_a_model_whose_answer_is_known():
 
 def test_bisect_ratio_is_within_its_resolution():
     for threshold in (0.0, 0.123, 0.5, 0.999):
-        found = pruning.bisect_ratio(lambda r, t=threshold: r <= t, steps=10)
+        found = kht.experiments.bisect_ratio(lambda r, t=threshold: r <= t, steps=10)
         assert found <= threshold < found + 2**-10 or threshold >= 1 - 2**-10
 
 
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda d: kht.run_protocol(d, None, kht.Protocol(width=8, epochs=1), seeds=(0, 0)),
+        (lambda d: kht.experiments.run_protocol(d, None, kht.experiments.Protocol(width=8, epochs=1), seeds=(0, 0)),
          "Received repeats: 0"),
-        (lambda d: kht.run_protocol(d, [kht.Setting("SGD"), kht.Setting("SGD")],
-                                    kht.Protocol(width=8, epochs=1)), "Received repeats: SGD"),
-        (lambda d: kht.run_protocol(d, None, kht.Protocol(width=8, epochs=1), seeds=()),
+        (lambda d: kht.experiments.run_protocol(d, [kht.experiments.Setting("SGD"), kht.experiments.Setting("SGD")],
+                                    kht.experiments.Protocol(width=8, epochs=1)), "Received repeats: SGD"),
+        (lambda d: kht.experiments.run_protocol(d, None, kht.experiments.Protocol(width=8, epochs=1), seeds=()),
          "at least one of the seeds"),
-        (lambda d: kht.Protocol(validation_fraction=0.999), "validation_fraction=0.999"),
-        (lambda d: kht.Protocol(iso_tolerance=float("nan")), "iso_tolerance=nan"),
-        (lambda d: kht.Protocol(iso_tolerance=-0.5), "iso_tolerance=-0.5"),
-        (lambda d: kht.Protocol(fine_tune_epochs=-1), "fine_tune_epochs=-1"),
-        (lambda d: kht.Protocol(scores=()), "scores=()"),
+        (lambda d: kht.experiments.Protocol(validation_fraction=0.999), "validation_fraction=0.999"),
+        (lambda d: kht.experiments.Protocol(iso_tolerance=float("nan")), "iso_tolerance=nan"),
+        (lambda d: kht.experiments.Protocol(iso_tolerance=-0.5), "iso_tolerance=-0.5"),
+        (lambda d: kht.experiments.Protocol(fine_tune_epochs=-1), "fine_tune_epochs=-1"),
+        (lambda d: kht.experiments.Protocol(scores=()), "scores=()"),
     ],
 )  # fmt: skip
 def test_protocol_refuses_what_would_make_fake_statistics(call, message, digits):
@@ -238,11 +238,11 @@ def test_iso_accuracy_refuses_single_output_models_and_bad_data():
     )  # fmt: skip
     x, y = np.ones((10, 4), "float32"), np.zeros(10)
     with pytest.raises(ValueError, match="two or more outputs"):
-        kht.iso_accuracy_ratio(binary, x, y, 0.5)
+        kht.experiments.iso_accuracy_ratio(binary, x, y, 0.5)
     with pytest.raises(ValueError, match="Received: 0 inputs and 0 labels"):
-        kht.iso_accuracy_ratio(binary, x[:0], y[:0], 0.5)
+        kht.experiments.iso_accuracy_ratio(binary, x[:0], y[:0], 0.5)
     with pytest.raises(ValueError, match="Received: steps=0"):
-        kht.iso_accuracy_ratio(binary, x, y, 0.5, steps=0)
+        kht.experiments.iso_accuracy_ratio(binary, x, y, 0.5, steps=0)
 
 
 def test_wrapper_refuses_gradient_accumulation_in_the_inner_optimizer():

@@ -28,12 +28,12 @@ from helpers import tiny_data
 from helpers import tiny_mlp
 
 import keras_heavytail as kht
-from keras_heavytail import cli
 from keras_heavytail import compressibility
-from keras_heavytail import datasets
-from keras_heavytail import experiments
 from keras_heavytail import files
-from keras_heavytail import noise as noise_lib
+from keras_heavytail.experiments import cli
+from keras_heavytail.experiments import datasets
+from keras_heavytail.experiments import runner as experiments
+from keras_heavytail.optimizers import noise as noise_lib
 
 NAN, INF = float("nan"), float("inf")
 IDX_NAMES = (
@@ -248,7 +248,7 @@ API_ROWS = [
      "Received: seed=2147483647"),
     ("seed 2**70", lambda d: kht.HeavyTailSGD(seed=2**70), ValueError,
      f"Received: seed={2**70}"),
-    ("seed -1", lambda d: kht.symmetric_stable((3,), 1.5, seed=-1), ValueError,
+    ("seed -1", lambda d: kht.optimizers.symmetric_stable((3,), 1.5, seed=-1), ValueError,
      "Received: seed=-1"),
     ("training that diverges", lambda d: diverging_train(), RuntimeError,
      DIVERGED),
@@ -344,11 +344,11 @@ def test_min_alpha_is_where_the_sampler_stops_being_finite(dtype, structure):
 
 def test_below_the_range_real_draws_are_inf_and_at_it_training_runs():
     # Why the bound exists: alpha 0.1 in float32 draws inf (about 1 in 6,000).
-    x = np.asarray(kht.symmetric_stable((100_000,), 0.1, seed=0, dtype="float32"))
+    x = np.asarray(kht.optimizers.symmetric_stable((100_000,), 0.1, seed=0, dtype="float32"))
     assert not np.isfinite(x).all()
     fit_one_step(noise_lib.min_alpha("neuron", "float32"))  # the bound is allowed
     # Half precision is drawn in float32 and clipped to its range: finite.
-    x = kht.symmetric_stable((100_000,), 1.1, scale=1e3, seed=0, dtype="float16")
+    x = kht.optimizers.symmetric_stable((100_000,), 1.1, scale=1e3, seed=0, dtype="float16")
     assert np.isfinite(np.asarray(x, "float32")).all()
 
 
@@ -402,8 +402,10 @@ def test_run_log_resumes_drops_a_cut_line_and_ignores_a_dead_lock(tmp_path):
 
 def test_analyze_a_90_percent_pruned_model_skips_the_estimate(place, capsys):
     assert cli.main(["analyze", str(place / "pruned.keras"), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report  # every layer is reported; NaN estimates are JSON null
+    rows = {row["layer"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["hidden1"]["tail_index"] is None  # 90% zeros: no estimate, JSON null
+    assert 0 < rows["logits"]["tail_index"] <= 2  # the unpruned output layer has one
+    assert rows["hidden1"]["best_k_error@0.1"] == 0.0  # what is left is exact
 
 
 # ----------------------------------------------------------------------------
@@ -455,7 +457,8 @@ KILL_MID_EPOCH = textwrap.dedent(
     """
     import os, signal, sys
     import keras
-    from keras_heavytail import cli, experiments
+    from keras_heavytail.experiments import cli
+    from keras_heavytail.experiments import runner as experiments
     argv, kill_at = sys.argv[1:-1], int(sys.argv[-1])
     if kill_at:
         check = experiments.StopOnDivergence.on_train_batch_end

@@ -25,7 +25,7 @@ CODE = textwrap.dedent(
 
     assert keras.backend.backend() == "jax"
     bound = lambda n: 1.95 / math.sqrt(n)
-    x = np.asarray(kht.symmetric_stable((20000,), 1.5, seed=1))
+    x = np.asarray(kht.optimizers.symmetric_stable((20000,), 1.5, seed=1))
     assert stats.kstest(x, stats.levy_stable(1.5, 0).cdf).statistic < bound(20000)
 
     # Zero-gradient increments through stateless_apply (jitted by fit) are SaS.

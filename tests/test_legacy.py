@@ -24,7 +24,8 @@ for _package in ("tf_keras", "tensorflow_model_optimization"):
 
 # A tf_keras MLP on digits, as the first lines of a test's script.
 DIGITS_MLP = """import numpy as np, tf_keras
-from keras_heavytail import datasets, export
+from keras_heavytail import export
+from keras_heavytail.experiments import datasets
 from keras_heavytail import legacy
 data = datasets.load_dataset("digits")
 tf_keras.utils.set_random_seed(0)

@@ -30,7 +30,7 @@ import keras_heavytail as kht
 assert keras.backend.backend() == "jax"
 x = np.random.default_rng(0).normal(size=(128, 8)).astype("float32")
 y = np.arange(128) % 3
-model = kht.build_model("mlp", (8,), 3, width=32)
+model = kht.experiments.build_model("mlp", (8,), 3, width=32)
 opt = kht.HeavyTailSGD(0.05, sigma=0.01, seed=0)
 opt.exclude_from_noise(kht.paper_exclusions(model))
 model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -40,7 +40,7 @@ pruned = kht.prune(model, 0.5, structure="neuron")
 small = kht.shrink(pruned)
 assert small.get_layer("hidden1").units == 16
 np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
-kht.pruning_curve(model, x, y, ratios=[0.0, 0.5], from_logits=True)
+kht.experiments.pruning_curve(model, x, y, ratios=[0.0, 0.5], from_logits=True)
 try:
     kht.export_tflite
 except ImportError as error:
@@ -60,7 +60,7 @@ optional = ("tensorflow_probability", "tf_keras", "ai_edge_litert", "matplotlib"
 already = {m for m in optional if m in sys.modules}
 import keras_heavytail as kht
 print("after import:", [m for m in optional if m in sys.modules and m not in already])
-kht.SymmetricStable
+kht.optimizers.SymmetricStable
 print("after SymmetricStable:", "tensorflow_probability" in sys.modules)
 kht.export_tflite
 print("after export_tflite:", "ai_edge_litert" in sys.modules or "tensorflow.lite" in sys.modules)

@@ -348,7 +348,7 @@ def test_mixed_precision_under_loss_scale_optimizer(mixed_precision):
 def test_float16_draws_stay_finite():
     # A heavy-tailed draw above float16's largest value (65504) would be inf
     # after the cast; draws are clipped to the dtype's range instead.
-    x = kht.symmetric_stable((100_000,), 1.1, scale=1e3, seed=0, dtype="float16")
+    x = kht.optimizers.symmetric_stable((100_000,), 1.1, scale=1e3, seed=0, dtype="float16")
     x = np.asarray(x, dtype="float32")
     assert np.isfinite(x).all() and np.abs(x).max() == 65504.0
 
@@ -375,7 +375,7 @@ def test_out_of_range_seeds_are_refused_not_wrapped():
         with pytest.raises(ValueError, match=f"Received: seed={seed}"):
             kht.HeavyTailSGD(seed=seed)
         with pytest.raises(ValueError, match=f"Received: seed={seed}"):
-            kht.symmetric_stable((3,), 1.5, seed=seed)
+            kht.optimizers.symmetric_stable((3,), 1.5, seed=seed)
     # The largest valid seed differs from seed 0 (no reduction modulo 2**31 - 1).
     top = increments(kht.HeavyTailSGD(0.1, sigma=0.1, seed=2**31 - 2), (3, 4), 1)
     zero = increments(kht.HeavyTailSGD(0.1, sigma=0.1, seed=0), (3, 4), 1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_heavytail import plots
+from keras_heavytail.experiments import plots
 
 pytest.importorskip("matplotlib", reason="plots need the 'plots' extra")
 

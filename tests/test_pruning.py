@@ -120,7 +120,7 @@ def test_global_scope_ranks_all_layers_together():
 def test_path_score_multiplies_outgoing_norms():
     model = linspace_model()
     model.get_layer("out").kernel.assign(np.array([[100.0, 0], [1, 0], [1, 0], [1, 0]]))
-    scores = kht.neuron_scores(model, model.get_layer("h"), "path")
+    scores = kht.pruning.neuron_scores(model, model.get_layer("h"), "path")
     np.testing.assert_allclose(scores, np.sqrt([26, 40, 58, 80]) * [100, 1, 1, 1])
     pruned = kht.prune(model, 0.25, structure="neuron", score="path")
     assert np.all(pruned.get_layer("h").kernel.numpy()[:, 1] == 0)
@@ -150,7 +150,7 @@ def test_exclude_and_bad_arguments():
 def test_pruning_curve_rows():
     model = mlp()
     x, y = tiny_data(inputs=8, classes=3)
-    rows = kht.pruning_curve(
+    rows = kht.experiments.pruning_curve(
         model, x, y, ratios=[0.0, 0.5, 1.0], structure="entry", from_logits=True
     )
     assert [r["ratio"] for r in rows] == [0.0, 0.5, 1.0]
@@ -245,9 +245,9 @@ def test_pruning_curve_takes_from_logits_explicitly():
          keras.layers.Dense(3, activation="softmax", name="out")]
     )  # fmt: skip
     x, y = tiny_data(inputs=8, classes=3)
-    rows = kht.pruning_curve(model, x, y, ratios=[0.0], from_logits=False)
+    rows = kht.experiments.pruning_curve(model, x, y, ratios=[0.0], from_logits=False)
     p = model.predict(x, verbose=0)
     assert rows[0]["loss"] == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-5)
     # Logits called probabilities: a clear error, not a silently wrong loss.
     with pytest.raises(ValueError, match="pass `from_logits=True`"):
-        kht.pruning_curve(mlp(), x, y, ratios=[0.0])
+        kht.experiments.pruning_curve(mlp(), x, y, ratios=[0.0])

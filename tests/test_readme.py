@@ -17,12 +17,25 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 # What each block must print (a phrase), in README order.
 EXPECT = [
     "hidden units 154",
+    "meets the budget: True",
     "ratio",
     "'accuracy'",
     "hidden units 26",
     "kernel sparsity 0.9",
-    "",  # the board snippet defines litert_predict only
+    "board accuracy matches the card: True",  # with BOARD_CHECK appended
 ]
+# The board snippet defines `litert_predict`; run it on a committed model and
+# compare with the accuracy its card states.
+BOARD_CHECK = f"""
+import json
+from keras_heavytail.experiments import load_dataset
+path = {str(ROOT / "saved_models" / "edge" / "pruned_sparse_int8.tflite")!r}
+card = json.load(open(path[: -len(".tflite")] + ".json"))
+data = load_dataset("digits")
+accuracy = float(np.mean(litert_predict(path, data.x_test) == data.y_test))
+stated = card["litert_evaluation"]["accuracy"]
+print("board accuracy matches the card:", abs(accuracy - stated) <= 0.005)
+"""
 
 
 def test_every_block_has_an_expectation():
@@ -32,7 +45,8 @@ def test_every_block_has_an_expectation():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(EXPECT)))
 def test_readme_block_runs(index, tmp_path):
-    result = run_python(BLOCKS[index], cwd=tmp_path, timeout=HANG_GUARD_S)
+    code = BLOCKS[index] + (BOARD_CHECK if "def litert_predict" in BLOCKS[index] else "")
+    result = run_python(code, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert EXPECT[index] in result.stdout, result.stdout[-2000:]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_heavytail import datasets
-from keras_heavytail import export
+from keras_heavytail.experiments import datasets
+from keras_heavytail.export import litert as export
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT checks need ai-edge-litert")
 

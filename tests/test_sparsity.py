@@ -1,4 +1,4 @@
-"""Pruning during training (`keras_heavytail.sparsity`) on Keras 3.
+"""Pruning during training (`keras_heavytail.pruning.sparsity`) on Keras 3.
 
 tfmot, tf_keras, JAX and MirroredStrategy checks run in their own process
 (`run_python`): importing tfmot sets TF_USE_LEGACY_KERAS=1 for the process,
@@ -16,7 +16,7 @@ from helpers import run_python
 from helpers import tiny_data
 
 import keras_heavytail as kht
-from keras_heavytail import sparsity
+from keras_heavytail.pruning import sparsity
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -107,7 +107,7 @@ def test_schedules_match_tfmot_and_tf_keras_objects_are_refused():
     code = """
         import numpy as np
         import tensorflow_model_optimization as tfmot
-        from keras_heavytail import sparsity
+        from keras_heavytail.pruning import sparsity
 
         cases = [
             ("PolynomialDecay", dict(initial_sparsity=0.0, final_sparsity=0.9,
@@ -386,7 +386,7 @@ def test_mirrored_strategy_and_jax_keep_pruned_weights_zero():
                 cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
         import keras_heavytail as kht
-        from keras_heavytail import sparsity
+        from keras_heavytail.pruning import sparsity
 
         def build():
             keras.utils.set_random_seed(0)

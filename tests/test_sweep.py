@@ -11,13 +11,13 @@ import pytest
 from helpers import HANG_GUARD_S
 
 from keras_heavytail import files
-from keras_heavytail import sweep
+from keras_heavytail.experiments import sweep
 
 SCRIPT = """
 import sys
 import keras_heavytail as kht
-from keras_heavytail import sweep
-data = kht.load_dataset("digits", limit=200)
+from keras_heavytail.experiments import sweep
+data = kht.experiments.load_dataset("digits", limit=200)
 grid = sweep.Grid(sigma=[{sigma}], alpha=[1.5, 1.75], seeds=[0, 1], width=[24], epochs=2)
 sweep.run_sweep(data, grid, sys.argv[1], progress=False)
 print("sweep done")

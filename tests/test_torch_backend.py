@@ -2,7 +2,7 @@
 
 Runs in its own process with KERAS_BACKEND=torch (the backend is fixed when
 Keras is first imported). PyTorch has no stateless random ops, so
-`keras_heavytail.noise` builds a counter-based stream on it; these checks are
+`keras_heavytail.optimizers.noise` builds a counter-based stream on it; these checks are
 the ones the TensorFlow and JAX backends pass: the same KS tolerance as
 `test_noise.py` (1.95 / sqrt(n), the 0.1% critical value, fixed seeds), the
 same seed giving the same run, sigma=0 giving exactly SGD, and a `.keras`
@@ -28,10 +28,10 @@ assert keras.backend.backend() == "torch"
 bound = lambda n: 1.95 / math.sqrt(n)
 levy = lambda alpha: stats.levy_stable(alpha, 0).cdf
 for alpha in (1.5, 1.0, 2.0):
-    x = np.asarray(kht.symmetric_stable((20000,), alpha, seed=1).cpu())
+    x = np.asarray(kht.optimizers.symmetric_stable((20000,), alpha, seed=1).cpu())
     assert stats.kstest(x, levy(alpha)).statistic < bound(20000), alpha
 # A pure function of the seed: same seed, same draw; another seed, another.
-a, b, c = (np.asarray(kht.stable_noise((50, 40), 1.7, "elliptical", seed=s).cpu())
+a, b, c = (np.asarray(kht.optimizers.stable_noise((50, 40), 1.7, "elliptical", seed=s).cpu())
            for s in (4, 4, 5))
 np.testing.assert_array_equal(a, b)
 assert not np.allclose(a, c)

@@ -56,7 +56,7 @@ class Dataset:
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
-    def validation_split(self, fraction=0.2, seed=0):
+    def validation_split(self, fraction=defaults.VALIDATION_FRACTION, seed=0):
         """`(x_fit, y_fit, x_val, y_val)`: a validation split carved from train.
 
         Choices made on the validation split (a pruning ratio, a setting)
@@ -64,7 +64,7 @@ class Dataset:
 
         Args:
             fraction: share of the training examples held out, in (0, 1).
-                Defaults to `0.2`.
+                Defaults to `defaults.VALIDATION_FRACTION`.
             seed: the shuffle. Defaults to `0`.
         """
         if not 0.0 < fraction < 1.0:
@@ -264,7 +264,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
             "x_test": x_test,
             "y_test": y_test,
         }
-        source = "keras_heavytail.datasets.teacher_student (synthetic, generated)"
+        source = "keras_heavytail.experiments.datasets.teacher_student (synthetic, generated)"
         scale = 1.0
     elif name == "digits":
         arrays, source = _load_digits(0.2, seed)

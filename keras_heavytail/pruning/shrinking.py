@@ -3,17 +3,17 @@
 Removing pruned units is what makes a pruned model fast: sparse storage
 shrinks the file, but runtimes densify the weights again. The channels to
 remove, and every layer slice they touch, come from the channel dependency
-graph (`channels.channel_graph`), so residual additions, concatenations,
+graph (`ModelGraph.channels`), so residual additions, concatenations,
 depthwise and separable convolutions shrink consistently.
 """
 
 import keras
 import numpy as np
 
-from keras_heavytail import channels
-from keras_heavytail import topology
-from keras_heavytail.graph import copy_layer
-from keras_heavytail.topology import as_array
+from keras_heavytail.arrays import as_array
+from keras_heavytail.pruning import channels
+from keras_heavytail.pruning.components import copy_layer
+from keras_heavytail.pruning.graph import model_graph
 
 
 def kept_channels(graph):
@@ -57,7 +57,7 @@ def _rebuilt(layer, graph, keep, units):
     """A new layer like `layer`, sized for the kept channels."""
     config = {}
     if units is not None:
-        config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = units
+        config[channels.units_key(layer)] = units
     if isinstance(layer, keras.layers.Reshape):
         nodes, _, _ = graph.tensors[graph.inputs_of[layer.name][0]]
         kept = int(keep[graph.component[nodes]].sum())
@@ -70,10 +70,11 @@ def _rebuilt(layer, graph, keep, units):
     return copy_layer(layer, **config)
 
 
-def _assemble(model, new_layers):
-    """The new layers wired as `model`'s layers are (Sequential for chains)."""
+def _assemble(graph, new_layers):
+    """The new layers wired as the model's layers are (Sequential for chains)."""
+    model = graph.model
     name = f"{model.name}_shrunk"
-    if topology.chain(model, strict=False) is not None:
+    if graph.chain is not None:
         inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
         return keras.Sequential([inputs] + [new for _, new in new_layers], name=name)
     tensors = {
@@ -106,10 +107,12 @@ def shrink(model):
     model's; the parameter count drops with every channel. The model's
     input and output channels stay, every tensor keeps at least one
     channel, and a layer the graph does not know (`Lambda`, a custom layer)
-    keeps the channels it touches (`channels.channel_groups` names it).
+    keeps the channels it touches (`channel_groups` names it) unless
+    `register_layer` taught the graph its rule.
 
     Args:
-        model: a Sequential or functional Keras 3 model (not modified).
+        model: a Sequential or functional Keras 3 model (not modified), or
+            its `ModelGraph`.
 
     Returns:
         A `keras.Sequential` for a chain of layers, else a functional
@@ -120,16 +123,19 @@ def shrink(model):
 
     >>> small = shrink(prune(model, 0.7, structure="neuron"))  # doctest: +SKIP
     """
-    graph = channels.channel_graph(model)
-    if not any(isinstance(layer, channels.PRODUCERS) for layer in graph.layers):
-        raise ValueError(f"Model {model.name!r} has no Dense or Conv layer to shrink.")
+    walker = model_graph(model)
+    graph = walker.channels(values=True)  # which channels are zero now
+    if not any(channels.is_producer(layer) for layer in graph.layers):
+        raise ValueError(
+            f"Model {walker.model.name!r} has no Dense or Conv layer to shrink."
+        )
     keep = kept_channels(graph)
     weights = _new_weights(graph, keep)
     new_layers = [
         (layer, _rebuilt(layer, graph, keep, weights[layer.name][1]))
         for layer in graph.layers
     ]
-    small = _assemble(model, new_layers)
+    small = _assemble(walker, new_layers)
     for layer, new in new_layers:
         if weights[layer.name][0]:
             new.set_weights(weights[layer.name][0])

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from keras_heavytail import defaults
-from keras_heavytail import experiments
 from keras_heavytail import files
+from keras_heavytail.experiments import runner as experiments
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def run_sweep(dataset, grid, output, progress=True):
     """Runs a `Grid` on `dataset` into the folder `output`; resumable.
 
     Args:
-        dataset: a `keras_heavytail.datasets.Dataset`.
+        dataset: a `keras_heavytail.experiments.Dataset`.
         grid: a `Grid`.
         output: a folder: `runs.jsonl` (the grid and the finished groups),
             one subfolder per (protocol, width) with its own run log and
@@ -156,7 +156,7 @@ def run_sweep(dataset, grid, output, progress=True):
         output / "sweep.json", json.dumps(rows, indent=1, default=str) + "\n"
     )
     try:
-        from keras_heavytail import plots
+        from keras_heavytail.experiments import plots
 
         plots.plot_sweep(rows, output / "sweep.png")
     except ImportError:  # matplotlib is optional: the table is written anyway

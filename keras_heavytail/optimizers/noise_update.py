@@ -1,7 +1,7 @@
 """The optimizer-side noise: arguments, validation, exclusions, the increment.
 
 One mixin, `NoiseUpdate`, holds what the Keras 3 optimizers
-(`keras_heavytail.optimizers`) and the tf_keras one (`keras_heavytail.legacy`)
+(`keras_heavytail.optimizers.heavy_tail`) and the tf_keras one (`keras_heavytail.legacy`)
 share: the noise arguments and their validation, which variables get noise
 (and saving that choice in the config), and the per-variable increment
 
@@ -9,7 +9,7 @@ share: the noise arguments and their validation, which variables get noise
 increment = sigma_t * lr_t**(1/alpha) * xi_t,   xi_t ~ SaS(alpha, 1)
 ```
 
-drawn from `keras_heavytail.noise` with a stateless seed folded from
+drawn from `keras_heavytail.optimizers.noise` with a stateless seed folded from
 `(seed, variable index, iteration)`.
 
 References:
@@ -23,12 +23,10 @@ import re
 import keras
 from keras import ops
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
-from keras_heavytail import noise as noise_lib
-from keras_heavytail import topology
-
-# Seeds are ints in [0, SEED_LIMIT): the stateless seed is `[seed, 0]` in int32.
-SEED_LIMIT = 2**31 - 1
+from keras_heavytail.optimizers import noise as noise_lib
+from keras_heavytail.pruning.graph import ModelGraph
 
 
 def check_sigma(sigma, schedule_type=None):
@@ -85,12 +83,12 @@ def _eager_float(value):
 def check_seed(seed):
     """Validates a noise seed (an int in [0, 2**31 - 1)); `None` draws one."""
     if seed is None:
-        return random.randrange(SEED_LIMIT)
+        return random.randrange(checks.SEED_LIMIT)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
-    if not 0 <= seed < SEED_LIMIT:
+    if not 0 <= seed < checks.SEED_LIMIT:
         raise ValueError(
-            f"`seed` must be in [0, {SEED_LIMIT}). Received: seed={seed!r}"
+            f"`seed` must be in [0, {checks.SEED_LIMIT}). Received: seed={seed!r}"
         )
     return seed
 
@@ -141,7 +139,7 @@ def paper_exclusions(model):
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
-    layers = topology.noise_free_layers(model)
+    layers = ModelGraph(model).noise_free_layers()
     return [v for layer in layers for v in layer.trainable_variables]
 
 

@@ -97,7 +97,7 @@ def export_tflite(
     """
     import tensorflow as tf
 
-    from keras_heavytail import topology
+    from keras_heavytail.pruning.graph import ModelGraph
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(
@@ -134,7 +134,7 @@ def export_tflite(
     from keras_heavytail import files
 
     path = files.write_bytes(path, flatbuffer)
-    sparsity = topology.weight_sparsity(model)
+    sparsity = ModelGraph(model).weight_sparsity()
     return ExportReport(
         path=str(path),
         bytes=len(flatbuffer),
@@ -307,7 +307,7 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
         `{"accuracy", "loss", "examples", "runtime"}`; `runtime` says whether
         the default XNNPACK delegate or the builtin kernels ran the model.
     """
-    from keras_heavytail.compressibility import loss_and_accuracy
+    from keras_heavytail.metrics import loss_and_accuracy
 
     y = np.asarray(y).astype("int64").ravel()
     if len(x) != len(y) or len(y) == 0:

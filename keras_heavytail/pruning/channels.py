@@ -23,12 +23,15 @@ layer, `Lambda`) freezes the channels it touches, named in the group's
 `frozen_by`.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
-from keras_heavytail.graph import ChannelGraph
-from keras_heavytail.graph import slot_sums
-from keras_heavytail.topology import as_array
+from keras_heavytail import checks
+from keras_heavytail.arrays import as_array
+from keras_heavytail.pruning.components import ChannelGraph
+from keras_heavytail.pruning.components import slot_sums
 
 _L = keras.layers
 CONVS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
@@ -55,12 +58,113 @@ PASS_THROUGH = (
 MERGES = (_L.Add, _L.Subtract, _L.Average, _L.Maximum, _L.Minimum, _L.Multiply)
 
 
+OUTPUT_REASON = "the model's output"
+RULE_KINDS = ("elementwise", "channelwise", "producer")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRule:
+    """How a registered layer's channels tie its input to its output."""
+
+    kind: str
+    kernel: str = "kernel"
+    bias: str = "bias"
+    units: str = "units"
+
+
+_REGISTRY = {}
+
+
+def register_layer(layer_class, kind, kernel="kernel", bias="bias", units="units"):
+    """Teaches the model graph how a custom layer's channels flow.
+
+    A layer the graph does not know freezes the channels it touches (they
+    are never pruned, and `channel_groups` names the layer). Register it to
+    let them be pruned and shrunk through it:
+
+    - `"elementwise"`: output channel `c` depends on input channel `c` alone
+      and the layer holds no per-channel weights (a custom activation).
+    - `"channelwise"`: the same, with per-channel weights: every weight whose
+      last axis has the channel count (a learned scale, a custom
+      normalisation) is zeroed and removed with its channel.
+    - `"producer"`: like `Dense`: a kernel whose axis -2 reads input channels
+      and whose last axis holds the layer's units, an optional bias of one
+      value per unit, and a config entry that sets the number of units
+      (`shrink` rebuilds the layer with it changed).
+
+    Whether a pruned channel is exactly zero after the layer is measured by
+    calling the layer on zeros, so the rule holds for any activation.
+    Subclasses of `layer_class` follow the same rule.
+
+    Args:
+        layer_class: a `keras.layers.Layer` subclass.
+        kind: `"elementwise"`, `"channelwise"` or `"producer"`.
+        kernel: for a producer, the attribute holding the kernel.
+            Defaults to `"kernel"`.
+        bias: for a producer, the attribute holding the bias (absent or
+            `None` for none). Defaults to `"bias"`.
+        units: for a producer, the config entry with the number of units.
+            Defaults to `"units"`.
+
+    Example:
+
+    >>> register_layer(MyScale, "channelwise")  # doctest: +SKIP
+    >>> register_layer(MyDense, "producer", kernel="w", bias="b")  # doctest: +SKIP
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise ValueError(
+            "`layer_class` must be a keras.layers.Layer subclass. Received: "
+            f"layer_class={layer_class!r}"
+        )
+    checks.check_choice(kind, "kind", RULE_KINDS)
+    _REGISTRY[layer_class] = LayerRule(kind, kernel, bias, units)
+
+
+def rule_of(layer):
+    """The registered `LayerRule` of `layer`'s class (or a base), or `None`."""
+    for cls in type(layer).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+def is_producer(layer):
+    """Whether `layer` makes new channels that `prune` scores and `shrink` resizes."""
+    if isinstance(layer, PRODUCERS):
+        return True
+    rule = rule_of(layer)
+    return rule is not None and rule.kind == "producer"
+
+
+def units_key(layer):
+    """The config entry that sets a producer's number of units."""
+    rule = rule_of(layer)
+    if rule is not None and not isinstance(layer, PRODUCERS):
+        return rule.units
+    return "units" if isinstance(layer, _L.Dense) else "filters"
+
+
+def kernel_of(layer):
+    """A producer's kernel (the pointwise one of a separable convolution)."""
+    rule = rule_of(layer)
+    if rule is not None and not isinstance(layer, PRODUCERS):
+        return getattr(layer, rule.kernel)
+    return layer.pointwise_kernel if isinstance(layer, SEPARABLE) else layer.kernel
+
+
+def _bias_of(layer):
+    rule = rule_of(layer)
+    if rule is not None and not isinstance(layer, PRODUCERS):
+        return getattr(layer, rule.bias, None) if rule.bias else None
+    return layer.bias if layer.use_bias else None
+
+
 def _describe(layer):
     return f"{layer.name!r} ({type(layer).__name__})"
 
 
 def _units(layer):
-    return int(layer.units if isinstance(layer, _L.Dense) else layer.filters)
+    return int(kernel_of(layer).shape[-2 if isinstance(layer, TRANSPOSED) else -1])
 
 
 def _activation_zero(activation, values):
@@ -69,11 +173,20 @@ def _activation_zero(activation, values):
     return as_array(out)[0] == 0
 
 
+def _zero_response(layer):
+    """Per output channel, whether `layer` maps an all-zero input to zeros."""
+    shape = [1 if d is None else int(d) for d in layer.input.shape]
+    shape[0] = 1
+    out = as_array(layer(keras.ops.zeros(shape, dtype=layer.input.dtype)))
+    return np.all(out.reshape(-1, out.shape[-1]) == 0, axis=0)
+
+
 def producer_weights(layer, channels, positions=1):
     """`(inputs, outputs)`: the weight slices of a producer's input channels
     and of its units, as `(variable, axis, slots, kind)` lists."""
     units = np.arange(_units(layer))
-    bias = [(layer.bias, 0, units, "bias")] if layer.use_bias else []
+    bias = _bias_of(layer)
+    bias = [(bias, 0, units, "bias")] if bias is not None else []
     if isinstance(layer, SEPARABLE):
         multiplier = int(layer.depth_multiplier)
         inputs = [
@@ -81,15 +194,15 @@ def producer_weights(layer, channels, positions=1):
             (layer.pointwise_kernel, -2, np.repeat(np.arange(channels), multiplier), "kernel"),
         ]
         return inputs, [(layer.pointwise_kernel, -1, units, "kernel")] + bias
+    kernel = kernel_of(layer)
     in_axis, out_axis = (-1, -2) if isinstance(layer, TRANSPOSED) else (-2, -1)
-    inputs = [(layer.kernel, in_axis, np.tile(np.arange(channels), positions), "kernel")]
-    return inputs, [(layer.kernel, out_axis, units, "kernel")] + bias
+    inputs = [(kernel, in_axis, np.tile(np.arange(channels), positions), "kernel")]
+    return inputs, [(kernel, out_axis, units, "kernel")] + bias
 
 
 def _producer(graph, layer, nodes, positions, zero):
-    if getattr(layer, "groups", 1) != 1 or (
-        positions > 1 and not isinstance(layer, _L.Dense)
-    ):
+    dense_like = isinstance(layer, _L.Dense) or not isinstance(layer, PRODUCERS)
+    if getattr(layer, "groups", 1) != 1 or (positions > 1 and not dense_like):
         return None
     inputs, outputs = producer_weights(layer, nodes.size, positions)
     graph.add(layer, "in", nodes, inputs)
@@ -103,8 +216,27 @@ def _producer(graph, layer, nodes, positions, zero):
         for v, axis, slots, kind in outputs
         if kind == "kernel"
     )
+    if not isinstance(layer, PRODUCERS):  # registered: measured on zeros
+        return out, 1, (incoming == 0) & _zero_response(layer)
     bias = as_array(layer.bias) if layer.use_bias else np.zeros(units)
     return out, 1, (incoming == 0) & _activation_zero(layer.activation, bias)
+
+
+def _registered(graph, layer, rule, nodes, positions, zero):
+    if rule.kind == "producer":
+        return _producer(graph, layer, nodes, positions, zero)
+    if rule.kind == "channelwise":
+        if positions > 1:
+            return None
+        weights = [
+            (w, -1, np.arange(nodes.size), "scale")
+            for w in layer.weights
+            if len(w.shape) and w.shape[-1] == nodes.size
+        ]
+        graph.add(layer, "channel", nodes, weights)
+    if not graph.values:
+        return nodes, positions, np.zeros(nodes.size, dtype=bool)
+    return nodes, positions, zero & _zero_response(layer)
 
 
 def _depthwise(graph, layer, nodes, zero):
@@ -185,6 +317,9 @@ def _visit(graph, layer, ins):
             return nodes, 1, np.concatenate([z for _, _, z in ins])
         return None
     nodes, positions, zero = ins[0]
+    rule = rule_of(layer)
+    if rule is not None:
+        return _registered(graph, layer, rule, nodes, positions, zero)
     if isinstance(layer, PRODUCERS):
         return _producer(graph, layer, nodes, positions, zero)
     if isinstance(layer, (_L.Flatten, _L.Reshape)):
@@ -202,73 +337,28 @@ def _visit(graph, layer, ins):
     return None
 
 
-def _io(layer):
-    try:
-        return keras.tree.flatten(layer.input), keras.tree.flatten(layer.output)
-    except (AttributeError, ValueError) as error:
-        raise ValueError(
-            f"The channel graph needs each layer called once. Layer {layer.name!r} "
-            f"is shared or not connected ({error})."
-        ) from error
-
-
-def wiring(model):
-    """How `model`'s layers connect: `(steps, input keys, output keys)`.
-
-    Each step is `(layer, input keys, output tensors, output keys)`; a key
-    names a tensor. A Sequential model is a chain by definition (a reloaded
-    one may hold layers called more than once, so its tensors are not
-    trusted); a functional model's keys are its tensors' ids.
-    """
-    layers = [layer for layer in model.layers if not isinstance(layer, _L.InputLayer)]
-    if isinstance(model, keras.Sequential):
-        steps = [
-            (layer, [i], [layer.output], [i + 1]) for i, layer in enumerate(layers)
-        ]
-        return steps, [0], [len(layers)]
-    shared = [
-        entry["name"]
-        for entry in model.get_config().get("layers", [])
-        if len(entry.get("inbound_nodes") or []) > 1
-    ]
-    if shared:
-        raise ValueError(
-            "The channel graph needs each layer called once. Shared layers "
-            f"(called more than once): {shared}"
-        )
-    steps = []
-    for layer in layers:
-        inputs, outputs = _io(layer)
-        steps.append((layer, [id(t) for t in inputs], outputs, [id(t) for t in outputs]))
-    return steps, [id(t) for t in model.inputs], [id(t) for t in model.outputs]
-
-
 def _channels(tensor):
     return int(tensor.shape[-1] or 0) if len(tensor.shape) else 1
 
 
-def channel_graph(model, exclude=None, values=True):
+def build(model, wiring, exclude=frozenset(), values=True):
     """The channel dependency graph of a Sequential or functional model.
+
+    `ModelGraph.channels` calls this and keeps the result; call that.
 
     Args:
         model: a built Keras 3 model (not modified).
+        wiring: `ModelGraph.wiring`: `(steps, input keys, output keys)`.
         exclude: names of producer layers whose units stay.
-            Defaults to `None`.
-        values: read the weights to find the channels every producer
-            reads as exactly zero (`silent`, what `shrink` needs); `False`
-            builds the structure only, faster. Defaults to `True`.
+        values: read the weights to find the channels every producer reads
+            as exactly zero (`silent`, what `shrink` needs); `False` builds
+            the structure only.
 
     Returns:
         A finished `ChannelGraph`.
-
-    Example:
-
-    >>> graph = channel_graph(model)  # doctest: +SKIP
-    >>> [g for g in graph.groups if not g.prunable]  # doctest: +SKIP
     """
     graph = ChannelGraph(values)
-    exclude = set(exclude or [])
-    steps, input_keys, output_keys = wiring(model)
+    steps, input_keys, output_keys = wiring
     for key, tensor in zip(input_keys, model.inputs):
         graph.tensors[key] = (
             graph.new(_channels(tensor), reason="the model's input"), 1, False)  # fmt: skip
@@ -286,31 +376,11 @@ def channel_graph(model, exclude=None, values=True):
                 graph.tensors[key] = (
                     graph.new(_channels(tensor), reason=_describe(layer)), 1, False)  # fmt: skip
             continue
-        if layer.name in exclude and isinstance(layer, PRODUCERS):
+        if layer.name in exclude and is_producer(layer):
             graph.freeze(result[0], f"excluded {layer.name!r}")
-        if isinstance(layer, PRODUCERS):  # the one place a channel's value is read
+        if is_producer(layer):  # the one place a channel's value is read
             graph.see(ins[0][0], ins[0][2])
         graph.tensors[out_keys[0]] = result
     for key in output_keys:
-        graph.freeze(graph.tensors[key][0], "the model's output")
+        graph.freeze(graph.tensors[key][0], OUTPUT_REASON)
     return graph.finish()
-
-
-def channel_groups(model, exclude=None):
-    """The groups of channels that `prune(structure="neuron")` removes together.
-
-    Args:
-        model: a built Keras 3 model (not modified).
-        exclude: names of producer layers whose units stay.
-            Defaults to `None`.
-
-    Returns:
-        A list of `ChannelGroup`; frozen ones name the layer that froze them.
-
-    Example:
-
-    >>> for group in channel_groups(model):  # doctest: +SKIP
-    ...     print(group)
-    """
-    return channel_graph(model, exclude).groups
-

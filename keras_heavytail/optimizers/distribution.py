@@ -1,7 +1,7 @@
 """The symmetric alpha-stable law as a TensorFlow Probability distribution.
 
 TFP has no stable distribution; this one samples with the Chambers-Mallows-
-Stuck transform of `keras_heavytail.noise`. TensorFlow only.
+Stuck transform of `keras_heavytail.optimizers.noise`. TensorFlow only.
 """
 
 import math
@@ -12,8 +12,8 @@ from tensorflow_probability.python.internal import dtype_util
 from tensorflow_probability.python.internal import prefer_static as ps
 from tensorflow_probability.python.internal import tensor_util
 
-from keras_heavytail.noise import UNIFORM_FLOOR
-from keras_heavytail.noise import cms_symmetric
+from keras_heavytail.optimizers.noise import UNIFORM_FLOOR
+from keras_heavytail.optimizers.noise import cms_symmetric
 
 tfd = tfp.distributions
 

@@ -16,31 +16,11 @@ import time
 import keras
 import numpy as np
 
-from keras_heavytail.noise_update import paper_exclusions
-from keras_heavytail.optimizers import HeavyTailSGD
-from keras_heavytail.protocol import Split
-from keras_heavytail.protocol import build_model
-
-
-def accuracy(model, x, y, batch_size=1024):
-    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks.
-
-    Eager calls work inside a running `fit` (in a callback), where a nested
-    `model.evaluate` would not.
-    """
-    if len(y) == 0:
-        raise ValueError("Accuracy needs at least one example. Received: 0")
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
-        if outputs.ndim != 2 or outputs.shape[-1] < 2:
-            raise ValueError(
-                "Accuracy here is the argmax over one output per class: give a "
-                f"model with two or more outputs. Received: outputs of shape "
-                f"{outputs.shape}"
-            )
-        correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
-    return correct / len(y)
+from keras_heavytail.experiments.protocol import Split
+from keras_heavytail.experiments.protocol import build_model
+from keras_heavytail.metrics import accuracy
+from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
+from keras_heavytail.optimizers.noise_update import paper_exclusions
 
 
 class StopAtTrainAccuracy(keras.callbacks.Callback):
@@ -168,7 +148,7 @@ def train_one(
     """Trains one model on the fit split; returns `(model, seconds, epochs, steps)`.
 
     Args:
-        dataset: a `keras_heavytail.datasets.Dataset`. Defaults to none; required.
+        dataset: a `keras_heavytail.experiments.Dataset`. Defaults to none; required.
         setting: a `Setting`. Defaults to none; required.
         protocol: a `Protocol`. Defaults to none; required.
         seed: of the weights, the noise and the data order. Defaults to `0`.

@@ -17,23 +17,24 @@ import keras
 import numpy as np
 
 from keras_heavytail import compressibility
-from keras_heavytail import pruning
-from keras_heavytail import topology
-from keras_heavytail.protocol import ARCHITECTURES  # noqa: F401  (re-exported)
-from keras_heavytail.protocol import PRESETS  # noqa: F401
-from keras_heavytail.protocol import Protocol
-from keras_heavytail.protocol import Setting  # noqa: F401
-from keras_heavytail.protocol import Split
-from keras_heavytail.protocol import build_model  # noqa: F401
-from keras_heavytail.protocol import default_settings
-from keras_heavytail.shrinking import shrink
-from keras_heavytail.training import StopAtTrainAccuracy  # noqa: F401
-from keras_heavytail.training import StopOnDivergence  # noqa: F401
-from keras_heavytail.training import accuracy
-from keras_heavytail.training import check_finite  # noqa: F401
-from keras_heavytail.training import make_optimizer  # noqa: F401
-from keras_heavytail.training import progress_bar
-from keras_heavytail.training import train_one
+from keras_heavytail.arrays import as_array
+from keras_heavytail.experiments import iso_accuracy as iso
+from keras_heavytail.experiments.protocol import ARCHITECTURES  # noqa: F401  (re-exported)
+from keras_heavytail.experiments.protocol import PRESETS  # noqa: F401
+from keras_heavytail.experiments.protocol import Protocol
+from keras_heavytail.experiments.protocol import Setting  # noqa: F401
+from keras_heavytail.experiments.protocol import Split
+from keras_heavytail.experiments.protocol import build_model  # noqa: F401
+from keras_heavytail.experiments.protocol import default_settings
+from keras_heavytail.experiments.training import StopAtTrainAccuracy  # noqa: F401
+from keras_heavytail.experiments.training import StopOnDivergence  # noqa: F401
+from keras_heavytail.experiments.training import check_finite  # noqa: F401
+from keras_heavytail.experiments.training import make_optimizer  # noqa: F401
+from keras_heavytail.experiments.training import progress_bar
+from keras_heavytail.experiments.training import train_one
+from keras_heavytail.metrics import accuracy
+from keras_heavytail.pruning import one_shot as pruning
+from keras_heavytail.pruning.shrinking import shrink
 
 
 class _HoldMasks(keras.callbacks.Callback):
@@ -97,7 +98,7 @@ def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=F
     def passes(ratio):
         return accuracy(pruned_at(ratio), split.x_val, split.y_val) >= target
 
-    ratio = pruning.bisect_ratio(passes, protocol.iso_steps)
+    ratio = iso.bisect_ratio(passes, protocol.iso_steps)
     pruned = pruned_at(ratio)
     small = shrink(pruned)
     return {
@@ -120,7 +121,7 @@ def measure(model, protocol, split, reference_accuracy=None, seed=0):
     prunable = [layer.name for layer in pruning.prunable_layers(model)]
     hidden = [row for row in report.rows if row["layer"] in prunable]
     kernels = [
-        topology.as_array(layer.kernel) for layer in pruning.prunable_layers(model)
+        as_array(layer.kernel) for layer in pruning.prunable_layers(model)
     ]
     whole = report.rows[-1]
     row = {
@@ -146,7 +147,7 @@ def measure(model, protocol, split, reference_accuracy=None, seed=0):
     )
     row["accuracy_at_criterion"] = accuracy(paper, split.x_test, split.y_test)
     for i, score in enumerate(protocol.scores):
-        curve = pruning.pruning_curve(
+        curve = iso.pruning_curve(
             model, split.x_test, split.y_test, list(protocol.ratios), "neuron",
             score=score, from_logits=True,
         )  # fmt: skip
@@ -293,7 +294,7 @@ def run_protocol(
     point of every setting for that seed.
 
     Args:
-        dataset: a `keras_heavytail.datasets.Dataset`.
+        dataset: a `keras_heavytail.experiments.Dataset`.
         settings: list of `Setting`. Defaults to `default_settings()`.
         protocol: a `Protocol`. Defaults to `Protocol()`.
         seeds: one run per seed and setting. Defaults to `(0,)`.

@@ -16,16 +16,12 @@ import math
 import keras
 import numpy as np
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
 
 ARCHITECTURES = defaults.ARCHITECTURES
 
 
-def _check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-        )
 
 
 def build_model(
@@ -43,6 +39,11 @@ def build_model(
     - `"deep_mlp"`: `depth` hidden layers of `width`.
     - `"cnn"`: two 3x3 conv blocks (32 and 64 filters, max-pooling), a dense
       layer of `width`.
+    - `"resnet"`: a CIFAR-style ResNet (He et al., 2016): a 16-filter 3x3
+      stem, three stages of `depth` basic blocks (16, 32, 64 filters; two
+      3x3 convolutions with BatchNormalization and a residual addition; a
+      1x1 projection where the shape changes), global average pooling,
+      logits. `depth=3` is ResNet-20. Needs image inputs `(h, w, c)`.
     - `"mean_field"`: the two-layer network of the theory,
       `f(x) = (1/n) sum_i b_i relu(<theta_i, x>)` with `n = width`, no hidden
       bias, and a fixed (not trainable) second layer of random signs `b_i`
@@ -54,16 +55,20 @@ def build_model(
         input_shape: e.g. `(28, 28, 1)`.
         num_classes: outputs (logits).
         width: hidden units. Defaults to `defaults.WIDTH`.
-        depth: hidden layers of `"deep_mlp"`. Defaults to `2`.
+        depth: hidden layers of `"deep_mlp"`, blocks per stage of
+            `"resnet"`. Defaults to `2`.
         seed: weight initialisation seed. Defaults to `0`.
         use_bias: biases in the hidden layers (the paper's code has none).
             Defaults to `True`.
 
     Returns:
-        An uncompiled `keras.Sequential`.
+        An uncompiled `keras.Sequential` (a functional `keras.Model` for
+        `"resnet"`).
     """
-    _check_choice(architecture, "architecture", ARCHITECTURES)
+    checks.check_choice(architecture, "architecture", ARCHITECTURES)
     keras.utils.set_random_seed(seed)
+    if architecture == "resnet":
+        return _resnet(tuple(input_shape), num_classes, depth)
     layers = [keras.Input(tuple(input_shape))]
     if architecture == "cnn":
         for i, filters in enumerate((32, 64), start=1):
@@ -101,6 +106,46 @@ def build_model(
     return keras.Sequential(layers, name=f"{architecture}_{width}")
 
 
+def _conv_bn(x, filters, strides, name, relu=True):
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
+                            use_bias=False, name=f"{name}_conv")(x)  # fmt: skip
+    # Momentum 0.9: the statistics settle in a few hundred steps.
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _resnet(input_shape, num_classes, blocks):
+    if len(input_shape) == 1:  # flat images (digits): square them
+        side = int(round(np.sqrt(input_shape[0])))
+        if side * side != input_shape[0]:
+            raise ValueError(
+                "`resnet` needs image inputs (h, w, c). Received: "
+                f"input_shape={input_shape}"
+            )
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Reshape((side, side, 1), name="image")(inputs)
+    else:
+        inputs = x = keras.Input(input_shape)
+    x = _conv_bn(x, 16, 1, "stem")
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(blocks):
+            name = f"s{stage + 1}b{block + 1}"
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            x = _conv_bn(x, filters, strides, f"{name}a")
+            x = _conv_bn(x, filters, 1, f"{name}b", relu=False)
+            if strides != 1 or shortcut.shape[-1] != filters:
+                shortcut = keras.layers.Conv2D(filters, 1, strides=strides,
+                                               use_bias=False, name=f"{name}_proj")(shortcut)  # fmt: skip
+                shortcut = keras.layers.BatchNormalization(
+                    momentum=0.9, name=f"{name}_proj_bn")(shortcut)  # fmt: skip
+            x = keras.layers.Add(name=f"{name}_add")([x, shortcut])
+            x = keras.layers.ReLU(name=f"{name}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=f"resnet{6 * blocks + 2}")
+
+
 @dataclasses.dataclass
 class Setting:
     """One optimiser setting of the protocol; `noise=None` is the SGD baseline."""
@@ -134,16 +179,16 @@ class Protocol:
     epochs: int = defaults.EPOCHS
     target_train_accuracy: float = None
     check_every: int = 100
-    validation_fraction: float = 0.2
+    validation_fraction: float = defaults.VALIDATION_FRACTION
     ratios: tuple = defaults.PRUNE_RATIOS
-    scores: tuple = ("norm",)
+    scores: tuple = ("magnitude",)
     max_rel_sq_error: float = defaults.MAX_REL_SQ_ERROR
     iso_tolerance: float = defaults.ISO_TOLERANCE
     iso_steps: int = 10
     fine_tune_epochs: int = 1
 
     def __post_init__(self):
-        _check_choice(self.architecture, "architecture", ARCHITECTURES)
+        checks.check_choice(self.architecture, "architecture", ARCHITECTURES)
         if self.target_train_accuracy is not None and not (
             0.0 < self.target_train_accuracy <= 1.0
         ):
@@ -192,16 +237,16 @@ class Protocol:
             )
         self.ratios = tuple(self.ratios)
         self.scores = tuple(self.scores)
-        if not self.scores or any(s not in defaults.PRUNE_SCORES for s in self.scores):
+        if not self.scores or any(s not in defaults.IMPORTANCES[:-1] for s in self.scores):
             raise ValueError(
-                f"`scores` must name one or more of {defaults.PRUNE_SCORES}. "
+                f"`scores` must name one or more of {defaults.IMPORTANCES[:-1]}. "
                 f"Received: scores={self.scores!r}"
             )
 
     @classmethod
     def preset(cls, name, **overrides):
         """The named protocol (`"default"` or `"paper"`) with `overrides`."""
-        _check_choice(name, "protocol", tuple(PRESETS))
+        checks.check_choice(name, "protocol", tuple(PRESETS))
         return cls(**{**PRESETS[name], "name": name, **overrides})
 
     @property

@@ -57,6 +57,7 @@ _nonnegative_int = _number(int, 0)
 _positive = _number(float, 0, low_open=True)
 _nonnegative = _number(float, 0)
 _fraction = _number(float, 0, high=1)
+_positive_float = _number(float, 0, low_open=True)
 _open_fraction = _number(float, 0, low_open=True, high=1)
 _alpha = _number(float, 0, low_open=True, high=2)
 _seed = _number(int, 0, high=2**31 - 1, high_open=True)
@@ -107,7 +108,7 @@ def _output_file(path, overwrite, suffix):
 
 
 def _load(args):
-    from keras_heavytail import datasets
+    from keras_heavytail.experiments import datasets
 
     return datasets.load_dataset(
         args.dataset,
@@ -122,7 +123,7 @@ def _load_model(path):
 
     import keras
 
-    from keras_heavytail import optimizers  # noqa: F401  registers our classes
+    from keras_heavytail.optimizers import heavy_tail as optimizers  # noqa: F401  registers our classes
 
     if not Path(path).is_file():
         raise CommandError(f"no model file at {path!r}")
@@ -135,7 +136,7 @@ def _load_model(path):
 
 
 def _protocol(args, **extra):
-    from keras_heavytail import experiments
+    from keras_heavytail.experiments import runner as experiments
 
     fields = (
         "architecture", "width", "depth", "lr", "momentum", "weight_decay",
@@ -154,7 +155,7 @@ def _protocol(args, **extra):
 
 
 def _settings(args, baseline=True):
-    from keras_heavytail import experiments
+    from keras_heavytail.experiments import runner as experiments
 
     settings = [experiments.Setting("SGD")] if baseline else []
     for noise in args.noise:
@@ -172,10 +173,10 @@ def _settings(args, baseline=True):
 
 
 def cmd_demo(args):
-    from keras_heavytail import datasets
-    from keras_heavytail import deploy
-    from keras_heavytail import experiments
-    from keras_heavytail import report
+    from keras_heavytail.experiments import datasets
+    from keras_heavytail.experiments import report
+    from keras_heavytail.experiments import runner as experiments
+    from keras_heavytail.export import deploy
 
     output = _output_folder(args.output)
     data = datasets.load_dataset("digits", seed=0)
@@ -221,13 +222,13 @@ def cmd_demo(args):
 
 
 def cmd_reproduce(args):
-    from keras_heavytail import experiments
-    from keras_heavytail import report
+    from keras_heavytail.experiments import report
+    from keras_heavytail.experiments import runner as experiments
 
     output = _output_folder(args.output)
     data = _load(args)
     result = experiments.run_protocol(
-        data, _settings(args), _protocol(args, scores=("norm", "path")),
+        data, _settings(args), _protocol(args, scores=("magnitude", "path")),
         tuple(args.seeds), output=output,
     )  # fmt: skip
     for line in result.headline():
@@ -240,7 +241,7 @@ def cmd_reproduce(args):
 
 
 def cmd_sweep(args):
-    from keras_heavytail import sweep
+    from keras_heavytail.experiments import sweep
 
     output = _output_folder(args.output)
     data = _load(args)
@@ -274,15 +275,16 @@ def _backup_dir(args, output):
 def cmd_train(args):
     import keras
 
-    from keras_heavytail import experiments
     from keras_heavytail import files
+    from keras_heavytail import metrics
+    from keras_heavytail.experiments import runner as experiments
 
     output = _output_file(args.output, args.overwrite, ".keras")
     data = _load(args)
     setting = _settings(args, baseline=False)[0]
     if args.sigma == 0:
         setting = experiments.Setting("SGD")
-    protocol = _protocol(args, validation_fraction=0.2)
+    protocol = _protocol(args, validation_fraction=defaults.VALIDATION_FRACTION)
     split = experiments.Split.of(data, protocol, args.seed)
     history = keras.callbacks.History()  # its first epoch says if it resumed
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
@@ -291,8 +293,7 @@ def cmd_train(args):
             data, setting, protocol, args.seed, bar, split, _backup_dir(args, output),
             callbacks=[history],
         )  # fmt: skip
-    experiments.check_finite(model, f"{setting.label} seed {args.seed}", steps)
-    accuracy = experiments.accuracy(model, data.x_test, data.y_test)
+    accuracy = metrics.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
     card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
     files.write_text(output.with_suffix(".json"), json.dumps(card, indent=1) + "\n")
@@ -317,9 +318,9 @@ def cmd_prune(args):
     import numpy as np
 
     from keras_heavytail import files
-    from keras_heavytail import pruning
-    from keras_heavytail import topology
-    from keras_heavytail.shrinking import shrink
+    from keras_heavytail.pruning import one_shot as pruning
+    from keras_heavytail.pruning.graph import ModelGraph
+    from keras_heavytail.pruning.shrinking import shrink
 
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
@@ -338,13 +339,61 @@ def cmd_prune(args):
     zeroed = sum(int(np.sum(w == 0)) for w in pruned.get_weights()) - before
     line = (
         f"zeroed {zeroed:,} of {model.count_params():,} parameters; kernel "
-        f"sparsity {topology.weight_sparsity(pruned):.3f}"
+        f"sparsity {ModelGraph(pruned).weight_sparsity():.3f}"
     )
     if args.shrink:
         pruned = shrink(pruned)
         line += f"; shrunk to {pruned.count_params():,} parameters"
     files.save_model(pruned, output)
     print(f"{line}; saved {output}")
+
+
+def _fitting(x, model, what):
+    """`x` reshaped to the model's input shape (flat vectors <-> images)."""
+    import numpy as np
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if None not in shape and int(np.prod(shape)) == int(np.prod(x.shape[1:])):
+        return x.reshape((len(x),) + shape)
+    raise CommandError(
+        f"the {what} inputs have shape {tuple(x.shape[1:])} but the model takes "
+        f"{shape}: pick the --dataset the model was trained on"
+    )
+
+
+def cmd_compress(args):
+    from keras_heavytail import files
+    from keras_heavytail import metrics
+    from keras_heavytail.pruning import compress as compress_lib
+
+    kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
+             "latency_ms": args.latency_ms}  # fmt: skip
+    if all(v is None for v in kinds.values()):
+        raise CommandError("give a budget: --macs, --params, --bytes or --latency-ms")
+    output = _output_file(args.output, args.overwrite, ".keras")
+    try:
+        budget = compress_lib.Budget(**kinds)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    model = _load_model(args.model)
+    data = _export_data(args)
+    x = _fitting(data.x_train, model, "training")
+    x_test = _fitting(data.x_test, model, "test")
+    cut = max(1, int(len(x) * defaults.VALIDATION_FRACTION))
+    result = compress_lib.compress(
+        model, (x[cut:], data.y_train[cut:]), (x[:cut], data.y_train[:cut]), budget,
+        importance=args.importance, steps=args.steps, round_to=args.round_to,
+        fine_tune_epochs=args.fine_tune_epochs, distill=args.distill,
+    )  # fmt: skip
+    before = metrics.accuracy(model, x_test, data.y_test)
+    after = metrics.accuracy(result.model, x_test, data.y_test)
+    files.save_model(result.model, output)
+    print(
+        f"{result.summary()}; test accuracy {before:.4f} -> {after:.4f}; "
+        f"saved {output}"
+    )
 
 
 def _export_data(args):
@@ -363,7 +412,7 @@ def _export_data(args):
 
 
 def cmd_export(args):
-    from keras_heavytail import export
+    from keras_heavytail.export import litert as export
 
     output = _output_file(args.output, args.overwrite, ".tflite")
     model = _load_model(args.model)
@@ -384,7 +433,7 @@ def cmd_export(args):
 
 
 def cmd_benchmark(args):
-    from keras_heavytail import export
+    from keras_heavytail.export import litert as export
 
     if not Path(args.model).is_file():
         raise CommandError(f"no .tflite file at {args.model!r}")
@@ -472,11 +521,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# Subcommand name -> its parser, filled by `build_parser`.
+SUBCOMMANDS = {}
+
+
 def _add(sub, name, func, help_text, description=None):
     parser = sub.add_parser(
         name, help=help_text, description=description or help_text,
         formatter_class=_HelpFormatter,
     )  # fmt: skip
+    SUBCOMMANDS[name] = parser
     parser.set_defaults(func=func)
     parser.add_argument(
         "--verbose",
@@ -614,7 +668,7 @@ def _add_model_commands(sub):
         help="ratio per layer or pooled",
     )
     p.add_argument(
-        "--score", default="norm", choices=defaults.PRUNE_SCORES, help="unit importance"
+        "--score", default="magnitude", choices=defaults.IMPORTANCES[:-1], help="unit importance"
     )
     p.add_argument("--exclude", nargs="*", default=None, help="layer names to keep")
     p.add_argument(
@@ -626,6 +680,31 @@ def _add_model_commands(sub):
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output"
     )
+
+    p = _add(sub, "compress", cmd_compress,
+             "prune a .keras file to a budget, fine-tune, shrink")  # fmt: skip
+    p.add_argument("model", help="a .keras file (a classifier)")
+    for flag, what in (("--macs", "multiply-adds"), ("--params", "parameters"),
+                       ("--bytes", "bytes of the int8 .tflite"),
+                       ("--latency-ms", "1-thread int8 LiteRT latency in ms")):  # fmt: skip
+        p.add_argument(flag, type=_positive_float,
+                       help=f"budget of {what}: a fraction in (0, 1) of the dense "
+                            "model's, or an absolute number")  # fmt: skip
+    p.add_argument("--importance", default=defaults.IMPORTANCES[0],
+                   choices=defaults.IMPORTANCES, help="channel importance criterion")  # fmt: skip
+    p.add_argument("--steps", type=_positive_int, default=defaults.COMPRESS_STEPS,
+                   help="prune-and-fine-tune rounds")  # fmt: skip
+    p.add_argument("--fine-tune-epochs", type=_nonnegative_int,
+                   default=defaults.COMPRESS_FINE_TUNE_EPOCHS, help="epochs per round")  # fmt: skip
+    p.add_argument("--distill", type=_fraction, default=defaults.COMPRESS_DISTILL,
+                   help="weight of distillation from the dense model (0: none)")  # fmt: skip
+    p.add_argument("--round-to", type=_positive_int, default=1,
+                   help="channels kept per group are a multiple of this")  # fmt: skip
+    p.add_argument("--output", required=True, help="the .keras file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--ignore-card", action="store_true",
+                   help="ignore the model's data card (its .json)")  # fmt: skip
+    _data_options(p)
 
     p = _add(sub, "export", cmd_export, "convert a .keras file to .tflite (LiteRT)")
     p.add_argument("model", help="a .keras file")
@@ -665,6 +744,20 @@ def _add_model_commands(sub):
         "--warmup", type=_nonnegative_int, default=20, help="untimed invocations"
     )
     p.add_argument("--runs", type=_positive_int, default=200, help="timed invocations")
+
+
+def options(command):
+    """`[(option strings, default, help)]` of one subcommand (`--help` shows them).
+
+    argparse has no public way to list a parser's arguments; this is the one
+    place that reads its `_actions` (Python 3.10 to 3.13).
+    """
+    if command not in SUBCOMMANDS:
+        build_parser()
+    return [
+        (tuple(action.option_strings), action.default, action.help)
+        for action in SUBCOMMANDS[command]._actions
+    ]
 
 
 def build_parser():

@@ -2,7 +2,7 @@
 
 `HeavyTailSGD` is `keras.optimizers.SGD` followed by the noise;
 `HeavyTailNoise` adds the same noise after any Keras 3 optimizer's step.
-Both draw the noise from `keras_heavytail.noise.stable_noise` with a stateless
+Both draw the noise from `keras_heavytail.optimizers.stable_noise` with a stateless
 seed derived from `(seed, variable index, iteration)`: the noise is a function
 of optimizer state, so a reloaded checkpoint continues the same trajectory and
 replicas draw identical noise for a mirrored variable.
@@ -12,9 +12,9 @@ import keras
 from keras import ops
 
 from keras_heavytail import defaults
-from keras_heavytail.noise_update import NOISE_ARGS
-from keras_heavytail.noise_update import UPDATE_RULE
-from keras_heavytail.noise_update import NoiseUpdate
+from keras_heavytail.optimizers.noise_update import NOISE_ARGS
+from keras_heavytail.optimizers.noise_update import UPDATE_RULE
+from keras_heavytail.optimizers.noise_update import NoiseUpdate
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")

@@ -7,16 +7,16 @@ and time in LiteRT, and write a model card beside every file.
 import json
 from pathlib import Path
 
-from keras_heavytail.export import benchmark_tflite
-from keras_heavytail.export import evaluate_tflite
-from keras_heavytail.export import export_tflite
-from keras_heavytail.export import model_card
+from keras_heavytail.export.litert import benchmark_tflite
+from keras_heavytail.export.litert import evaluate_tflite
+from keras_heavytail.export.litert import export_tflite
+from keras_heavytail.export.litert import model_card
 
 
 def _plans(model, entry_ratio, neuron_ratio):
     """The four variants: (name, model, export options)."""
-    from keras_heavytail import pruning
-    from keras_heavytail.shrinking import shrink
+    from keras_heavytail.pruning import one_shot as pruning
+    from keras_heavytail.pruning.shrinking import shrink
 
     entry_pruned = pruning.prune(model, entry_ratio, structure="entry")
     shrunk = shrink(pruning.prune(model, neuron_ratio, structure="neuron"))
@@ -81,7 +81,7 @@ def export_variants(
         A list of dicts, one per variant: name, path, bytes, gzip bytes,
         weight sparsity, hidden neurons, LiteRT accuracy, latency, runtime.
     """
-    from keras_heavytail import topology
+    from keras_heavytail.pruning.graph import ModelGraph
 
     directory = Path(directory)
     rows = []
@@ -101,7 +101,7 @@ def export_variants(
         )
         latency = benchmark_tflite(report.path, num_threads=num_threads, runs=runs)
         hidden = [
-            layer.kernel.shape[-1] for layer in topology.kernel_layers(variant)[:-1]
+            layer.kernel.shape[-1] for layer in ModelGraph(variant).kernel_layers[:-1]
         ]
         pruned = {
             "entry_ratio": entry_ratio if "pruned" in name else 0.0,

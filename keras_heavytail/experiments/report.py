@@ -101,15 +101,16 @@ def _json_safe(value):
 
 
 def _plots(output, result, data):
-    from keras_heavytail import plots
-    from keras_heavytail import pruning
+    from keras_heavytail.experiments import iso_accuracy
+    from keras_heavytail.experiments import plots
+    from keras_heavytail.pruning import one_shot as pruning
 
     ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     curves, kernels = {}, {}
     for (label, seed), model in result.models.items():
         if seed != result.config["seeds"][0]:
             continue
-        curves[label] = pruning.pruning_curve(
+        curves[label] = iso_accuracy.pruning_curve(
             model, data.x_test, data.y_test, ratios, from_logits=True
         )
         kernels[label] = pruning.prunable_layers(model)[0].kernel.numpy()
@@ -118,7 +119,7 @@ def _plots(output, result, data):
 
 
 def _export_lines(exports):
-    from keras_heavytail import deploy
+    from keras_heavytail.export import deploy
 
     lines = [
         "",

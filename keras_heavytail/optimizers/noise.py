@@ -21,11 +21,10 @@ import math
 import keras
 from keras import ops
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
 
 STRUCTURES = defaults.NOISE_STRUCTURES
-# Int seeds are in [0, SEED_LIMIT): a stateless seed is `[seed, 0]` in int32.
-SEED_LIMIT = 2**31 - 1
 
 # Uniforms are drawn on [UNIFORM_FLOOR, 1): the lower end keeps cos(U) and -log(V)
 # strictly positive in float32, so every sample is finite for alpha >= MIN_ALPHA.
@@ -193,9 +192,9 @@ def as_stateless_seed(seed):
     if isinstance(seed, bool):
         raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed}")
     if isinstance(seed, int):
-        if not 0 <= seed < SEED_LIMIT:
+        if not 0 <= seed < checks.SEED_LIMIT:
             raise ValueError(
-                f"An int `seed` must be in [0, {SEED_LIMIT}). Received: seed={seed}"
+                f"An int `seed` must be in [0, {checks.SEED_LIMIT}). Received: seed={seed}"
             )
         return ops.convert_to_tensor([seed, 0], dtype="int32")
     return seed

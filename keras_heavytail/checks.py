@@ -1,0 +1,29 @@
+"""Argument checks shared by every wing: one message shape, the bad value repeated.
+
+"`ratio` must be in [0, 1]. Received: ratio=1.5", as Keras says it.
+"""
+
+import numpy as np
+
+# The largest seed every backend's stateless random ops accept.
+SEED_LIMIT = 2**31 - 1
+
+
+def check_choice(value, name, choices):
+    """Raises a ValueError unless `value` is one of `choices`; returns it."""
+    if isinstance(value, (list, dict, set)) or value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_fraction(value, name):
+    """Validates a number in [0, 1] named `name`; returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
+        )
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
+    return float(value)

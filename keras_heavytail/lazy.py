@@ -1,0 +1,87 @@
+"""Names that load on first use: the one lazy loader of every wing's `__init__`.
+
+A wing lists `{public name: module}`; `attach` returns the module-level
+`__getattr__` and `__dir__` (PEP 562) that import the module when the name
+is first asked for. Modules that need TensorFlow say so on another backend
+instead of failing deep inside an import. Old import paths (release 0.2's
+flat modules) resolve to their new homes with a `DeprecationWarning`.
+"""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+
+def check_tensorflow(what):
+    """Raises an ImportError naming `what` unless Keras runs on TensorFlow."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow and "
+            "`pip install 'keras-heavytail[tensorflow]'`). Received: "
+            f"backend={keras.backend.backend()!r}"
+        )
+
+
+def attach(package, where, submodules=(), tensorflow_only=()):
+    """PEP 562 hooks for `package`: `(__getattr__, __dir__)`.
+
+    Args:
+        package: the package's `__name__`.
+        where: `{public name: module name relative to package}`.
+        submodules: submodule names reachable as attributes.
+        tensorflow_only: module names that need the TensorFlow backend.
+
+    Returns:
+        The `__getattr__` and `__dir__` functions to assign in the package.
+    """
+    module = sys.modules[package]
+
+    def __getattr__(name):
+        if name in submodules:
+            return importlib.import_module(f"{package}.{name}")
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if where[name] in tensorflow_only:
+            check_tensorflow(f"{package}.{name}")
+        value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+        setattr(module, name, value)
+        return value
+
+    def __dir__():
+        return sorted(set(vars(module)) | set(where) | set(submodules))
+
+    return __getattr__, __dir__
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves an old module path to its new module, with a warning."""
+
+    def __init__(self, moved):
+        self.moved = moved
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in self.moved:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None  # a placeholder, replaced by the new module below
+
+    def exec_module(self, module):
+        new = self.moved[module.__name__]
+        warnings.warn(
+            f"`{module.__name__}` moved to `{new}` in keras-heavytail 0.3; the "
+            "old path goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        sys.modules[module.__name__] = importlib.import_module(new)
+
+
+def alias_moved_modules(moved):
+    """Lets `import OLD` (a key of `moved`) load the module `moved[OLD]`."""
+    sys.meta_path.insert(0, _MovedModules(moved))

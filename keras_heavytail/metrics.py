@@ -1,0 +1,61 @@
+"""Classifier metrics on numpy outputs: the one accuracy and cross-entropy.
+
+Used by pruning (`compress` validates on them), export (accuracy measured in
+the LiteRT interpreter) and the research harness alike.
+"""
+
+import keras
+import numpy as np
+
+
+def accuracy(model, x, y, batch_size=1024):
+    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks.
+
+    Eager calls work inside a running `fit` (in a callback), where a nested
+    `model.evaluate` would not.
+    """
+    if len(y) == 0:
+        raise ValueError("Accuracy needs at least one example. Received: 0")
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
+        if outputs.ndim != 2 or outputs.shape[-1] < 2:
+            raise ValueError(
+                "Accuracy here is the argmax over one output per class: give a "
+                f"model with two or more outputs. Received: outputs of shape "
+                f"{outputs.shape}"
+            )
+        correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
+    return correct / len(y)
+
+
+def log_probabilities(outputs, from_logits):
+    """Log-probabilities of a classifier's outputs (logits or probabilities).
+
+    Args:
+        outputs: array `(n, classes)`.
+        from_logits: whether `outputs` are logits (as Keras losses take it).
+
+    Returns:
+        A float64 array of log-probabilities.
+    """
+    outputs = np.asarray(outputs, dtype="float64")
+    if from_logits:
+        shifted = outputs - outputs.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    if np.any(outputs < 0) or not np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
+        raise ValueError(
+            "`from_logits=False` expects probabilities (>= 0, summing to 1 per "
+            "example), but the model's outputs are not: pass `from_logits=True` "
+            "for a model that outputs logits."
+        )
+    return np.log(np.clip(outputs, 1e-12, 1.0))
+
+
+def loss_and_accuracy(outputs, y, from_logits):
+    """Mean cross-entropy and accuracy of classifier `outputs` on labels `y`."""
+    y = np.asarray(y).astype("int64").ravel()
+    log_p = log_probabilities(outputs, from_logits)
+    loss = float(-np.mean(log_p[np.arange(y.size), y]))
+    accuracy = float(np.mean(np.argmax(outputs, -1) == y))
+    return loss, accuracy

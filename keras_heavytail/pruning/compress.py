@@ -1,0 +1,450 @@
+"""`compress`: prune a Keras 3 model to a budget and keep its accuracy.
+
+The loop Torch-Pruning's `MetaPruner` and Sony MCT's resource-driven pruning
+run, for Keras 3 on every backend:
+
+    target_i = cost(dense) * (budget / cost(dense)) ** (i / steps)
+    for i in 1..steps:
+        scores = importance(channel groups of the current model)
+        model  = shrink(prune(model, the ratio whose cost meets target_i))
+        recalibrate BatchNormalization statistics on training batches
+        fine-tune (cross-entropy, or distillation from the dense model)
+
+Each step removes channels physically, so later steps train a smaller model.
+The cost is MACs or parameters (`count_macs`), or the int8 LiteRT file's
+bytes or 1-thread latency, measured at the end (TensorFlow backend): those
+two are steered by a proxy (parameters, MACs) and tightened until measured.
+"""
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_heavytail import checks
+from keras_heavytail import defaults
+from keras_heavytail import metrics
+from keras_heavytail.pruning import importance as importance_lib
+from keras_heavytail.pruning.distillation import DistillationLoss
+from keras_heavytail.pruning.distillation import as_logits
+from keras_heavytail.pruning.graph import ModelGraph
+from keras_heavytail.pruning.macs import count_macs
+from keras_heavytail.pruning.one_shot import apply_masks
+from keras_heavytail.pruning.one_shot import copy_model
+from keras_heavytail.pruning.one_shot import group_masks
+from keras_heavytail.pruning.shrinking import shrink
+
+_KINDS = ("macs", "params", "bytes", "latency_ms")
+
+
+@keras.saving.register_keras_serializable(package="keras_heavytail")
+@dataclasses.dataclass
+class Budget:
+    """What a compressed model may cost; set one or more.
+
+    Each value is a fraction of the dense model's cost (a float in (0, 1)) or
+    an absolute number (>= 1).
+
+    Args:
+        macs: multiply-accumulates at batch 1 (`count_macs`).
+        params: number of weights.
+        bytes: size of the calibrated int8 LiteRT file (TensorFlow backend).
+        latency_ms: median 1-thread LiteRT latency of the int8 file, in
+            milliseconds (TensorFlow backend).
+    """
+
+    macs: float = None
+    params: float = None
+    bytes: float = None
+    latency_ms: float = None
+
+    def __post_init__(self):
+        given = dict(self.items())
+        if not given:
+            raise ValueError(
+                "A Budget needs at least one of macs, params, bytes, latency_ms. "
+                "Received: none"
+            )
+        for kind, value in given.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(
+                    f"`{kind}` must be a fraction in (0, 1) of the dense model's "
+                    f"cost or an absolute number >= 1. Received: {kind}={value!r}"
+                )
+            if value == 1 and isinstance(value, float):
+                raise ValueError(
+                    f"`{kind}=1.0` keeps the whole model; give a fraction in (0, 1) "
+                    f"or an absolute number. Received: {kind}={value!r}"
+                )
+
+    def items(self):
+        """`(kind, value)` for each budget that is set."""
+        return [(k, getattr(self, k)) for k in _KINDS if getattr(self, k) is not None]
+
+    def targets(self, dense):
+        """`{kind: absolute target}` given the dense model's `{kind: cost}`."""
+        return {k: v * dense[k] if v < 1 else float(v) for k, v in self.items()}
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What `compress` returns.
+
+    Attributes:
+        model: the compressed (shrunk, fine-tuned) Keras 3 model.
+        cost: its `ModelCost` (MACs, params, bytes).
+        dense_cost: the dense model's `ModelCost`.
+        accuracy: validation accuracy of the compressed model.
+        dense_accuracy: validation accuracy of the dense model.
+        measured: `{kind: value}` of the compressed model for each budget
+            kind (bytes and latency measured in LiteRT), and the targets.
+        points: one dict per step (MACs, params, accuracy, seconds).
+    """
+
+    model: object
+    cost: object
+    dense_cost: object
+    accuracy: float
+    dense_accuracy: float
+    measured: dict
+    points: list
+
+    def summary(self):
+        """One line: MACs, params and accuracy before and after."""
+        return (
+            f"MACs {self.dense_cost.macs:,} -> {self.cost.macs:,} "
+            f"({self.cost.macs / max(self.dense_cost.macs, 1):.2f}x), params "
+            f"{self.dense_cost.params:,} -> {self.cost.params:,}, val accuracy "
+            f"{self.dense_accuracy:.4f} -> {self.accuracy:.4f}"
+        )
+
+
+def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20):
+    """Re-estimates every BatchNormalization's moving statistics on `x`.
+
+    Pruning changes what each BatchNormalization sees; its moving mean and
+    variance are recomputed as the plain average over `batches` training
+    batches (the momentum is set so each update is a running mean).
+
+    Args:
+        model: a Keras 3 model (changed in place).
+        x: training inputs.
+        batch_size: examples per batch. Defaults to `defaults.BATCH_SIZE`.
+        batches: how many batches. Defaults to `20`.
+
+    Returns:
+        The number of BatchNormalization layers recalibrated.
+    """
+    layers = [
+        layer
+        for layer in ModelGraph(model).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    if not layers:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    trainable = [layer.trainable for layer in layers]
+    try:
+        for i, start in enumerate(range(0, len(x), batch_size)):
+            if i >= batches:
+                break
+            for layer in layers:
+                layer.momentum = i / (i + 1)  # a running mean over the batches
+                layer.trainable = True
+            model(x[start : start + batch_size], training=True)
+    finally:
+        for layer, momentum, was in zip(layers, saved, trainable):
+            layer.momentum = momentum
+            layer.trainable = was
+    return len(layers)
+
+
+def _costs(model, kinds):
+    cost = count_macs(model)
+    return cost, {"macs": cost.macs, "params": cost.params}
+
+
+def _proxy(kind):
+    return {"bytes": "params", "latency_ms": "macs"}.get(kind, kind)
+
+
+def _candidate(model, ratio, options):
+    copy = copy_model(model)
+    graph = ModelGraph(copy)
+    masks = group_masks(graph, ratio, **options)
+    return shrink(apply_masks(copy, masks, graph))
+
+
+def _meets(cost, targets):
+    return all(cost[kind] <= target for kind, target in targets.items())
+
+
+def _prune_to(model, targets, options, steps=8):
+    """The smallest pruning of `model` (a bisection on the ratio) that meets
+    `targets` (`{macs or params: absolute}`); `None` if none does."""
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        small = _candidate(model, mid, options)
+        if _meets(_costs(small, targets)[1], targets):
+            hi, best = mid, small
+        else:
+            lo = mid
+    if best is None:
+        small = _candidate(model, 1.0, options)
+        if _meets(_costs(small, targets)[1], targets):
+            return small
+    return best
+
+
+def _check_reachable(model, targets, options):
+    """Raises a ValueError if even the smallest pruning misses `targets`."""
+    floor = _costs(_candidate(model, 1.0, options), None)[1]
+    if not _meets(floor, targets):
+        raise ValueError(
+            f"The budget cannot be met: pruning every prunable channel group "
+            f"down to min_channels={options['min_channels']} (round_to="
+            f"{options['round_to']}) leaves {floor}, above the target "
+            f"{ {k: int(v) for k, v in targets.items()} }. The rest is in "
+            "frozen groups (the model's inputs and outputs, excluded or "
+            "unknown layers: see `channel_groups`). Lower min_channels or "
+            "round_to, or ask for less."
+        )
+
+
+def _fine_tune(model, train, teacher_logits, config):
+    x, y = train
+    loss = DistillationLoss(
+        temperature=config["temperature"],
+        weight=config["distill"],
+        from_logits=config["from_logits"],
+    )
+    optimizer = config["optimizer"]() if config["optimizer"] else keras.optimizers.Adam(
+        config["learning_rate"]
+    )
+    model.compile(optimizer=optimizer, loss=loss)
+    targets = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher_logits], 1)
+    model.fit(
+        x, targets, batch_size=config["batch_size"], epochs=config["fine_tune_epochs"],
+        verbose=0, shuffle=True,
+    )  # fmt: skip
+
+
+def _measure(model, kinds, x_calibration):
+    """Bytes and latency of the int8 LiteRT file (TensorFlow backend only)."""
+    measured = {}
+    if not {"bytes", "latency_ms"} & set(kinds):
+        return measured
+    import os
+    import tempfile
+
+    from keras_heavytail.export import litert
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "m.tflite")
+        litert.export_tflite(model, path, quantize="int8", sparse=False,
+                             representative_data=x_calibration[:200])  # fmt: skip
+        measured["bytes"] = os.path.getsize(path)
+        if "latency_ms" in kinds:
+            measured["latency_ms"] = litert.benchmark_tflite(path)["median_ms"]
+    return measured
+
+
+def _check_data(data, name):
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(
+            f"`{name}` must be a tuple (x, y) of arrays. Received: {type(data).__name__}"
+        )
+    x, y = np.asarray(data[0]), np.asarray(data[1]).astype("int64").ravel()
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            f"`{name}` must hold the same number (> 0) of inputs and labels. "
+            f"Received: {len(x)} inputs and {len(y)} labels"
+        )
+    return x, y
+
+
+def compress(
+    model,
+    train_data,
+    validation_data,
+    budget,
+    importance="magnitude",
+    scope="layer",
+    round_to=1,
+    min_channels=1,
+    steps=3,
+    fine_tune_epochs=1,
+    distill=0.5,
+    temperature=4.0,
+    learning_rate=1e-3,
+    optimizer=None,
+    batch_size=defaults.BATCH_SIZE,
+    exclude=None,
+    from_logits=None,
+    verbose=True,
+):
+    """Prunes channel groups until `budget` holds, fine-tuning as it goes.
+
+    Args:
+        model: a Sequential or functional Keras 3 classifier (not modified).
+        train_data: `(x, y)` arrays for fine-tuning, BatchNormalization
+            recalibration and (`importance="taylor"`) gradients.
+        validation_data: `(x, y)` arrays; the accuracy reported.
+        budget: a `Budget`, e.g. `Budget(macs=0.25)`.
+        importance: `"magnitude"`, `"l1"`, `"path"`, `"bn_scale"` or
+            `"taylor"` (`keras_heavytail.pruning.importance`).
+            Defaults to `"magnitude"`.
+        scope: `"layer"` (each group loses the same fraction) or `"global"`
+            (groups ranked together, scores normalised per group).
+            Defaults to `"layer"`.
+        round_to: channels kept per group are a multiple of this (8 suits
+            XNNPACK and int8 kernels). Defaults to `1`.
+        min_channels: channels every group keeps. Defaults to `1`.
+        steps: prune-and-fine-tune rounds. Defaults to `3`.
+        fine_tune_epochs: epochs of fine-tuning after each round (0 for
+            none). Defaults to `1`.
+        distill: weight of the distillation loss from the dense model (0 for
+            plain cross-entropy). Defaults to `0.5`.
+        temperature: the distillation temperature. Defaults to `4.0`.
+        learning_rate: Adam's learning rate when `optimizer` is `None`.
+            Defaults to `1e-3`.
+        optimizer: a callable returning a fresh Keras optimizer for each
+            round. Defaults to `None` (Adam).
+        batch_size: for fine-tuning and recalibration.
+            Defaults to `defaults.BATCH_SIZE`.
+        exclude: names of producer layers whose channels stay.
+            Defaults to `None`.
+        from_logits: whether the model outputs logits; `None` looks at its
+            outputs on a batch. Defaults to `None`.
+        verbose: print one line per round. Defaults to `True`.
+
+    Returns:
+        A `CompressResult` (`model`, `cost`, `accuracy`, `summary()`, ...).
+
+    Raises:
+        ValueError: the budget cannot be met (the smallest model the graph
+            allows is named) or an argument is out of range.
+
+    Example:
+
+    >>> result = compress(model, (x, y), (x_val, y_val), Budget(macs=0.25))  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    """
+    if not isinstance(budget, Budget):
+        raise ValueError(f"`budget` must be a Budget. Received: budget={budget!r}")
+    importance = importance_lib.check_importance(importance)
+    checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
+    for name, value, low in (("round_to", round_to, 1), ("min_channels", min_channels, 1),
+                             ("steps", steps, 1), ("fine_tune_epochs", fine_tune_epochs, 0),
+                             ("batch_size", batch_size, 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+    checks.check_fraction(distill, "distill")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+    x, y = _check_data(train_data, "train_data")
+    x_val, y_val = _check_data(validation_data, "validation_data")
+    if {"bytes", "latency_ms"} & {k for k, _ in budget.items()}:
+        from keras_heavytail import lazy
+
+        lazy.check_tensorflow("A bytes or latency_ms budget (measured in LiteRT)")
+    start = time.perf_counter()
+    dense_cost, dense = _costs(model, None)
+    dense.update(_measure(model, [k for k, _ in budget.items()], x))
+    targets = budget.targets(dense)
+    outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
+    if from_logits is None:
+        from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
+    teacher = as_logits(model.predict(x, batch_size=256, verbose=0), from_logits)
+    dense_accuracy = metrics.accuracy(model, x_val, y_val)
+    options = {"score": importance, "scope": scope, "normalized": True,
+               "round_to": round_to, "min_channels": min_channels,
+               "exclude": exclude}  # fmt: skip
+    config = {"temperature": temperature, "distill": distill, "from_logits": from_logits,
+              "optimizer": optimizer, "learning_rate": learning_rate,
+              "batch_size": batch_size, "fine_tune_epochs": fine_tune_epochs}  # fmt: skip
+    proxy = {}  # {macs or params: absolute target}, tightened for bytes and latency
+    for kind, target in targets.items():
+        key = _proxy(kind)
+        value = target if key == kind else dense[key] * target / dense[kind]
+        proxy[key] = min(proxy.get(key, value), value)
+    _check_reachable(model, proxy, options)
+    current, points = model, []
+    for _attempt in range(4):
+        current, points = _rounds(current, model, proxy, dense, steps, options, config,
+                                  (x, y), (x_val, y_val), teacher, verbose, points)  # fmt: skip
+        measured = _measure(current, [k for k, _ in budget.items()], x)
+        cost, values = _costs(current, None)
+        values.update(measured)
+        missed = {k: t for k, t in targets.items() if values[k] > t}
+        if not missed:
+            break
+        for kind, target in missed.items():  # tighten the proxy and go on
+            key = _proxy(kind)
+            proxy[key] = min(proxy.get(key, values[key]), values[key] * target / values[kind] * 0.97)
+        steps = 1
+    else:
+        raise ValueError(
+            f"compress could not meet the budget {targets} after 4 attempts; the "
+            f"model reached {values}."
+        )
+    accuracy = metrics.accuracy(current, x_val, y_val)
+    if verbose:
+        print(f"compress: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return CompressResult(
+        model=current, cost=cost, dense_cost=dense_cost, accuracy=accuracy,
+        dense_accuracy=dense_accuracy,
+        measured={"targets": targets, **values, "seconds": time.perf_counter() - start},
+        points=points,
+    )  # fmt: skip
+
+
+def _rounds(current, dense_model, proxy, dense, steps, options, config, train,
+            validation, teacher, verbose, points):  # fmt: skip
+    """`steps` rounds of prune, shrink, recalibrate and fine-tune."""
+    x, y = train
+    now = _costs(current, None)[1]
+    for i in range(1, steps + 1):
+        start = time.perf_counter()
+        step_target = {
+            k: now[k] * (t / now[k]) ** (i / steps) for k, t in proxy.items()
+        }
+        if options["score"] == "taylor":
+            options = dict(options, gradients=importance_lib.taylor_gradients(
+                current, [(x[j:j + 64], y[j:j + 64]) for j in range(0, min(len(x), 512), 64)],
+                keras.losses.SparseCategoricalCrossentropy(from_logits=config["from_logits"]),
+            ))  # fmt: skip
+        small = _prune_to(current, step_target, options)
+        if small is None:
+            _check_reachable(current, step_target, options)
+        recalibrate_batch_norm(small, x, config["batch_size"])
+        if config["fine_tune_epochs"]:
+            _fine_tune(small, train, teacher, config)
+        current = small
+        cost = _costs(current, None)[1]
+        accuracy = metrics.accuracy(current, *validation)
+        points.append({"step": len(points) + 1, **cost, "val_accuracy": accuracy,
+                       "seconds": time.perf_counter() - start})  # fmt: skip
+        if verbose:
+            print(
+                f"compress: round {len(points)}: MACs {cost['macs']:,} "
+                f"({cost['macs'] / dense['macs']:.2f}x), params {cost['params']:,}, "
+                f"val accuracy {accuracy:.4f} ({points[-1]['seconds']:.0f} s)",
+                flush=True,
+            )
+    return current, points

@@ -1,0 +1,263 @@
+"""`ModelGraph`: the one walker of a Keras model, built once and kept.
+
+Which layers a model holds (nested models opened), which of them have a
+kernel, whether they form a single chain, how the layers connect (the
+wiring), which layers produce the model's outputs, and the channel
+dependency graph (`channels`), built on first use and cached. Everything
+that visits a model's layers (noise exclusions, compressibility, pruning,
+shrink, the pruning callback, MACs) asks a `ModelGraph`, so a layer type
+learned here is learned everywhere; `channels.register_layer` teaches it a
+custom layer. Works on Keras 3 models on every backend; the layer lists also
+on tf_keras models (both expose `.layers`). Kernels follow Keras' layout:
+the last axis indexes output units (neurons, or filters).
+"""
+
+import keras
+import numpy as np
+
+from keras_heavytail.arrays import as_array
+from keras_heavytail.pruning import channels
+
+
+def has_kernel(layer):
+    """Whether `layer` has a kernel of 2 or more axes (Dense, Conv, ...)."""
+    kernel = getattr(layer, "kernel", None)
+    return kernel is not None and len(kernel.shape) >= 2
+
+
+def _leaf_layers(model):
+    layers = []
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if getattr(layer, "layers", None) and getattr(layer, "kernel", None) is None:
+            layers.extend(_leaf_layers(layer))
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _io(layer):
+    try:
+        return keras.tree.flatten(layer.input), keras.tree.flatten(layer.output)
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"The channel graph needs each layer called once. Layer {layer.name!r} "
+            f"is shared or not connected ({error})."
+        ) from error
+
+
+class ModelGraph:
+    """The layers, wiring, outputs and channel groups of one model.
+
+    Build it once per model and pass it to `prune`, `shrink`, `count_macs`,
+    `compress` and `sparsity.GradualPruning` (each builds one when given a
+    bare model). The structure is read when the graph is built; weights are
+    read by whoever asks for them, so one graph serves a model whose weights
+    change (training, masking).
+
+    Args:
+        model: a built Keras 3 model (Sequential or functional; nested models
+            are opened). tf_keras models give `layers` and `kernel_layers`.
+
+    Attributes:
+        model: the model.
+        layers: every leaf layer (input layers left out), depth first.
+        kernel_layers: the layers with a kernel of 2 or more axes, in order.
+
+    Example:
+
+    >>> graph = ModelGraph(model)  # doctest: +SKIP
+    >>> small = shrink(prune(graph, 0.5, structure="neuron"))  # doctest: +SKIP
+    """
+
+    def __init__(self, model):
+        if isinstance(model, ModelGraph):
+            model = model.model
+        self.model = model
+        self.layers = _leaf_layers(model)
+        self.kernel_layers = [layer for layer in self.layers if has_kernel(layer)]
+        self._wiring = None
+        self._channels = {}
+
+    def __repr__(self):
+        return (
+            f"ModelGraph({self.model.name!r}, {len(self.layers)} layers, "
+            f"{len(self.kernel_layers)} with a kernel)"
+        )
+
+    @property
+    def chain(self):
+        """The layers in order if the model is one chain, else `None`."""
+        model = self.model
+        layers = [
+            layer
+            for layer in getattr(model, "layers", [])
+            if not isinstance(layer, keras.layers.InputLayer)
+        ]
+        if isinstance(model, keras.Sequential):
+            return layers
+        try:
+            if len(model.inputs) != 1 or len(model.outputs) != 1:
+                return None
+            previous = model.inputs[0]
+            for layer in layers:
+                if layer.input is not previous:
+                    return None
+                previous = layer.output
+        except (AttributeError, ValueError):
+            return None
+        return layers
+
+    def following(self, layer):
+        """The layers after `layer` up to and including the next kernel layer.
+
+        Empty when the model is not a single chain or `layer` is its last.
+        """
+        layers = self.chain
+        if layers is None or layer not in layers:
+            return []
+        out = []
+        for nxt in layers[layers.index(layer) + 1 :]:
+            out.append(nxt)
+            if has_kernel(nxt):
+                break
+        return out
+
+    def next_kernel_layer(self, layer):
+        """The kernel layer that consumes `layer`'s units in a chain, or `None`."""
+        after = self.following(layer)
+        return after[-1] if after and has_kernel(after[-1]) else None
+
+    @property
+    def wiring(self):
+        """How the layers connect: `(steps, input keys, output keys)`.
+
+        Each step is `(layer, input keys, output tensors, output keys)`; a
+        key names a tensor. A Sequential model is a chain by definition (a
+        reloaded one may hold layers called more than once, so its tensors
+        are not trusted); a functional model's keys are its tensors' ids.
+        """
+        if self._wiring is None:
+            self._wiring = self._wire()
+        return self._wiring
+
+    def _wire(self):
+        model = self.model
+        layers = [
+            layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+        ]
+        if isinstance(model, keras.Sequential):
+            steps = [(layer, [i], [layer.output], [i + 1]) for i, layer in enumerate(layers)]
+            return steps, [0], [len(layers)]
+        shared = [
+            entry["name"]
+            for entry in model.get_config().get("layers", [])
+            if len(entry.get("inbound_nodes") or []) > 1
+        ]
+        if shared:
+            raise ValueError(
+                "The channel graph needs each layer called once. Shared layers "
+                f"(called more than once): {shared}"
+            )
+        steps = []
+        for layer in layers:
+            inputs, outputs = _io(layer)
+            steps.append((layer, [id(t) for t in inputs], outputs, [id(t) for t in outputs]))
+        return steps, [id(t) for t in model.inputs], [id(t) for t in model.outputs]
+
+    def channels(self, exclude=None, values=False):
+        """The channel dependency graph (`channels.ChannelGraph`).
+
+        Args:
+            exclude: names of producer layers whose units stay.
+                Defaults to `None`.
+            values: also read the weights to find the channels every producer
+                reads as exactly zero (what `shrink` needs); such a graph
+                reflects the weights now and is not cached. Defaults to
+                `False`: the structure only, built once per `exclude`.
+
+        Returns:
+            A finished `ChannelGraph`.
+        """
+        exclude = frozenset(exclude or ())
+        if values:
+            return channels.build(self.model, self.wiring, exclude, values=True)
+        if exclude not in self._channels:
+            self._channels[exclude] = channels.build(
+                self.model, self.wiring, exclude, values=False
+            )
+        return self._channels[exclude]
+
+    @property
+    def groups(self):
+        """The channel groups `prune(structure="neuron")` removes together."""
+        return self.channels().groups
+
+    @property
+    def output_layers(self):
+        """The kernel layers whose units are the model's outputs.
+
+        On a Keras 3 model, the producers whose channels reach an output
+        unchanged (through activations, BatchNormalization, ...): one per
+        head of a multi-output model. Elsewhere, the last kernel layer.
+        """
+        if not self.kernel_layers:
+            return []
+        if not isinstance(self.model, keras.Model):
+            return [self.kernel_layers[-1]]
+        graph = self.channels()
+        outputs = {
+            member.layer.name
+            for member in graph.members
+            if member.role == "out"
+            and any(
+                channels.OUTPUT_REASON in graph.reasons[c]
+                for c in np.unique(graph.component[member.nodes])
+            )
+        }
+        return [layer for layer in self.kernel_layers if layer.name in outputs]
+
+    def noise_free_layers(self):
+        """The layers the paper keeps noise-free: the output layers and the first conv.
+
+        Wan et al. (2024) perturb every weight matrix except the classifier's
+        and the first convolution's; the same layers are left out of pruning.
+        """
+        if not self.kernel_layers:
+            raise ValueError(f"Model {self.model.name!r} has no layer with a kernel.")
+        chosen = list(self.output_layers) or [self.kernel_layers[-1]]
+        convs = [layer for layer in self.kernel_layers if len(layer.kernel.shape) > 2]
+        if convs and convs[0] not in chosen:
+            chosen.insert(0, convs[0])
+        return chosen
+
+    def weight_sparsity(self):
+        """Fraction of zero entries over all kernels (0.0 without any)."""
+        kernels = [as_array(layer.kernel) for layer in self.kernel_layers]
+        total = sum(k.size for k in kernels)
+        return float(sum(np.sum(k == 0) for k in kernels) / total) if total else 0.0
+
+
+def model_graph(model):
+    """`model` itself if it is a `ModelGraph`, else a new one built on it."""
+    return model if isinstance(model, ModelGraph) else ModelGraph(model)
+
+
+def channel_groups(model, exclude=None):
+    """The groups of channels that `prune(structure="neuron")` removes together.
+
+    Args:
+        model: a built Keras 3 model (not modified), or its `ModelGraph`.
+        exclude: names of producer layers whose units stay.
+            Defaults to `None`.
+
+    Returns:
+        A list of `ChannelGroup`; frozen ones name the layer that froze them.
+
+    Example:
+
+    >>> for group in channel_groups(model):  # doctest: +SKIP
+    ...     print(group)
+    """
+    return model_graph(model).channels(exclude).groups

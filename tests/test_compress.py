@@ -1,0 +1,298 @@
+"""`count_macs`, `ModelGraph`, custom layers, and `compress` to a budget."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_heavytail as kht
+from keras_heavytail.pruning import channels
+from keras_heavytail.pruning import sparsity
+
+L = keras.layers
+
+
+# ----------------------------------------------------------------------------
+# count_macs against hand counts.
+# ----------------------------------------------------------------------------
+
+
+def _one(layer, shape):
+    return kht.count_macs(keras.Sequential([keras.Input(shape), layer]))
+
+
+MAC_ROWS = [
+    # (id, layer, input shape, hand count)
+    ("dense", lambda: L.Dense(5), (7,), 7 * 5),
+    ("dense on a sequence", lambda: L.Dense(5), (3, 7), 3 * 7 * 5),
+    ("conv2d valid", lambda: L.Conv2D(4, 3), (6, 6, 2), 4 * 4 * 4 * (3 * 3 * 2)),
+    ("conv2d strided same", lambda: L.Conv2D(4, 3, strides=2, padding="same"),
+     (6, 6, 2), 3 * 3 * 4 * (3 * 3 * 2)),
+    ("conv2d groups", lambda: L.Conv2D(4, 3, groups=2), (5, 5, 4),
+     3 * 3 * 4 * (3 * 3 * 2)),
+    ("conv1d", lambda: L.Conv1D(3, 2), (5, 4), 4 * 3 * (2 * 4)),
+    ("conv3d", lambda: L.Conv3D(2, 2), (3, 3, 3, 1), 2 * 2 * 2 * 2 * (2 * 2 * 2)),
+    ("depthwise", lambda: L.DepthwiseConv2D(3, depth_multiplier=2), (5, 5, 3),
+     3 * 3 * 6 * 9),
+    ("separable", lambda: L.SeparableConv2D(4, 3), (5, 5, 3),
+     3 * 3 * 3 * 9 + 3 * 3 * 3 * 4),
+    ("transposed", lambda: L.Conv2DTranspose(4, 3, strides=2), (3, 3, 2),
+     3 * 3 * 2 * 9 * 4),
+    ("einsum", lambda: L.EinsumDense("ab,bc->ac", output_shape=6), (4,), 4 * 6),
+    ("batch norm folded", lambda: L.BatchNormalization(), (4,), 0),
+    ("pooling", lambda: L.MaxPooling2D(), (4, 4, 2), 0),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make,shape,expected", [r[1:] for r in MAC_ROWS],
+                         ids=[r[0] for r in MAC_ROWS])  # fmt: skip
+def test_count_macs_matches_hand_counts(make, shape, expected):
+    assert _one(make(), shape).macs == expected
+
+
+def test_count_macs_params_and_bytes():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3), L.BatchNormalization()])
+    cost = kht.count_macs(model)
+    assert cost.params == model.count_params() == 4 * 3 + 3 + 4 * 3
+    assert cost.bytes == cost.bytes_by_dtype["float32"] == 4 * cost.params
+    assert "| total | | 12 | 27 |" in str(cost)
+
+
+def test_count_macs_refuses_unknown_shapes():
+    model = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match="fixed shapes"):
+        kht.count_macs(model)
+
+
+# ----------------------------------------------------------------------------
+# The model graph: built once, taught custom layers.
+# ----------------------------------------------------------------------------
+
+
+def test_gradual_pruning_walks_the_model_once_per_training(monkeypatch):
+    calls = []
+    build = channels.build
+    monkeypatch.setattr(channels, "build", lambda *a, **k: calls.append(1) or build(*a, **k))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu"),
+                              L.Dense(16, activation="relu"), L.Dense(3)])  # fmt: skip
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+    schedule = sparsity.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=8, frequency=2)
+    callback = sparsity.GradualPruning(schedule, structure="neuron")
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])  # 16 steps
+    assert len(calls) == 1
+    kernel = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    assert np.sum(np.all(kernel == 0, axis=0)) == 8  # half the units, as scheduled
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    assert len(calls) == 1  # the same model: the same graph
+    other = keras.models.clone_model(model)
+    other.compile("sgd", "sparse_categorical_crossentropy")
+    other.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    assert len(calls) == 2  # another model, one more walk
+
+
+def test_one_shot_prune_walks_the_model_once(monkeypatch):
+    calls = []
+    build = channels.build
+    monkeypatch.setattr(channels, "build", lambda *a, **k: calls.append(1) or build(*a, **k))
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16), L.Dense(3)])
+    kht.prune(model, 0.5, structure="neuron")
+    assert len(calls) == 1
+
+
+class Scale(L.Layer):
+    """A learned per-channel scale: `x * gamma`, channel by channel."""
+
+    def build(self, shape):
+        self.gamma = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.gamma
+
+
+class MyDense(L.Layer):
+    """A Dense layer the library has never seen, with its own weight names."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.size), initializer="glorot_uniform")
+        self.b = self.add_weight(shape=(self.size,), initializer="zeros")
+
+    def call(self, x):
+        return keras.ops.relu(x @ self.w + self.b)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def _custom_model():
+    keras.utils.set_random_seed(1)
+    x = keras.Input((6,))
+    h = MyDense(10, name="mine")(x)
+    h = Scale(name="scale")(h)
+    out = L.Dense(3, name="out")(h)
+    model = keras.Model(x, out)
+    model.get_layer("scale").gamma.assign(np.linspace(0.5, 2.0, 10))
+    model.get_layer("mine").b.assign(np.linspace(0.0, 0.3, 10))
+    return model
+
+
+def test_an_unregistered_custom_layer_freezes_its_channels():
+    groups = kht.channel_groups(_custom_model())
+    assert not any(group.prunable for group in groups)
+    reasons = " ".join(reason for g in groups for reason in g.frozen_by)
+    assert "(Scale)" in reasons or "(MyDense)" in reasons, reasons
+
+
+def test_a_registered_custom_layer_is_pruned_and_shrunk_exactly(monkeypatch):
+    monkeypatch.setattr(channels, "_REGISTRY", dict(channels._REGISTRY))
+    kht.pruning.register_layer(MyDense, "producer", kernel="w", bias="b", units="size")
+    kht.pruning.register_layer(Scale, "channelwise")
+    model = _custom_model()
+    groups = [g for g in kht.channel_groups(model) if g.prunable]
+    assert [g.layers for g in groups] == [("mine",)]
+    pruned = kht.prune(model, 0.4, structure="neuron")
+    small = kht.shrink(pruned)
+    assert small.get_layer("mine").size == 6
+    assert small.get_layer("scale").gamma.shape == (6,)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert small.count_params() == 6 * 6 + 6 + 6 + 6 * 3 + 3
+
+
+def test_register_layer_refuses_what_it_cannot_use():
+    with pytest.raises(ValueError, match="Received: kind='weird'"):
+        kht.pruning.register_layer(Scale, "weird")
+    with pytest.raises(ValueError, match="Layer subclass"):
+        kht.pruning.register_layer(object, "elementwise")
+
+
+def test_output_layers_of_a_two_headed_model_are_both_left_alone():
+    x = keras.Input((4,))
+    h = L.Dense(8, name="h")(x)
+    a = L.Dense(2, name="a")(h)
+    b = L.Dense(3, name="b", activation="softmax")(h)
+    graph = kht.ModelGraph(keras.Model(x, [a, b]))
+    assert [layer.name for layer in graph.output_layers] == ["a", "b"]
+    masks = kht.pruning.pruning_masks(graph, 0.5, structure="entry")
+    assert list(masks) == ["h"]
+
+
+# ----------------------------------------------------------------------------
+# compress to a budget.
+# ----------------------------------------------------------------------------
+
+
+def _bn_residual_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((8, 8, 1))
+    h = L.ReLU()(L.BatchNormalization(momentum=0.9)(L.Conv2D(16, 3, padding="same")(x)))
+    r = L.BatchNormalization(momentum=0.9)(L.Conv2D(16, 3, padding="same")(h))
+    h = L.ReLU()(L.Add()([h, r]))
+    h = L.SeparableConv2D(24, 3, padding="same", activation="relu")(h)
+    h = L.Concatenate()([h, L.Conv2D(8, 1)(h)])
+    return keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(384, 8, 8, 1)).astype("float32")
+    y = (x[:, :4].mean((1, 2, 3)) > 0).astype("int64") + (x[:, 4:].mean((1, 2, 3)) > 0.1)
+    model = _bn_residual_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:256], y[:256], epochs=3, batch_size=32, verbose=0)
+    return model, (x[:256], y[:256]), (x[256:], y[256:])
+
+
+@pytest.mark.parametrize("budget,kind", [(kht.Budget(macs=0.25), "macs"),
+                                         (kht.Budget(params=0.4), "params"),
+                                         (kht.Budget(macs=150_000), "macs")])  # fmt: skip
+def test_compress_meets_each_budget(trained, budget, kind):
+    model, train, val = trained
+    dense = kht.count_macs(model)
+    result = kht.compress(model, train, val, budget, steps=2, fine_tune_epochs=1,
+                          verbose=False)  # fmt: skip
+    target = budget.targets({"macs": dense.macs, "params": dense.params})[kind]
+    assert getattr(result.cost, kind) <= target
+    assert getattr(result.cost, kind) > 0.5 * target  # not pruned far past it
+    assert result.cost == kht.count_macs(result.model)
+    assert len(result.points) == 2 and 0.0 <= result.accuracy <= 1.0
+    assert "->" in result.summary()
+    assert model.count_params() == dense.params  # the input is not modified
+
+
+def test_compress_rounds_channels_and_keeps_a_minimum(trained):
+    model, train, val = trained
+    result = kht.compress(model, train, val, kht.Budget(macs=0.5), round_to=4,
+                          min_channels=4, steps=1, fine_tune_epochs=0, distill=0.0,
+                          verbose=False)  # fmt: skip
+    for layer in result.model.layers:
+        if isinstance(layer, (L.Conv2D, L.SeparableConv2D)):
+            assert layer.filters % 4 == 0 and layer.filters >= 4, layer.name
+
+
+def test_a_budget_that_cannot_be_met_is_an_error(trained):
+    model, train, val = trained
+    with pytest.raises(ValueError, match="cannot be met"):
+        kht.compress(model, train, val, kht.Budget(params=10), steps=1,
+                     fine_tune_epochs=0, verbose=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"macs": 0}, "Received: macs=0"),
+    ({"params": -0.5}, "Received: params=-0.5"),
+    ({"macs": 1.0}, "keeps the whole model"),
+    ({"bytes": float("nan")}, "Received: bytes=nan"),
+    ({}, "at least one"),
+])  # fmt: skip
+def test_budget_refuses_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kht.Budget(**kwargs)
+
+
+@pytest.mark.parametrize("importance", ["l1", "bn_scale", "taylor", "path"])
+def test_every_importance_criterion_compresses(trained, importance):
+    model, train, val = trained
+    result = kht.compress(model, train, val, kht.Budget(macs=0.5), importance=importance,
+                          steps=1, fine_tune_epochs=0, verbose=False)  # fmt: skip
+    assert result.cost.macs <= 0.5 * kht.count_macs(model).macs
+
+
+def test_bn_scale_ranks_channels_by_gamma():
+    model = _bn_residual_cnn()
+    bn = next(layer for layer in model.layers if isinstance(layer, L.BatchNormalization))
+    gamma = np.linspace(1.0, 2.0, 16)
+    gamma[[3, 7]] = 0.01
+    bn.gamma.assign(gamma)
+    other = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)][1]
+    other.gamma.assign(np.ones(16))
+    masks = kht.pruning.pruning_masks(model, 2 / 16, structure="neuron", score="bn_scale")
+    first = model.layers[1].name
+    assert np.flatnonzero(~masks[first]).tolist() == [3, 7]
+
+
+def test_distillation_loss_is_cross_entropy_at_weight_zero_and_kl_at_one():
+    logits = np.array([[2.0, 0.5, -1.0]], "float32")
+    teacher = np.array([[1.0, 1.0, 0.0]], "float32")
+    packed = np.concatenate([[[0.0]], teacher], 1).astype("float32")
+    ce = kht.pruning.DistillationLoss(weight=0.0)(packed, logits)
+    expected_ce = -np.log(np.exp(2.0) / np.exp(logits).sum())
+    np.testing.assert_allclose(float(ce), expected_ce, rtol=1e-5)
+    same = np.concatenate([[[0.0]], logits], 1).astype("float32")
+    assert abs(float(kht.pruning.DistillationLoss(weight=1.0)(same, logits))) < 1e-5
+
+
+def test_recalibrated_batch_norm_statistics_are_the_batch_averages():
+    model = keras.Sequential([keras.Input((3,)), L.BatchNormalization()])
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(64, 3)).astype("float32")
+    assert kht.pruning.recalibrate_batch_norm(model, x, batch_size=16) == 1
+    bn = model.layers[0]
+    means = x.reshape(4, 16, 3).mean(1).mean(0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), means, rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
