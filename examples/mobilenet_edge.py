@@ -1,21 +1,23 @@
-"""MobileNetV2 on the edge: train, prune channel groups, shrink, int8 LiteRT.
+"""MobileNetV2 on the edge: compress to a MACs budget, int8 LiteRT, checked.
 
-Trains `keras.applications.MobileNetV2(alpha=0.35)` from scratch on the
-embedded digits (8x8 upsampled to 32x32x3) with HeavyTailSGD and with SGD,
-prunes `--ratio` of the channels of every channel group (residual additions
-prune the same channels in all their branches), removes them with `shrink`
-(a smaller dense MobileNetV2: its outputs equal the masked model's), then
-fine-tunes the small model briefly and exports it to int8 LiteRT. Prints,
-for each optimizer, parameters, file size, LiteRT accuracy and 1-thread
-latency of the dense float32 model and of the shrunk int8 one. Offline;
-the `.tflite` files go under `--output`.
+Trains `keras.applications.MobileNetV2(alpha=0.35)` from scratch (SGD, and
+HeavyTailSGD if asked) on the embedded digits upsampled to 32x32x1, or on
+Fashion-MNIST (`--dataset fashion_mnist --data DIR`, padded to 32x32), then
+`kht.compress` it to `--macs` of its multiply-adds: channel groups ranked by
+BatchNormalization scale, pruned in rounds, removed (`shrink`), BatchNorm
+statistics recalibrated, fine-tuned with distillation from the dense model.
+Exports the dense float32 model and the compressed one to int8 LiteRT and
+prints, per optimizer: MACs, parameters, file size, LiteRT accuracy and
+1-thread latency, and writes a plot of accuracy against MACs. Offline on
+digits; the files go under `--output`.
 
-    python examples/mobilenet_edge.py            # a few minutes on 2 cores
+    python examples/mobilenet_edge.py                 # a few minutes on 2 cores
+    python examples/mobilenet_edge.py --dataset fashion_mnist \\
+        --data /usr/share/datasets/fashion-mnist      # the full run: benchmarks/compress.py
 """
 
 import argparse
 import os
-import re
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -27,25 +29,15 @@ import numpy as np  # noqa: E402
 import keras_heavytail as kht  # noqa: E402
 
 
-def upsampled(x):
-    """8x8x1 digits to 32x32x3 (each pixel a 4x4 block, grey to RGB)."""
-    return np.repeat(np.repeat(np.repeat(x, 4, axis=1), 4, axis=2), 3, axis=3)
+def images(x):
+    """Digits (8x8) to 32x32 (4x4 blocks); 28x28 images zero-padded to 32x32."""
+    x = x.reshape((len(x),) + (8, 8, 1) if x[0].size == 64 else (len(x), 28, 28, 1))
+    if x.shape[1] == 8:
+        return np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)
+    return np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
 
 
-def optimizer_for(name, model, sigma):
-    if name == "SGD":
-        return keras.optimizers.SGD(0.05, momentum=0.9)
-    optimizer = kht.HeavyTailSGD(0.05, momentum=0.9, sigma=sigma, seed=0)
-    # The paper's noise-free layers (first conv, classifier), named as layers:
-    # `exclude_from_noise(paper_exclusions(model))` drops the first component
-    # of each path as a model name, but keras.applications paths have none
-    # ("Conv1/kernel"), so it would exclude every kernel.
-    names = sorted({v.path.split("/")[-2] for v in kht.paper_exclusions(model)})
-    optimizer.exclude_from_noise(var_names=[f"(^|/){re.escape(n)}/" for n in names])
-    return optimizer
-
-
-def trained(name, x, y, args):
+def trained(name, x, y, epochs):
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(
         input_shape=x.shape[1:], alpha=0.35, weights=None, classes=10,
@@ -54,69 +46,94 @@ def trained(name, x, y, args):
     for layer in model.layers:  # Keras' 0.999 needs thousands of steps to settle
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
-    fit(model, optimizer_for(name, model, args.sigma), x, y, args.epochs)
+    optimizer = (
+        keras.optimizers.SGD(0.05, momentum=0.9)
+        if name == "SGD"
+        else kht.HeavyTailSGD(0.05, momentum=0.9, seed=0)
+    )
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     return model
 
 
-def fit(model, optimizer, x, y, epochs):
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
-
-
-def litert_row(name, variant, model, path, data, args, quantize):
-    kht.export_tflite(
-        model, path, sparse=False, quantize=quantize,
-        representative_data=data["x_train"][:200],
-    )  # fmt: skip
+def litert_row(name, variant, model, path, data, runs, quantize):
+    kht.export_tflite(model, path, sparse=False, quantize=quantize,
+                      representative_data=data["x_fit"][:200])  # fmt: skip
     scores = kht.evaluate_tflite(path, data["x_test"], data["y_test"], from_logits=True)
-    timing = kht.benchmark_tflite(path, num_threads=1, runs=args.runs)
-    return (
-        f"| {name} | {variant} | {model.count_params():,} | {path.stat().st_size:,} "
-        f"| {scores['accuracy']:.4f} | {timing['median_ms']:.2f} |"
-    )
+    timing = kht.benchmark_tflite(path, num_threads=1, runs=runs)
+    return {
+        "optimizer": name, "variant": variant, "macs": kht.count_macs(model).macs,
+        "params": model.count_params(), "bytes": path.stat().st_size,
+        "accuracy": scores["accuracy"], "ms": timing["median_ms"],
+    }  # fmt: skip
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for row in rows:
+        marker = "*" if row["variant"].startswith("dense") else "o"
+        ax.scatter(row["macs"], row["accuracy"], marker=marker, s=120)
+        ax.annotate(f"{row['optimizer']} {row['variant']}", (row["macs"], row["accuracy"]),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image")
+    ax.set_ylabel("LiteRT test accuracy")
+    ax.set_title("MobileNetV2: dense (*) and compressed int8 (o)")
+    fig.tight_layout()
+    from keras_heavytail import files
+
+    files.save_figure(fig, path, dpi=110)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist"])
+    parser.add_argument("--data", help="folder with the dataset's IDX .gz files")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--fine-tune-epochs", type=int, default=2)
-    parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument("--sigma", type=float, default=0.005)
-    parser.add_argument("--limit", type=int, default=None, help="training examples")
+    parser.add_argument("--macs", type=float, default=0.25, help="budget: fraction of MACs")
+    parser.add_argument("--steps", type=int, default=3, help="compress rounds")
+    parser.add_argument("--fine-tune-epochs", type=int, default=2, help="per round")
+    parser.add_argument("--limit", type=int, default=None, help="examples per split")
     parser.add_argument("--runs", type=int, default=100, help="latency runs")
-    parser.add_argument("--optimizers", nargs="+", default=["HeavyTailSGD", "SGD"],
+    parser.add_argument("--optimizers", nargs="+", default=["SGD"],
                         choices=["HeavyTailSGD", "SGD"])  # fmt: skip
     parser.add_argument("--output", default="results/mobilenet_edge")
     args = parser.parse_args(argv)
 
-    digits = kht.experiments.load_dataset("digits", limit=args.limit)
-    data = {
-        "x_train": upsampled(digits.x_train), "y_train": digits.y_train,
-        "x_test": upsampled(digits.x_test), "y_test": digits.y_test,
-    }  # fmt: skip
+    dataset = kht.experiments.load_dataset(args.dataset, data_dir=args.data, limit=args.limit)
+    x_fit, y_fit, x_val, y_val = dataset.validation_split()
+    data = {"x_fit": images(x_fit), "y_fit": y_fit, "x_val": images(x_val), "y_val": y_val,
+            "x_test": images(dataset.x_test), "y_test": dataset.y_test}  # fmt: skip
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.optimizers:
-        model = trained(name, data["x_train"], data["y_train"], args)
-        pruned = kht.prune(model, args.ratio, structure="neuron")
-        small = kht.shrink(pruned)
-        gap = np.max(
-            np.abs(small.predict(data["x_test"], verbose=0) - pruned.predict(data["x_test"], verbose=0))
-        )
-        print(f"{name}: max |shrunk - masked| = {gap:.1e}")
-        fit(small, optimizer_for(name, small, args.sigma), data["x_train"],
-            data["y_train"], args.fine_tune_epochs)  # fmt: skip
+        model = trained(name, data["x_fit"], data["y_fit"], args.epochs)
+        result = kht.compress(
+            model, (data["x_fit"], data["y_fit"]), (data["x_val"], data["y_val"]),
+            kht.Budget(macs=args.macs), importance="bn_scale", round_to=8,
+            steps=args.steps, fine_tune_epochs=args.fine_tune_epochs,
+        )  # fmt: skip
+        print(f"{name}: {result.summary()}")
         stem = out / name.lower()
-        rows.append(litert_row(name, "dense float32", model, Path(f"{stem}_dense.tflite"), data, args, None))
-        rows.append(litert_row(name, "shrunk int8", small, Path(f"{stem}_shrunk_int8.tflite"), data, args, "int8"))
-    print("\n| optimizer | variant | parameters | bytes | LiteRT accuracy | 1-thread ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
+        rows.append(litert_row(name, "dense float32", model, Path(f"{stem}_dense.tflite"),
+                               data, args.runs, None))  # fmt: skip
+        rows.append(litert_row(name, "compressed int8", result.model,
+                               Path(f"{stem}_compressed_int8.tflite"), data, args.runs, "int8"))  # fmt: skip
+    print("\n| optimizer | variant | MACs | parameters | bytes | LiteRT accuracy | 1-thread ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['optimizer']} | {r['variant']} | {r['macs']:,} | {r['params']:,} | "
+              f"{r['bytes']:,} | {r['accuracy']:.4f} | {r['ms']:.3f} |")  # fmt: skip
+    plot(rows, out / "accuracy_vs_macs.png")
+    print(f"\nWrote the .tflite files and accuracy_vs_macs.png to {out}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ __version__ = "0.3.0"
 
 # The short public API: name -> the module that defines it.
 _WHERE = {
-    "Budget": "pruning.compress",
+    "Budget": "pruning.budget",
     "HeavyTailNoise": "optimizers.heavy_tail",
     "HeavyTailSGD": "optimizers.heavy_tail",
     "ModelGraph": "pruning.graph",
@@ -89,7 +89,7 @@ _MOVED_NAMES = {
     "symmetric_stable": "optimizers",
 }
 # Release 0.2's module paths -> their new homes (one release, with a warning).
-lazy.alias_moved_modules(
+lazy.alias_modules(
     {
         f"keras_heavytail.{old}": f"keras_heavytail.{new}"
         for old, new in {
@@ -111,6 +111,11 @@ lazy.alias_moved_modules(
             "training": "experiments.training",
         }.items()
     }
+)
+
+# The tfmot-shaped import `from keras_heavytail import sparsity`, for good.
+lazy.alias_modules(
+    {"keras_heavytail.sparsity": "keras_heavytail.pruning.sparsity"}, warn=False
 )
 
 _getattr, __dir__ = lazy.attach(
@@ -146,7 +151,7 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.optimizers.heavy_tail import HeavyTailNoise
     from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
     from keras_heavytail.optimizers.noise_update import paper_exclusions
-    from keras_heavytail.pruning.compress import Budget
+    from keras_heavytail.pruning.budget import Budget
     from keras_heavytail.pruning.compress import compress
     from keras_heavytail.pruning.graph import ModelGraph
     from keras_heavytail.pruning.graph import channel_groups

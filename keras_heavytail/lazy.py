@@ -58,10 +58,11 @@ def attach(package, where, submodules=(), tensorflow_only=()):
 
 
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves an old module path to its new module, with a warning."""
+    """Resolves an old module path to its new module, with a warning if asked."""
 
-    def __init__(self, moved):
+    def __init__(self, moved, warn):
         self.moved = moved
+        self.warn = warn
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname in self.moved:
@@ -73,15 +74,20 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         new = self.moved[module.__name__]
-        warnings.warn(
-            f"`{module.__name__}` moved to `{new}` in keras-heavytail 0.3; the "
-            "old path goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        if self.warn:
+            warnings.warn(
+                f"`{module.__name__}` moved to `{new}` in keras-heavytail 0.3; the "
+                "old path goes in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         sys.modules[module.__name__] = importlib.import_module(new)
 
 
-def alias_moved_modules(moved):
-    """Lets `import OLD` (a key of `moved`) load the module `moved[OLD]`."""
-    sys.meta_path.insert(0, _MovedModules(moved))
+def alias_modules(moved, warn=True):
+    """Lets `import OLD` (a key of `moved`) load the module `moved[OLD]`.
+
+    With `warn`, each first import says where the module went
+    (DeprecationWarning); without, the old name is a lasting alias.
+    """
+    sys.meta_path.insert(0, _MovedModules(moved, warn))

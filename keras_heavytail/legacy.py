@@ -23,14 +23,13 @@ except ImportError as error:  # pragma: no cover - tf-keras is a dependency
         "keras_heavytail.legacy needs tf-keras: pip install tf-keras"
     ) from error
 
-from keras_heavytail import defaults
 from keras_heavytail.optimizers.noise_update import NOISE_ARGS
-from keras_heavytail.optimizers.noise_update import NoiseUpdate
+from keras_heavytail.optimizers.noise_update import NoisySGD
 from keras_heavytail.pruning.graph import ModelGraph
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_heavytail")
-class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
+class LegacyHeavyTailSGD(NoisySGD, tf_keras.optimizers.SGD):
     __doc__ = f"""`HeavyTailSGD` for tf_keras models (and so for tfmot pruning).
 
     ```python
@@ -58,32 +57,6 @@ class LegacyHeavyTailSGD(NoiseUpdate, tf_keras.optimizers.SGD):
     """
 
     schedules = tf_keras.optimizers.schedules
-
-    def __init__(
-        self,
-        learning_rate=0.01,
-        momentum=0.0,
-        nesterov=False,
-        alpha=defaults.ALPHA,
-        sigma=defaults.SIGMA,
-        noise=defaults.NOISE,
-        lr_rescaling=defaults.LR_RESCALING,
-        seed=None,
-        noise_exclusions=None,
-        max_noise=None,
-        name="LegacyHeavyTailSGD",
-        **kwargs,
-    ):
-        super().__init__(
-            learning_rate=learning_rate,
-            momentum=float(momentum),
-            nesterov=nesterov,
-            name=name,
-            **kwargs,
-        )
-        self.init_noise(
-            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
-        )
 
     def update_step(self, gradient, variable):
         super().update_step(gradient, variable)

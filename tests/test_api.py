@@ -46,3 +46,33 @@ def test_ruff_lint_is_clean():
         [ruff, "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+MOVED_MODULES = ["channels", "noise", "training", "datasets", "topology", "shrinking"]
+
+
+def test_release_0_2_module_paths_still_import_with_a_warning():
+    code = (
+        "import warnings, importlib\n"
+        "import keras_heavytail\n"
+        f"for old in {MOVED_MODULES!r}:\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        module = importlib.import_module('keras_heavytail.' + old)\n"
+        "    print(old, '->', module.__name__, '|', *[w.message for w in caught])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(MOVED_MODULES), out.stdout + out.stderr[-2000:]
+    for old, line in zip(MOVED_MODULES, lines):
+        moved, message = line.split(" | ")
+        assert moved.startswith(f"{old} -> keras_heavytail.") and moved.count(".") == 2
+        assert f"`keras_heavytail.{old}` moved to `keras_heavytail." in message, line
+
+
+def test_release_0_2_flat_names_still_work_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="moved to `keras_heavytail.experiments"):
+        load = keras_heavytail.load_dataset
+    assert load is keras_heavytail.experiments.load_dataset
+    with pytest.warns(DeprecationWarning, match="'norm' is called 'magnitude'"):
+        keras_heavytail.pruning.importance.check_importance("norm")

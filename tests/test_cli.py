@@ -13,6 +13,7 @@ from helpers import run_python
 
 import keras_heavytail as kht
 from keras_heavytail.experiments import cli
+from keras_heavytail.experiments import parser
 
 COMMANDS = [
     "demo", "reproduce", "sweep", "train", "analyze", "prune", "compress", "export",
@@ -21,8 +22,8 @@ COMMANDS = [
 
 
 def test_every_subcommand_is_tested():
-    cli.build_parser()
-    assert sorted(cli.SUBCOMMANDS) == sorted(COMMANDS)
+    parser.build_parser()
+    assert sorted(parser.SUBCOMMANDS) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -32,9 +33,9 @@ def test_help_explains_every_option_and_shows_defaults(command, capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("usage: keras-heavytail " + command)
-    cli.build_parser()
-    assert len(cli.SUBCOMMANDS[command].description) > 20
-    for flags, default, help_text in cli.options(command):
+    parser.build_parser()
+    assert len(parser.SUBCOMMANDS[command].description) > 20
+    for flags, default, help_text in parser.options(command):
         assert help_text, (command, flags)
         if flags and default not in (None, False, "==SUPPRESS=="):
             assert f"(default: {default})" in text, (command, flags)

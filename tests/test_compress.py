@@ -225,6 +225,9 @@ def test_compress_meets_each_budget(trained, budget, kind):
     assert len(result.points) == 2 and 0.0 <= result.accuracy <= 1.0
     assert "->" in result.summary()
     assert model.count_params() == dense.params  # the input is not modified
+    # Handed back compiled as the dense model was, not with the fine-tuning's
+    # packed-label loss: plain integer labels evaluate.
+    assert np.isfinite(result.model.evaluate(*val, verbose=0))
 
 
 def test_compress_rounds_channels_and_keeps_a_minimum(trained):
@@ -296,3 +299,14 @@ def test_recalibrated_batch_norm_statistics_are_the_batch_averages():
     means = x.reshape(4, 16, 3).mean(1).mean(0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), means, rtol=1e-4)
     assert bn.momentum == 0.99  # restored
+
+
+def test_compress_names_the_layer_that_freezes_every_channel(trained):
+    _, train, val = trained
+    x = keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same", name="conv")(x)
+    h = L.Lambda(lambda t: t * 2.0, name="doubler")(h)
+    model = keras.Model(x, L.Dense(3)(L.GlobalAveragePooling2D()(h)))
+    with pytest.raises(ValueError, match="'doubler' \\(Lambda\\)"):
+        kht.compress(model, train, val, kht.Budget(macs=0.5), steps=1,
+                     fine_tune_epochs=0, verbose=False)  # fmt: skip

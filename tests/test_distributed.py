@@ -21,6 +21,9 @@ import pytest
 from helpers import HANG_GUARD_S
 from helpers import run_python
 
+# Other backends and several devices, each in processes of its own.
+pytestmark = pytest.mark.slow
+
 HAS_JAX = importlib.util.find_spec("jax") is not None
 
 # Two host devices on one CPU; LayoutMap keys are regexes matched from the
@@ -108,6 +111,21 @@ JAX_DISTRIBUTION = textwrap.dedent(
         for a, b in zip(straight, resumed.get_weights()):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
         print(name, "save/reload ok")
+
+    # compress under the caller's distribution: the new, smaller model is
+    # built, fine-tuned and distilled on both devices.
+    distribution = data_parallel()
+    with distribution.scope():
+        base = model()
+        base.compile(optimizer=keras.optimizers.SGD(0.1),
+                     loss="sparse_categorical_crossentropy")
+        fit(base, 2)
+        result = kht.compress(base, (xs, ys), (xs, ys), kht.Budget(params=0.5),
+                              steps=1, fine_tune_epochs=1, verbose=False)
+    assert result.cost.params <= 0.5 * base.count_params(), result.cost
+    devices = result.model.get_layer("hidden").kernel.value.sharding.device_set
+    assert len(devices) == 2, devices
+    print("compress under the distribution ok")
     print("jax distribution ok")
     """
 )
@@ -124,6 +142,7 @@ def test_keras_distribution_on_jax_matches_one_device():
         timeout=HANG_GUARD_S,
     )
     assert "jax distribution ok" in result.stdout, result.stdout
+    assert "compress under the distribution ok" in result.stdout
 
 
 # One worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG set), or the

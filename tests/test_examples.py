@@ -1,11 +1,11 @@
-"""The demo and every example run offline in a copy of the checkout, and
-leave it clean.
+"""Every example runs offline in a copy of the checkout and leaves it clean.
 
 One copy of the repository (a git clone with the working tree's files laid
-over it and committed, so it holds exactly what is being tested) runs the
-demo and each example in a tiny configuration; then `git status` there must
-show nothing: committed artifacts are regenerated only by explicit commands,
-and everything else goes under the ignored `results/`.
+over it and committed, so it holds exactly what is being tested) runs each
+example in a tiny configuration; then `git status` there must show nothing:
+committed artifacts are regenerated only by explicit commands, and
+everything else goes under the ignored `results/`. The demo runs end to end
+in `test_cli.py`; here its default output folder is checked to be ignored.
 """
 
 import concurrent.futures
@@ -27,8 +27,8 @@ EXAMPLES = {
     "gradual_pruning.py": ["--epochs", "2", "--width", "64"],
     "tfmot_pruning.py": ["--epochs", "2", "--qat-epochs", "1", "--width", "64"],
     "mobilenet_edge.py": [
-        "--epochs", "1", "--fine-tune-epochs", "1", "--runs", "5", "--limit", "200",
-        "--optimizers", "HeavyTailSGD",
+        "--epochs", "1", "--steps", "1", "--fine-tune-epochs", "1", "--runs", "5",
+        "--limit", "120",
     ],
 }
 EXPECT = {
@@ -39,10 +39,8 @@ EXPECT = {
     "deploy_edge.py": "| shrunk_int8 |",
     "gradual_pruning.py": "58 of 64 hidden neurons removed",
     "tfmot_pruning.py": "| pqat_int8_dense |",
-    "demo": "Summary:",
-    "mobilenet_edge.py": "| HeavyTailSGD | shrunk int8 |",
+    "mobilenet_edge.py": "| SGD | compressed int8 |",
 }
-DEMO = ["--epochs", "1", "--width", "16", "--seeds", "1", "--runs", "3"]
 
 
 def _git(*args, cwd):
@@ -72,14 +70,13 @@ def _copy_of_the_checkout(target):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """Runs the demo and every example in one copy; returns outputs and status."""
+    """Runs every example in one copy; returns outputs and status."""
     copy = _copy_of_the_checkout(tmp_path_factory.mktemp("checkout") / "repo")
     env = {"PYTHONPATH": str(copy)}
-    commands = {"demo": ["-m", "keras_heavytail", "demo", *DEMO]}
+    commands = {}
     for name, args in EXAMPLES.items():
         commands[name] = [str(copy / "examples" / name), *args]
-    # Two at a time: each is mostly one core's work, and the demo and the
-    # MobileNetV2 example are the long ones.
+    # Two at a time: each is mostly one core's work.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {
             name: pool.submit(run_python, args=args, env=env, cwd=copy, check=False)
@@ -94,7 +91,7 @@ def test_every_example_is_tested():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["demo", *sorted(EXAMPLES)])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, ran):
     result = ran[0][name]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -102,5 +99,16 @@ def test_example_runs(name, ran):
 
 
 @pytest.mark.slow
-def test_demo_and_examples_leave_the_checkout_clean(ran):
+def test_examples_leave_the_checkout_clean(ran):
     assert ran[1] == "", f"running them changed the checkout:\n{ran[1]}"
+
+
+def test_the_demos_default_output_is_ignored_by_git():
+    from keras_heavytail.experiments import parser
+
+    default = next(d for flags, d, _ in parser.options("demo") if "--output" in flags)
+    for name in ("report.md", "models/sgd.keras", "sgd/shrunk_int8.tflite"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", f"{default}/{name}"], cwd=ROOT
+        )
+        assert ignored.returncode == 0, f"{default}/{name} would show in git status"

@@ -13,6 +13,9 @@ import textwrap
 import pytest
 from helpers import HANG_GUARD_S
 
+# Other backends and several devices, each in processes of its own.
+pytestmark = pytest.mark.slow
+
 if importlib.util.find_spec("jax") is None:
     pytest.skip("the JAX backend checks need jax", allow_module_level=True)
 

@@ -41,6 +41,11 @@ small = kht.shrink(pruned)
 assert small.get_layer("hidden1").units == 16
 np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
 kht.experiments.pruning_curve(model, x, y, ratios=[0.0, 0.5], from_logits=True)
+# compress to a MACs budget, with Taylor gradients (JAX's grad) and distillation
+dense = kht.count_macs(model).macs
+result = kht.compress(model, (x, y), (x, y), kht.Budget(macs=0.5), importance="taylor",
+                      steps=1, fine_tune_epochs=1, verbose=False)
+assert result.cost.macs <= dense / 2, (result.cost.macs, dense)
 try:
     kht.export_tflite
 except ImportError as error:

@@ -441,7 +441,7 @@ def test_invalid_arguments_repeat_the_value(kwargs, message):
 
 
 def test_wrapper_rejects_non_keras3_optimizer():
-    with pytest.raises(ValueError, match="Received: optimizer='adam'"):
+    with pytest.raises(ValueError, match="Received: inner_optimizer='adam'"):
         kht.HeavyTailNoise("adam")
 
 
@@ -503,3 +503,17 @@ def test_paper_exclusions_on_a_functional_model_exclude_only_those_layers():
     opt.exclude_from_noise(kht.paper_exclusions(model))
     noisy = {v.path for v in model.trainable_variables if opt.gets_noise(v)}
     assert noisy == {model.get_layer("conv2").kernel.path}
+
+
+def test_heavy_tail_noise_wraps_an_inner_optimizer_and_reads_0_2_configs():
+    inner = keras.optimizers.Adam(1e-3)
+    wrapper = kht.HeavyTailNoise(inner, seed=3)
+    assert wrapper.inner_optimizer is inner
+    config = wrapper.get_config()
+    assert "inner_optimizer" in config and "optimizer" not in config
+    old = dict(config)
+    old["optimizer"] = old.pop("inner_optimizer")  # a release 0.2 .keras file
+    assert kht.HeavyTailNoise.from_config(old).get_config() == config
+    with pytest.warns(DeprecationWarning, match="inner_optimizer"):
+        again = kht.HeavyTailNoise(optimizer=inner, seed=3)
+    assert again.inner_optimizer is inner and again.get_config() == config

@@ -30,3 +30,26 @@ def test_norm_tails_png(tmp_path):
 def test_empty_input_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
         plots.plot_pruning_curves({})
+
+
+def test_sweep_plot_reads_sigma_from_the_row_fields_not_the_label():
+    from keras_heavytail.experiments import plots
+
+    def row(setting, noise, alpha, sigma, neurons):
+        return {"protocol": "default", "width": 64, "setting": setting, "noise": noise,
+                "alpha": alpha, "sigma": sigma, "anneal": False,
+                "neurons_at_iso_accuracy": (neurons, 1.0)}  # fmt: skip
+
+    rows = [
+        row("SGD", None, 1.75, 0.0, 30),
+        row("my favourite", "neuron", 1.75, 0.01, 40),  # a label with no sigma in it
+        row("another", "neuron", 1.75, 0.001, 35),
+        row("third", "neuron", 1.5, 0.001, 50),
+    ]
+    figure = plots.plot_sweep(rows)
+    (ax,) = figure.axes
+    lines = {c.get_label(): c for c in ax.containers}
+    assert sorted(lines) == ["neuron, alpha=1.5 (default, width 64)",
+                             "neuron, alpha=1.75 (default, width 64)"]  # fmt: skip
+    x, y = lines["neuron, alpha=1.75 (default, width 64)"].lines[0].get_data()
+    assert list(x) == [0.001, 0.01] and list(y) == [35, 40]

@@ -15,6 +15,9 @@ import pytest
 from helpers import HANG_GUARD_S
 from helpers import run_python
 
+# Another backend, in a process of its own.
+pytestmark = pytest.mark.slow
+
 if importlib.util.find_spec("torch") is None:
     pytest.skip("the PyTorch backend checks need torch", allow_module_level=True)
 

@@ -93,9 +93,9 @@ def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
     """Iso-accuracy neurons against sigma: one line per noise setting, SGD flat.
 
     Args:
-        rows: `SweepResult.rows` (dicts with `protocol`, `width`, `setting`
-            and `(mean, std)` of `neurons_at_iso_accuracy`; a noisy row's
-            setting reads `"noise, alpha=a, sigma=s[, annealed]"`).
+        rows: `SweepResult.rows` (dicts with `protocol`, `width`, `setting`,
+            `noise`, `alpha`, `sigma`, `anneal` and `(mean, std)` of
+            `neurons_at_iso_accuracy`).
         path: PNG file to write. Defaults to `None` (no file).
         title: Defaults to `"Neurons at iso-accuracy against sigma"`.
 
@@ -115,12 +115,9 @@ def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
             ax.annotate(f"SGD ({group})", (0.01, mean), xycoords=("axes fraction", "data"),
                         fontsize="small", color="gray")  # fmt: skip
             continue
-        parts = [p.strip() for p in row["setting"].split(",")]
-        sigma = float(next(p for p in parts if p.startswith("sigma="))[6:])
-        label = (
-            ", ".join(p for p in parts if not p.startswith("sigma=")) + f" ({group})"
-        )
-        lines.setdefault(label, []).append((sigma, mean, spread))
+        label = f"{row['noise']}, alpha={row['alpha']!r}"
+        label += (", annealed" if row["anneal"] else "") + f" ({group})"
+        lines.setdefault(label, []).append((row["sigma"], mean, spread))
     for label, points in lines.items():
         points.sort()
         ax.errorbar([p[0] for p in points], [p[1] for p in points],

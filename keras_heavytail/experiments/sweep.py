@@ -146,8 +146,12 @@ def run_sweep(dataset, grid, output, progress=True):
                 progress=progress,
                 output=output / f"{name}_w{width}",
             )
+            settings = {setting.label: setting for setting in grid.settings()}
             for row in result.table:
-                rows.append({"protocol": name, "width": width, **row})
+                setting = settings[row["setting"]]
+                rows.append({"protocol": name, "width": width, **row,
+                             "noise": setting.noise, "alpha": setting.alpha,
+                             "sigma": setting.sigma, "anneal": setting.anneal})  # fmt: skip
             if log.find(protocol=name, width=width) is None:
                 log.append({"protocol": name, "width": width, "finished": True})
     result = SweepResult(rows)

@@ -8,6 +8,8 @@ of optimizer state, so a reloaded checkpoint continues the same trajectory and
 replicas draw identical noise for a mirrored variable.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -15,10 +17,11 @@ from keras_heavytail import defaults
 from keras_heavytail.optimizers.noise_update import NOISE_ARGS
 from keras_heavytail.optimizers.noise_update import UPDATE_RULE
 from keras_heavytail.optimizers.noise_update import NoiseUpdate
+from keras_heavytail.optimizers.noise_update import NoisySGD
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")
-class HeavyTailSGD(NoiseUpdate, keras.optimizers.SGD):
+class HeavyTailSGD(NoisySGD, keras.optimizers.SGD):
     __doc__ = f"""SGD (with momentum) plus symmetric alpha-stable noise after each step.
 
     Heavy-tailed noise added to every step of overparametrised SGD makes the
@@ -46,32 +49,6 @@ class HeavyTailSGD(NoiseUpdate, keras.optimizers.SGD):
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
-
-    def __init__(
-        self,
-        learning_rate=0.01,
-        momentum=0.0,
-        nesterov=False,
-        alpha=defaults.ALPHA,
-        sigma=defaults.SIGMA,
-        noise=defaults.NOISE,
-        lr_rescaling=defaults.LR_RESCALING,
-        seed=None,
-        noise_exclusions=None,
-        max_noise=None,
-        name="HeavyTailSGD",
-        **kwargs,
-    ):
-        super().__init__(
-            learning_rate=learning_rate,
-            momentum=float(momentum),
-            nesterov=nesterov,
-            name=name,
-            **kwargs,
-        )
-        self.init_noise(
-            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
-        )
 
     def update_step(self, gradient, variable, learning_rate):
         if self.sigma == 0.0 or not self.gets_noise(variable):
@@ -114,14 +91,15 @@ def _current_learning_rate(optimizer):
 class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
     __doc__ = f"""Adds symmetric alpha-stable noise after any Keras 3 optimizer's step.
 
-    Wraps `optimizer` (Adam, AdamW, RMSprop, ...) the way
+    Wraps `inner_optimizer` (Adam, AdamW, RMSprop, ...) the way
     `keras.optimizers.LossScaleOptimizer` does: `learning_rate` and
     `iterations` are the inner optimizer's, and `variables` are both.
 {UPDATE_RULE}
     Here `lr_t` is the inner optimizer's current learning rate.
 
     Args:
-        optimizer: the `keras.optimizers.Optimizer` to wrap.
+        inner_optimizer: the `keras.optimizers.Optimizer` to wrap (release
+            0.2's keyword `optimizer=` still works, with a warning).
 {NOISE_ARGS}        name: Defaults to `"HeavyTailNoise"`.
 
     Example:
@@ -135,7 +113,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        optimizer,
+        inner_optimizer=None,
         alpha=defaults.ALPHA,
         sigma=defaults.SIGMA,
         noise=defaults.NOISE,
@@ -146,10 +124,19 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         name="HeavyTailNoise",
         **kwargs,
     ):
+        if "optimizer" in kwargs and inner_optimizer is None:
+            warnings.warn(
+                "HeavyTailNoise(optimizer=...) is HeavyTailNoise(inner_optimizer=...) "
+                "since keras-heavytail 0.3, as in keras.optimizers.LossScaleOptimizer.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            inner_optimizer = kwargs.pop("optimizer")
+        optimizer = inner_optimizer
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             raise ValueError(
-                "`optimizer` must be a Keras 3 `keras.optimizers.Optimizer`. "
-                f"Received: optimizer={optimizer!r}"
+                "`inner_optimizer` must be a Keras 3 `keras.optimizers.Optimizer`. "
+                f"Received: inner_optimizer={optimizer!r}"
             )
         if getattr(optimizer, "gradient_accumulation_steps", None):
             raise ValueError(
@@ -165,30 +152,30 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
                 f"optimizer. Received: {sorted(kwargs)}"
             )
         super().__init__(learning_rate=0.0, name=name)
-        self.optimizer = optimizer
+        self.inner_optimizer = optimizer
         self.init_noise(
             alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
         )
 
     def build(self, var_list):
-        self.optimizer.build(var_list)
+        self.inner_optimizer.build(var_list)
         super().build(var_list)
 
     @property
     def variables(self):
-        return self._variables + self.optimizer.variables
+        return self._variables + self.inner_optimizer.variables
 
     @property
     def learning_rate(self):
-        return self.optimizer.learning_rate
+        return self.inner_optimizer.learning_rate
 
     @learning_rate.setter
     def learning_rate(self, learning_rate):
-        self.optimizer.learning_rate = learning_rate
+        self.inner_optimizer.learning_rate = learning_rate
 
     @property
     def iterations(self):
-        return self.optimizer.iterations
+        return self.inner_optimizer.iterations
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
@@ -198,10 +185,10 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         variables = trainable_variables or self._trainable_variables
         # Noise is scaled by the learning rate and drawn for the iteration of
         # this step, both read before the inner step increments them.
-        learning_rate = _current_learning_rate(self.optimizer)
+        learning_rate = _current_learning_rate(self.inner_optimizer)
         sigma = self.current_sigma()
         iteration = ops.convert_to_tensor(self.iterations)
-        self.optimizer.apply(grads, trainable_variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
         if self.sigma == 0.0:
             return
         targets = [
@@ -242,19 +229,23 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         )
 
     def finalize_variable_values(self, var_list):
-        self.optimizer.finalize_variable_values(var_list)
+        self.inner_optimizer.finalize_variable_values(var_list)
 
     def get_config(self):
         return {
             "name": self.name,
-            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
             **self.noise_config(),
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = cls.deserialize_sigma(dict(config))
-        optimizer = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
-        return cls(optimizer, **config)
+        inner = config.pop("inner_optimizer", None) or config.pop("optimizer")  # 0.2 files
+        inner = keras.saving.deserialize_keras_object(inner, custom_objects=custom_objects)
+        return cls(inner, **config)
+
+    @property
+    def optimizer(self):
+        """Release 0.2's name of `inner_optimizer` (kept one release)."""
+        return self.inner_optimizer

@@ -311,6 +311,40 @@ class NoiseUpdate:
         return super().from_config(config, custom_objects=custom_objects)
 
 
+class NoisySGD(NoiseUpdate):
+    """SGD's constructor plus the noise arguments, for Keras 3 and tf_keras SGD.
+
+    `HeavyTailSGD` (on `keras.optimizers.SGD`) and `LegacyHeavyTailSGD` (on
+    `tf_keras.optimizers.SGD`) share it; each documents the arguments.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        alpha=defaults.ALPHA,
+        sigma=defaults.SIGMA,
+        noise=defaults.NOISE,
+        lr_rescaling=defaults.LR_RESCALING,
+        seed=None,
+        noise_exclusions=None,
+        max_noise=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=float(momentum),
+            nesterov=nesterov,
+            name=name or type(self).__name__,
+            **kwargs,
+        )
+        self.init_noise(
+            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
+        )
+
+
 UPDATE_RULE = """
     ```python
     theta = theta - lr_t * grad                  # the wrapped update

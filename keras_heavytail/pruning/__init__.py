@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from keras_heavytail import lazy
 
 _WHERE = {
-    "Budget": "compress",
+    "Budget": "budget",
+    "CompressResult": "budget",
     "DistillationLoss": "distillation",
     "ModelCost": "macs",
     "compress": "compress",
@@ -35,14 +36,16 @@ _WHERE = {
 }
 __getattr__, __dir__ = lazy.attach(
     __name__, _WHERE,
-    submodules=("channels", "components", "compress", "distillation", "gradients",
-                "graph", "importance", "macs", "one_shot", "shrinking", "sparsity"),
+    submodules=("budget", "channels", "components", "compress", "distillation", "gradients",
+                "graph", "importance", "macs", "one_shot", "schedules", "shrinking",
+                "sparsity"),
 )
 
 if TYPE_CHECKING:
+    from keras_heavytail.pruning.budget import Budget
+    from keras_heavytail.pruning.budget import CompressResult
     from keras_heavytail.pruning.channels import register_layer
     from keras_heavytail.pruning.components import ChannelGroup
-    from keras_heavytail.pruning.compress import Budget
     from keras_heavytail.pruning.compress import compress
     from keras_heavytail.pruning.compress import recalibrate_batch_norm
     from keras_heavytail.pruning.distillation import DistillationLoss
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Budget",
+    "CompressResult",
     "DistillationLoss",
     "ModelCost",
     "compress",

@@ -16,7 +16,6 @@ bytes or 1-thread latency, measured at the end (TensorFlow backend): those
 two are steered by a proxy (parameters, MACs) and tightened until measured.
 """
 
-import dataclasses
 import math
 import time
 
@@ -27,6 +26,8 @@ from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail import metrics
 from keras_heavytail.pruning import importance as importance_lib
+from keras_heavytail.pruning.budget import Budget
+from keras_heavytail.pruning.budget import CompressResult
 from keras_heavytail.pruning.distillation import DistillationLoss
 from keras_heavytail.pruning.distillation import as_logits
 from keras_heavytail.pruning.graph import ModelGraph
@@ -35,102 +36,6 @@ from keras_heavytail.pruning.one_shot import apply_masks
 from keras_heavytail.pruning.one_shot import copy_model
 from keras_heavytail.pruning.one_shot import group_masks
 from keras_heavytail.pruning.shrinking import shrink
-
-_KINDS = ("macs", "params", "bytes", "latency_ms")
-
-
-@keras.saving.register_keras_serializable(package="keras_heavytail")
-@dataclasses.dataclass
-class Budget:
-    """What a compressed model may cost; set one or more.
-
-    Each value is a fraction of the dense model's cost (a float in (0, 1)) or
-    an absolute number (>= 1).
-
-    Args:
-        macs: multiply-accumulates at batch 1 (`count_macs`).
-        params: number of weights.
-        bytes: size of the calibrated int8 LiteRT file (TensorFlow backend).
-        latency_ms: median 1-thread LiteRT latency of the int8 file, in
-            milliseconds (TensorFlow backend).
-    """
-
-    macs: float = None
-    params: float = None
-    bytes: float = None
-    latency_ms: float = None
-
-    def __post_init__(self):
-        given = dict(self.items())
-        if not given:
-            raise ValueError(
-                "A Budget needs at least one of macs, params, bytes, latency_ms. "
-                "Received: none"
-            )
-        for kind, value in given.items():
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float, np.integer, np.floating))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"`{kind}` must be a fraction in (0, 1) of the dense model's "
-                    f"cost or an absolute number >= 1. Received: {kind}={value!r}"
-                )
-            if value == 1 and isinstance(value, float):
-                raise ValueError(
-                    f"`{kind}=1.0` keeps the whole model; give a fraction in (0, 1) "
-                    f"or an absolute number. Received: {kind}={value!r}"
-                )
-
-    def items(self):
-        """`(kind, value)` for each budget that is set."""
-        return [(k, getattr(self, k)) for k in _KINDS if getattr(self, k) is not None]
-
-    def targets(self, dense):
-        """`{kind: absolute target}` given the dense model's `{kind: cost}`."""
-        return {k: v * dense[k] if v < 1 else float(v) for k, v in self.items()}
-
-    def get_config(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-@dataclasses.dataclass
-class CompressResult:
-    """What `compress` returns.
-
-    Attributes:
-        model: the compressed (shrunk, fine-tuned) Keras 3 model.
-        cost: its `ModelCost` (MACs, params, bytes).
-        dense_cost: the dense model's `ModelCost`.
-        accuracy: validation accuracy of the compressed model.
-        dense_accuracy: validation accuracy of the dense model.
-        measured: `{kind: value}` of the compressed model for each budget
-            kind (bytes and latency measured in LiteRT), and the targets.
-        points: one dict per step (MACs, params, accuracy, seconds).
-    """
-
-    model: object
-    cost: object
-    dense_cost: object
-    accuracy: float
-    dense_accuracy: float
-    measured: dict
-    points: list
-
-    def summary(self):
-        """One line: MACs, params and accuracy before and after."""
-        return (
-            f"MACs {self.dense_cost.macs:,} -> {self.cost.macs:,} "
-            f"({self.cost.macs / max(self.dense_cost.macs, 1):.2f}x), params "
-            f"{self.dense_cost.params:,} -> {self.cost.params:,}, val accuracy "
-            f"{self.dense_accuracy:.4f} -> {self.accuracy:.4f}"
-        )
 
 
 def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20):
@@ -211,8 +116,24 @@ def _prune_to(model, targets, options, steps=8):
     return best
 
 
+def _hand_back(small, dense):
+    """`small` compiled as `dense` was (loss, metrics, a fresh optimizer), or
+    uncompiled if `dense` was: never with the fine-tuning's packed-label loss."""
+    if getattr(dense, "compiled", False):
+        try:
+            small.compile_from_config(dense.get_compile_config())
+            return small
+        except Exception:  # a custom loss or metric Keras cannot rebuild
+            pass
+    bare = keras.models.clone_model(small)
+    bare.set_weights(small.get_weights())
+    return bare
+
+
 def _check_reachable(model, targets, options):
     """Raises a ValueError if even the smallest pruning misses `targets`."""
+    # The smallest model does not depend on the ranking: no gradients needed.
+    options = dict(options, score="magnitude", gradients=None)
     floor = _costs(_candidate(model, 1.0, options), None)[1]
     if not _meets(floor, targets):
         raise ValueError(
@@ -345,24 +266,12 @@ def compress(
     >>> result = compress(model, (x, y), (x_val, y_val), Budget(macs=0.25))  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    if not isinstance(budget, Budget):
-        raise ValueError(f"`budget` must be a Budget. Received: budget={budget!r}")
+    _check_arguments(budget, scope, distill, temperature,
+                     {"round_to": round_to, "min_channels": min_channels, "steps": steps,
+                      "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size})  # fmt: skip
     importance = importance_lib.check_importance(importance)
-    checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
-    for name, value, low in (("round_to", round_to, 1), ("min_channels", min_channels, 1),
-                             ("steps", steps, 1), ("fine_tune_epochs", fine_tune_epochs, 0),
-                             ("batch_size", batch_size, 1)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
-    checks.check_fraction(distill, "distill")
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
     x, y = _check_data(train_data, "train_data")
     x_val, y_val = _check_data(validation_data, "validation_data")
-    if {"bytes", "latency_ms"} & {k for k, _ in budget.items()}:
-        from keras_heavytail import lazy
-
-        lazy.check_tensorflow("A bytes or latency_ms budget (measured in LiteRT)")
     start = time.perf_counter()
     dense_cost, dense = _costs(model, None)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))
@@ -384,25 +293,10 @@ def compress(
         value = target if key == kind else dense[key] * target / dense[kind]
         proxy[key] = min(proxy.get(key, value), value)
     _check_reachable(model, proxy, options)
-    current, points = model, []
-    for _attempt in range(4):
-        current, points = _rounds(current, model, proxy, dense, steps, options, config,
-                                  (x, y), (x_val, y_val), teacher, verbose, points)  # fmt: skip
-        measured = _measure(current, [k for k, _ in budget.items()], x)
-        cost, values = _costs(current, None)
-        values.update(measured)
-        missed = {k: t for k, t in targets.items() if values[k] > t}
-        if not missed:
-            break
-        for kind, target in missed.items():  # tighten the proxy and go on
-            key = _proxy(kind)
-            proxy[key] = min(proxy.get(key, values[key]), values[key] * target / values[kind] * 0.97)
-        steps = 1
-    else:
-        raise ValueError(
-            f"compress could not meet the budget {targets} after 4 attempts; the "
-            f"model reached {values}."
-        )
+    run = {"options": options, "config": config, "train": (x, y),
+           "validation": (x_val, y_val), "teacher": teacher, "verbose": verbose}  # fmt: skip
+    current, cost, values, points = _until_measured(model, targets, proxy, dense, steps, run)
+    current = _hand_back(current, model)
     accuracy = metrics.accuracy(current, x_val, y_val)
     if verbose:
         print(f"compress: done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -414,9 +308,51 @@ def compress(
     )  # fmt: skip
 
 
-def _rounds(current, dense_model, proxy, dense, steps, options, config, train,
-            validation, teacher, verbose, points):  # fmt: skip
+def _check_arguments(budget, scope, distill, temperature, counts):
+    if not isinstance(budget, Budget):
+        raise ValueError(f"`budget` must be a Budget. Received: budget={budget!r}")
+    checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
+    for name, value in counts.items():
+        low = 0 if name == "fine_tune_epochs" else 1
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+    checks.check_fraction(distill, "distill")
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+    if {"bytes", "latency_ms"} & {k for k, _ in budget.items()}:
+        from keras_heavytail import lazy
+
+        lazy.check_tensorflow("A bytes or latency_ms budget (measured in LiteRT)")
+
+
+def _until_measured(model, targets, proxy, dense, steps, run):
+    """Rounds until the measured costs meet `targets`; the proxy tightens
+    (and one more round runs) while a measured bytes or latency misses."""
+    current, points = model, []
+    for _attempt in range(4):
+        current, points = _rounds(current, proxy, dense, steps, run, points)
+        cost, values = _costs(current, None)
+        values.update(_measure(current, list(targets), run["train"][0]))
+        missed = {k: t for k, t in targets.items() if values[k] > t}
+        if not missed:
+            return current, cost, values, points
+        for kind, target in missed.items():
+            key = _proxy(kind)
+            proxy[key] = min(proxy.get(key, values[key]),
+                             values[key] * target / values[kind] * 0.97)  # fmt: skip
+        steps = 1
+    raise ValueError(
+        f"compress could not meet the budget {targets} after 4 attempts; the "
+        f"model reached {values}."
+    )
+
+
+def _rounds(current, proxy, dense, steps, run, points):
     """`steps` rounds of prune, shrink, recalibrate and fine-tune."""
+    options, config, train = run["options"], run["config"], run["train"]
+    validation, teacher, verbose = run["validation"], run["teacher"], run["verbose"]
     x, y = train
     now = _costs(current, None)[1]
     for i in range(1, steps + 1):

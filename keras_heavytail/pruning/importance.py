@@ -31,7 +31,6 @@ import warnings
 import numpy as np
 
 from keras_heavytail import checks
-from keras_heavytail import compressibility
 from keras_heavytail import defaults
 from keras_heavytail.arrays import as_array
 from keras_heavytail.pruning.components import slot_sums
@@ -186,39 +185,34 @@ def taylor_gradients(model, data, loss, batches=8):
     return gradients_lib.accumulated_gradients(model, data, loss, batches)
 
 
-def outgoing_norms(model, layer):
-    """l2 norm of each unit's outgoing weights in the next kernel layer."""
-    consumer = model_graph(model).next_kernel_layer(layer)
-    units = layer.kernel.shape[-1]
-    if consumer is None:
-        raise ValueError(
-            f"`score='path'` needs a kernel layer after {layer.name!r} in a linear chain."
-        )
-    kernel = as_array(consumer.kernel, "float64")
-    if kernel.ndim > 2:  # a convolution: input channels are axis -2
-        return np.sqrt(
-            np.sum(np.moveaxis(kernel, -2, 0).reshape(units, -1) ** 2, axis=1)
-        )
-    rows = kernel.reshape(-1, units, kernel.shape[-1])  # (positions, units, out)
-    return np.sqrt(np.sum(rows**2, axis=(0, 2)))
-
-
 def neuron_scores(model, layer, score="magnitude"):
-    """Per-unit importance of one layer: incoming norm, or times outgoing norm.
+    """Per-unit importance of one producer layer, from the channel graph.
+
+    The scores `group_scores` gives the layer's channel components: on a
+    chain, the l2 norm of each unit's incoming weights (`"magnitude"`, the
+    paper's) or that times the l2 norm of its outgoing weights (`"path"`, a
+    unit's scale in a ReLU network); where layers share channels (a residual
+    addition), the group's summed score.
 
     Args:
         model: the Keras model `layer` belongs to (or its `ModelGraph`).
-        layer: a kernel layer of `model`.
-        score: `"magnitude"` (incoming l2 norm, the paper's) or `"path"`
-            (times the outgoing l2 norm: a unit's scale in a ReLU network).
+        layer: a producer layer (Dense, Conv, ...) of `model`.
+        score: an importance criterion other than `"taylor"`.
             Defaults to `"magnitude"`.
 
     Returns:
         A float64 array with one score per unit.
     """
     score = check_importance(score)
-    checks.check_choice(score, "score", ("magnitude", "path"))
-    norms = compressibility.neuron_norms(layer.kernel)
-    if score == "path":
-        norms = norms * outgoing_norms(model, layer)
-    return norms
+    if score == "taylor":
+        raise ValueError("`neuron_scores` takes no gradients: use `group_scores`.")
+    structure = model_graph(model).channels()
+    member = next(
+        (m for m in structure.members if m.layer is layer and m.role == "out"), None
+    )
+    if member is None:
+        raise ValueError(
+            f"Layer {layer.name!r} makes no channels of the model (a Dense or Conv "
+            "layer of it is needed)."
+        )
+    return group_scores(structure, score)[structure.component[member.nodes]]

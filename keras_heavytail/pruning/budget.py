@@ -1,0 +1,107 @@
+"""What a compressed model may cost (`Budget`) and what `compress` returns.
+
+A budget is a fraction of the dense model's cost or an absolute number, for
+MACs, parameters, the int8 LiteRT file's bytes or its 1-thread latency.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+KINDS = ("macs", "params", "bytes", "latency_ms")
+
+
+@keras.saving.register_keras_serializable(package="keras_heavytail")
+@dataclasses.dataclass
+class Budget:
+    """What a compressed model may cost; set one or more.
+
+    Each value is a fraction of the dense model's cost (a float in (0, 1)) or
+    an absolute number (>= 1).
+
+    Args:
+        macs: multiply-accumulates at batch 1 (`count_macs`).
+        params: number of weights.
+        bytes: size of the calibrated int8 LiteRT file (TensorFlow backend).
+        latency_ms: median 1-thread LiteRT latency of the int8 file, in
+            milliseconds (TensorFlow backend).
+    """
+
+    macs: float = None
+    params: float = None
+    bytes: float = None
+    latency_ms: float = None
+
+    def __post_init__(self):
+        given = dict(self.items())
+        if not given:
+            raise ValueError(
+                "A Budget needs at least one of macs, params, bytes, latency_ms. "
+                "Received: none"
+            )
+        for kind, value in given.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(
+                    f"`{kind}` must be a fraction in (0, 1) of the dense model's "
+                    f"cost or an absolute number >= 1. Received: {kind}={value!r}"
+                )
+            if value == 1 and isinstance(value, float):
+                raise ValueError(
+                    f"`{kind}=1.0` keeps the whole model; give a fraction in (0, 1) "
+                    f"or an absolute number. Received: {kind}={value!r}"
+                )
+
+    def items(self):
+        """`(kind, value)` for each budget that is set."""
+        return [(k, getattr(self, k)) for k in KINDS if getattr(self, k) is not None]
+
+    def targets(self, dense):
+        """`{kind: absolute target}` given the dense model's `{kind: cost}`."""
+        return {k: v * dense[k] if v < 1 else float(v) for k, v in self.items()}
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """What `compress` returns.
+
+    Attributes:
+        model: the compressed (shrunk, fine-tuned) Keras 3 model.
+        cost: its `ModelCost` (MACs, params, bytes).
+        dense_cost: the dense model's `ModelCost`.
+        accuracy: validation accuracy of the compressed model.
+        dense_accuracy: validation accuracy of the dense model.
+        measured: `{kind: value}` of the compressed model for each budget
+            kind (bytes and latency measured in LiteRT), and the targets.
+        points: one dict per step (MACs, params, accuracy, seconds).
+    """
+
+    model: object
+    cost: object
+    dense_cost: object
+    accuracy: float
+    dense_accuracy: float
+    measured: dict
+    points: list
+
+    def summary(self):
+        """One line: MACs, params and accuracy before and after."""
+        return (
+            f"MACs {self.dense_cost.macs:,} -> {self.cost.macs:,} "
+            f"({self.cost.macs / max(self.dense_cost.macs, 1):.2f}x), params "
+            f"{self.dense_cost.params:,} -> {self.cost.params:,}, val accuracy "
+            f"{self.dense_accuracy:.4f} -> {self.accuracy:.4f}"
+        )
