@@ -5,7 +5,7 @@ HeavyTailSGD if asked) on the embedded digits upsampled to 32x32x1, or on
 Fashion-MNIST (`--dataset fashion_mnist --data DIR`, padded to 32x32), then
 `kht.compress` it to `--macs` of its multiply-adds: channel groups ranked by
 BatchNormalization scale, pruned in rounds, removed (`shrink`), BatchNorm
-statistics recalibrated, fine-tuned with distillation from the dense model.
+statistics recalibrated, fine-tuned.
 Exports the dense float32 model and the compressed one to int8 LiteRT and
 prints, per optimizer: MACs, parameters, file size, LiteRT accuracy and
 1-thread latency, and writes a plot of accuracy against MACs. Offline on

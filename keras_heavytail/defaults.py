@@ -34,7 +34,7 @@ VALIDATION_FRACTION = 0.2
 # `compress`: rounds, fine-tuning epochs per round, distillation weight.
 COMPRESS_STEPS = 3
 COMPRESS_FINE_TUNE_EPOCHS = 1
-COMPRESS_DISTILL = 0.5
+COMPRESS_DISTILL = 0.0
 # Pruning during training (`sparsity`): tfmot's schedule defaults.
 PRUNING_FREQUENCY = 100
 PRUNING_POWER = 3

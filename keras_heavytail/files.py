@@ -36,6 +36,9 @@ def atomic_path(path):
     os.close(handle)
     try:
         yield Path(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would create it, not 0600
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

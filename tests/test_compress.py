@@ -163,6 +163,8 @@ def test_a_registered_custom_layer_is_pruned_and_shrunk_exactly(monkeypatch):
     np.testing.assert_allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     assert small.count_params() == 6 * 6 + 6 + 6 + 6 * 3 + 3
+    # count_macs knows it too: a registered producer costs what a Dense would.
+    assert dict((n, m) for n, _, m, _ in kht.count_macs(small).layers)["mine"] == 6 * 6
 
 
 def test_register_layer_refuses_what_it_cannot_use():
@@ -310,3 +312,40 @@ def test_compress_names_the_layer_that_freezes_every_channel(trained):
     with pytest.raises(ValueError, match="'doubler' \\(Lambda\\)"):
         kht.compress(model, train, val, kht.Budget(macs=0.5), steps=1,
                      fine_tune_epochs=0, verbose=False)  # fmt: skip
+
+
+def test_count_macs_refuses_shared_layers_and_non_models():
+    x = keras.Input((4,))
+    shared = L.Dense(4, name="twice")
+    model = keras.Model(x, shared(shared(x)))
+    with pytest.raises(ValueError, match="twice"):
+        kht.count_macs(model)
+    with pytest.raises(ValueError, match="takes a Keras model"):
+        kht.count_macs(L.Dense(3))
+
+
+def test_channel_groups_refuse_an_exclude_the_model_lacks():
+    with pytest.raises(ValueError, match=r"Received: \['typo'\]"):
+        kht.channel_groups(_bn_residual_cnn(), exclude=["typo"])
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda x, y: (x, y + 7), "labels must be in \\[0, 3\\)"),
+    (lambda x, y: (x, y + 0.5), "integer class ids"),
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 0, np.nan, x), y),
+     "NaN or inf"),
+])  # fmt: skip
+def test_compress_refuses_data_that_would_give_a_wrong_model(trained, change, message):
+    model, train, val = trained
+    with pytest.raises(ValueError, match=message):
+        kht.compress(model, change(*train), val, kht.Budget(macs=0.5), verbose=False)
+
+
+def test_compress_refuses_a_bad_learning_rate_and_two_outputs(trained):
+    model, train, val = trained
+    with pytest.raises(ValueError, match="Received: learning_rate=nan"):
+        kht.compress(model, train, val, kht.Budget(macs=0.5), learning_rate=float("nan"))
+    x = keras.Input((4,))
+    two = keras.Model(x, [L.Dense(3)(x), L.Dense(3)(x)])
+    with pytest.raises(ValueError, match="one input and one output"):
+        kht.compress(two, train, val, kht.Budget(macs=0.5))

@@ -492,3 +492,12 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path):
     for x, y in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 32
+
+
+def test_written_files_get_the_permissions_the_umask_gives(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = files.write_text(tmp_path / "card.json", "{}")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644

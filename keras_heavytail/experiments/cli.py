@@ -59,6 +59,17 @@ def _output_file(path, overwrite, suffix):
     return path
 
 
+def _card_file(output, overwrite):
+    """The data card beside a written .keras file; never a user's file replaced."""
+    card = output.with_suffix(".json")
+    if card.exists() and not overwrite:
+        raise CommandError(
+            f"{str(card)!r} (the data card of --output) exists; pass --overwrite "
+            "to replace it"
+        )
+    return card
+
+
 def _load(args):
     from keras_heavytail.experiments import datasets
 
@@ -232,6 +243,7 @@ def cmd_train(args):
     from keras_heavytail.experiments import runner as experiments
 
     output = _output_file(args.output, args.overwrite, ".keras")
+    card_file = _card_file(output, args.overwrite)
     data = _load(args)
     setting = _settings(args, baseline=False)[0]
     if args.sigma == 0:
@@ -248,7 +260,7 @@ def cmd_train(args):
     accuracy = metrics.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
     card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
-    files.write_text(output.with_suffix(".json"), json.dumps(card, indent=1) + "\n")
+    files.write_text(card_file, json.dumps(card, indent=1) + "\n")
     if history.epoch and history.epoch[0] > 0:
         print(f"Resumed at epoch {history.epoch[0] + 1} from the killed run's backup.")
     print(
@@ -325,6 +337,7 @@ def cmd_compress(args):
     if all(v is None for v in kinds.values()):
         raise CommandError("give a budget: --macs, --params, --bytes or --latency-ms")
     output = _output_file(args.output, args.overwrite, ".keras")
+    card_file = _card_file(output, args.overwrite)
     try:
         budget = compress_lib.Budget(**kinds)
     except ValueError as error:
@@ -342,9 +355,18 @@ def cmd_compress(args):
     before = metrics.accuracy(model, x_test, data.y_test)
     after = metrics.accuracy(result.model, x_test, data.y_test)
     files.save_model(result.model, output)
+    card_path = Path(args.model).with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card["compress"] = {
+        "source": str(args.model), "budget": dict(budget.items()),
+        "importance": args.importance, "macs": result.cost.macs,
+        "params": result.cost.params, "dense_macs": result.dense_cost.macs,
+        "test_accuracy": after, "dense_test_accuracy": before,
+    }  # fmt: skip
+    files.write_text(card_file, json.dumps(card, indent=1) + "\n")
     print(
         f"{result.summary()}; test accuracy {before:.4f} -> {after:.4f}; "
-        f"saved {output}"
+        f"saved {output} (and its data card {output.with_suffix('.json').name})"
     )
 
 

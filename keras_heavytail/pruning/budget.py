@@ -14,7 +14,7 @@ KINDS = ("macs", "params", "bytes", "latency_ms")
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Budget:
     """What a compressed model may cost; set one or more.
 
@@ -45,14 +45,14 @@ class Budget:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float, np.integer, np.floating))
-                or not math.isfinite(value)
+                or not math.isfinite(float(value))
                 or value <= 0
             ):
                 raise ValueError(
                     f"`{kind}` must be a fraction in (0, 1) of the dense model's "
                     f"cost or an absolute number >= 1. Received: {kind}={value!r}"
                 )
-            if value == 1 and isinstance(value, float):
+            if value == 1 and isinstance(value, (float, np.floating)):
                 raise ValueError(
                     f"`{kind}=1.0` keeps the whole model; give a fraction in (0, 1) "
                     f"or an absolute number. Received: {kind}={value!r}"

@@ -117,6 +117,14 @@ def register_layer(layer_class, kind, kernel="kernel", bias="bias", units="units
             f"layer_class={layer_class!r}"
         )
     checks.check_choice(kind, "kind", RULE_KINDS)
+    for name, value in (("kernel", kernel), ("units", units)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(
+                f"`{name}` must name an attribute or config entry (a string). "
+                f"Received: {name}={value!r}"
+            )
+    if bias is not None and not isinstance(bias, str):
+        raise ValueError(f"`bias` must be a string or None. Received: bias={bias!r}")
     _REGISTRY[layer_class] = LayerRule(kind, kernel, bias, units)
 
 

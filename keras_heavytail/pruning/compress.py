@@ -54,6 +54,11 @@ def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20)
     Returns:
         The number of BatchNormalization layers recalibrated.
     """
+    for name, value in (("batch_size", batch_size), ("batches", batches)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
+    if len(x) == 0:
+        raise ValueError("`x` must hold at least one example. Received: 0")
     layers = [
         layer
         for layer in ModelGraph(model).layers
@@ -140,7 +145,8 @@ def _check_reachable(model, targets, options):
             f"The budget cannot be met: pruning every prunable channel group "
             f"down to min_channels={options['min_channels']} (round_to="
             f"{options['round_to']}) leaves {floor}, above the target "
-            f"{ {k: int(v) for k, v in targets.items()} }. The rest is in "
+            f"{ {k: round(v, 1) for k, v in targets.items()} } (bytes and latency "
+            "are steered by parameters and MACs). The rest is in "
             "frozen groups (the model's inputs and outputs, excluded or "
             "unknown layers: see `channel_groups`). Lower min_channels or "
             "round_to, or ask for less."
@@ -154,15 +160,29 @@ def _fine_tune(model, train, teacher_logits, config):
         weight=config["distill"],
         from_logits=config["from_logits"],
     )
-    optimizer = config["optimizer"]() if config["optimizer"] else keras.optimizers.Adam(
-        config["learning_rate"]
-    )
+    optimizer = _fresh_optimizer(config["optimizer"], config["learning_rate"])
     model.compile(optimizer=optimizer, loss=loss)
     targets = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher_logits], 1)
     model.fit(
         x, targets, batch_size=config["batch_size"], epochs=config["fine_tune_epochs"],
         verbose=0, shuffle=True,
     )  # fmt: skip
+
+
+def _fresh_optimizer(optimizer, learning_rate):
+    """A new optimizer for one round: from a callable, a name or an instance."""
+    if optimizer is None:
+        return keras.optimizers.Adam(learning_rate)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return type(optimizer).from_config(optimizer.get_config())
+    if isinstance(optimizer, str):
+        return keras.optimizers.get(optimizer)
+    if callable(optimizer):
+        return optimizer()
+    raise ValueError(
+        "`optimizer` must be None, an optimizer, its name or a callable returning "
+        f"one. Received: optimizer={optimizer!r}"
+    )
 
 
 def _measure(model, kinds, x_calibration):
@@ -185,16 +205,34 @@ def _measure(model, kinds, x_calibration):
     return measured
 
 
-def _check_data(data, name):
+def _check_data(data, name, classes):
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(
-            f"`{name}` must be a tuple (x, y) of arrays. Received: {type(data).__name__}"
+            f"`{name}` must be a tuple (x, y) of numpy arrays: one input array "
+            f"and integer labels. Received: {type(data).__name__}"
         )
-    x, y = np.asarray(data[0]), np.asarray(data[1]).astype("int64").ravel()
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"`{name}` inputs must be numbers. Received: dtype={x.dtype}")
+    if y.ndim != 1 or y.dtype.kind not in "iu" and not (
+        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    ):
+        raise ValueError(
+            f"`{name}` labels must be integer class ids, one per example (not "
+            f"one-hot, not fractions). Received: shape={y.shape}, dtype={y.dtype}"
+        )
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             f"`{name}` must hold the same number (> 0) of inputs and labels. "
             f"Received: {len(x)} inputs and {len(y)} labels"
+        )
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` inputs hold NaN or inf: fine-tuning would diverge.")
+    y = y.astype("int64")
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(
+            f"`{name}` labels must be in [0, {classes}) for a model with {classes} "
+            f"outputs. Received: labels from {y.min()} to {y.max()}"
         )
     return x, y
 
@@ -208,9 +246,9 @@ def compress(
     scope="layer",
     round_to=1,
     min_channels=1,
-    steps=3,
-    fine_tune_epochs=1,
-    distill=0.5,
+    steps=defaults.COMPRESS_STEPS,
+    fine_tune_epochs=defaults.COMPRESS_FINE_TUNE_EPOCHS,
+    distill=defaults.COMPRESS_DISTILL,
     temperature=4.0,
     learning_rate=1e-3,
     optimizer=None,
@@ -236,18 +274,21 @@ def compress(
         round_to: channels kept per group are a multiple of this (8 suits
             XNNPACK and int8 kernels). Defaults to `1`.
         min_channels: channels every group keeps. Defaults to `1`.
-        steps: prune-and-fine-tune rounds. Defaults to `3`.
+        steps: prune-and-fine-tune rounds. Defaults to `3`
+            (`defaults.COMPRESS_STEPS`).
         fine_tune_epochs: epochs of fine-tuning after each round (0 for
             none). Defaults to `1`.
         distill: weight of the distillation loss from the dense model (0 for
-            plain cross-entropy). Defaults to `0.5`.
+            plain cross-entropy; `benchmarks/RESULTS.md` §10 says why that is
+            the default). Defaults to `0.0`.
         temperature: the distillation temperature. Defaults to `4.0`.
         learning_rate: Adam's learning rate when `optimizer` is `None`.
             Defaults to `1e-3`.
-        optimizer: a callable returning a fresh Keras optimizer for each
-            round. Defaults to `None` (Adam).
-        batch_size: for fine-tuning and recalibration.
-            Defaults to `defaults.BATCH_SIZE`.
+        optimizer: the optimizer of each round's fine-tuning: a Keras
+            optimizer (copied fresh each round), its name, or a callable
+            returning one. Defaults to `None` (Adam at `learning_rate`).
+        batch_size: for fine-tuning and recalibration. Defaults to `64`
+            (`defaults.BATCH_SIZE`).
         exclude: names of producer layers whose channels stay.
             Defaults to `None`.
         from_logits: whether the model outputs logits; `None` looks at its
@@ -270,8 +311,22 @@ def compress(
                      {"round_to": round_to, "min_channels": min_channels, "steps": steps,
                       "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size})  # fmt: skip
     importance = importance_lib.check_importance(importance)
-    x, y = _check_data(train_data, "train_data")
-    x_val, y_val = _check_data(validation_data, "validation_data")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "compress takes a classifier with one input and one output (logits or "
+            f"probabilities). Received: {len(model.inputs)} inputs and "
+            f"{len(model.outputs)} outputs"
+        )
+    classes = int(model.outputs[0].shape[-1])
+    x, y = _check_data(train_data, "train_data", classes)
+    x_val, y_val = _check_data(validation_data, "validation_data", classes)
+    if isinstance(learning_rate, bool) or not (
+        isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
+        and learning_rate > 0
+    ):
+        raise ValueError(
+            f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
+        )
     start = time.perf_counter()
     dense_cost, dense = _costs(model, None)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))

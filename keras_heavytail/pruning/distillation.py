@@ -33,6 +33,14 @@ class DistillationLoss(keras.losses.Loss):
 
     def __init__(self, temperature=4.0, weight=0.5, from_logits=True, name="distillation",
                  **kwargs):  # fmt: skip
+        if isinstance(temperature, bool) or not (
+            isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
+        ):
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+        if isinstance(weight, bool) or not (
+            isinstance(weight, (int, float)) and 0.0 <= weight <= 1.0
+        ):
+            raise ValueError(f"`weight` must be in [0, 1]. Received: weight={weight!r}")
         super().__init__(name=name, **kwargs)
         self.temperature = temperature
         self.weight = weight

@@ -180,7 +180,12 @@ class ModelGraph:
         Returns:
             A finished `ChannelGraph`.
         """
-        exclude = frozenset(exclude or ())
+        exclude = frozenset([exclude] if isinstance(exclude, str) else exclude or ())
+        unknown = exclude - {layer.name for layer in self.layers}
+        if unknown:
+            raise ValueError(
+                f"`exclude` names no layer of the model. Received: {sorted(unknown)}"
+            )
         if values:
             return channels.build(self.model, self.wiring, exclude, values=True)
         if exclude not in self._channels:

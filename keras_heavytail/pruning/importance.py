@@ -115,6 +115,17 @@ def _taylor(graph, gradients):
             "`importance='taylor'` needs `gradients` (from `taylor_gradients`): the "
             "loss gradient of every weight, accumulated over batches."
         )
+    if not isinstance(gradients, dict):
+        raise ValueError(
+            "`gradients` must be a dict {variable path: array} from "
+            f"`taylor_gradients`. Received: {type(gradients).__name__}"
+        )
+    paths = {v.path for m in graph.members for v, *_ in m.weights}
+    if not paths & set(gradients):
+        raise ValueError(
+            "`gradients` holds no weight of this model (keys are variable paths, "
+            f"e.g. {sorted(paths)[:2]}). Received keys: {sorted(gradients)[:4]}"
+        )
     scores = np.zeros(graph.frozen.size)
     for member in graph.members:
         if member.role == "in":

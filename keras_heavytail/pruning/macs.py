@@ -22,6 +22,8 @@ import re
 import keras
 import numpy as np
 
+from keras_heavytail.pruning import channels
+from keras_heavytail.pruning.graph import ModelGraph
 from keras_heavytail.pruning.graph import model_graph
 
 _L = keras.layers
@@ -86,7 +88,15 @@ def _einsum_macs(layer):
 
 
 def layer_macs(layer):
-    """Multiply-accumulates of one layer at batch size 1 (0 if it has none)."""
+    """Multiply-accumulates of one layer at batch size 1 (0 if it has none).
+
+    A layer registered as a producer (`register_layer`) counts as a Dense
+    layer over its input positions.
+    """
+    if channels.is_producer(layer) and not isinstance(layer, channels.PRODUCERS):
+        kernel = channels.kernel_of(layer)
+        positions = int(np.prod(_shape(layer, "input")[:-1]))
+        return positions * int(np.prod(kernel.shape))
     if isinstance(layer, _L.EinsumDense):
         return _einsum_macs(layer)
     if isinstance(layer, _L.Dense):
@@ -130,7 +140,13 @@ def count_macs(model):
     >>> cost = count_macs(model)  # doctest: +SKIP
     >>> cost.macs, cost.params  # doctest: +SKIP
     """
+    if not isinstance(model, (keras.Model, ModelGraph)):
+        raise ValueError(
+            f"count_macs takes a Keras model or its ModelGraph. Received: {model!r}"
+        )
     graph = model_graph(model)
+    if isinstance(graph.model, keras.Model) and not isinstance(graph.model, keras.Sequential):
+        _ = graph.wiring  # refuses shared layers, which would be counted once
     rows = []
     for layer in graph.layers:
         params = sum(int(np.prod(w.shape)) for w in layer.weights)
