@@ -349,3 +349,17 @@ def test_compress_refuses_a_bad_learning_rate_and_two_outputs(trained):
     two = keras.Model(x, [L.Dense(3)(x), L.Dense(3)(x)])
     with pytest.raises(ValueError, match="one input and one output"):
         kht.compress(two, train, val, kht.Budget(macs=0.5))
+
+
+def test_bytes_and_latency_budgets_are_measured_in_litert(trained):
+    model, train, val = trained
+    result = kht.compress(model, train, val, kht.Budget(bytes=0.85, latency_ms=1000.0),
+                          steps=1, fine_tune_epochs=0, verbose=False)  # fmt: skip
+    measured = result.measured
+    assert measured["bytes"] <= measured["targets"]["bytes"]
+    assert 0 < measured["latency_ms"] <= 1000.0  # measured, never asserted on speed
+    assert measured["targets"]["latency_ms"] == 1000.0
+    # A file smaller than LiteRT's fixed overhead allows is a clear error.
+    with pytest.raises(ValueError, match="cannot be met|fixed overhead"):
+        kht.compress(model, train, val, kht.Budget(bytes=0.3), steps=1,
+                     fine_tune_epochs=0, verbose=False)  # fmt: skip

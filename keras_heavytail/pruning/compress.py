@@ -396,12 +396,25 @@ def _until_measured(model, targets, proxy, dense, steps, run):
         for kind, target in missed.items():
             key = _proxy(kind)
             proxy[key] = min(proxy.get(key, values[key]),
-                             values[key] * target / values[kind] * 0.97)  # fmt: skip
+                             _proxy_for(kind, target, dense, values))  # fmt: skip
         steps = 1
     raise ValueError(
         f"compress could not meet the budget {targets} after 4 attempts; the "
-        f"model reached {values}."
+        f"model reached {values}. A LiteRT file and its latency carry a fixed "
+        "overhead that pruning channels cannot remove: ask for more bytes or time."
     )
+
+
+def _proxy_for(kind, target, dense, now):
+    """The proxy cost (parameters for bytes, MACs for latency) that should
+    bring `kind` to `target`: a line through the dense and the current model
+    (a LiteRT file and its latency have a fixed part pruning cannot remove),
+    or a proportional cut where the two points do not give a slope."""
+    key = _proxy(kind)
+    slope = (dense[kind] - now[kind]) / max(dense[key] - now[key], 1e-9)
+    if slope > 0:
+        return max(now[key] - (now[kind] - target) / slope * 1.05, 0.0)
+    return now[key] * target / now[kind] * 0.97
 
 
 def _rounds(current, proxy, dense, steps, run, points):
