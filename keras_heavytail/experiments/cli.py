@@ -229,7 +229,7 @@ def _backup_dir(args, output):
     asked = {
         k: v
         for k, v in sorted(vars(args).items())
-        if k not in ("func", "output", "overwrite", "verbose")
+        if k not in ("output", "overwrite", "verbose")
     }
     digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
     return output.with_name(f".{output.name}.backup-{digest[:12]}")

@@ -53,10 +53,10 @@ class ChannelGroup:
         return f"ChannelGroup({list(self.layers)}, {self.components.size} channels, {state})"
 
 
-def slot_sums(array, axis, slots, count):
-    """Sum of squares of `array` over each slot's indices along `axis`."""
+def slot_sums(array, axis, slots, count, power=2):
+    """Sum of `|array| ** power` over each slot's indices along `axis`."""
     moved = np.moveaxis(np.asarray(array, "float64"), axis, 0)
-    per_index = np.sum(moved.reshape(moved.shape[0], -1) ** 2, axis=1)
+    per_index = np.sum(np.abs(moved.reshape(moved.shape[0], -1)) ** power, axis=1)
     return np.bincount(slots, weights=per_index, minlength=count)
 
 

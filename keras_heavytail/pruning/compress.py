@@ -83,7 +83,7 @@ def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20)
     return len(layers)
 
 
-def _costs(model, kinds):
+def _costs(model):
     cost = count_macs(model)
     return cost, {"macs": cost.macs, "params": cost.params}
 
@@ -110,13 +110,13 @@ def _prune_to(model, targets, options, steps=8):
     for _ in range(steps):
         mid = (lo + hi) / 2
         small = _candidate(model, mid, options)
-        if _meets(_costs(small, targets)[1], targets):
+        if _meets(_costs(small)[1], targets):
             hi, best = mid, small
         else:
             lo = mid
     if best is None:
         small = _candidate(model, 1.0, options)
-        if _meets(_costs(small, targets)[1], targets):
+        if _meets(_costs(small)[1], targets):
             return small
     return best
 
@@ -139,7 +139,7 @@ def _check_reachable(model, targets, options):
     """Raises a ValueError if even the smallest pruning misses `targets`."""
     # The smallest model does not depend on the ranking: no gradients needed.
     options = dict(options, score="magnitude", gradients=None)
-    floor = _costs(_candidate(model, 1.0, options), None)[1]
+    floor = _costs(_candidate(model, 1.0, options))[1]
     if not _meets(floor, targets):
         raise ValueError(
             f"The budget cannot be met: pruning every prunable channel group "
@@ -328,7 +328,7 @@ def compress(
             f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
         )
     start = time.perf_counter()
-    dense_cost, dense = _costs(model, None)
+    dense_cost, dense = _costs(model)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))
     targets = budget.targets(dense)
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
@@ -388,7 +388,7 @@ def _until_measured(model, targets, proxy, dense, steps, run):
     current, points = model, []
     for _attempt in range(4):
         current, points = _rounds(current, proxy, dense, steps, run, points)
-        cost, values = _costs(current, None)
+        cost, values = _costs(current)
         values.update(_measure(current, list(targets), run["train"][0]))
         missed = {k: t for k, t in targets.items() if values[k] > t}
         if not missed:
@@ -422,7 +422,7 @@ def _rounds(current, proxy, dense, steps, run, points):
     options, config, train = run["options"], run["config"], run["train"]
     validation, teacher, verbose = run["validation"], run["teacher"], run["verbose"]
     x, y = train
-    now = _costs(current, None)[1]
+    now = _costs(current)[1]
     for i in range(1, steps + 1):
         start = time.perf_counter()
         step_target = {
@@ -440,7 +440,7 @@ def _rounds(current, proxy, dense, steps, run, points):
         if config["fine_tune_epochs"]:
             _fine_tune(small, train, teacher, config)
         current = small
-        cost = _costs(current, None)[1]
+        cost = _costs(current)[1]
         accuracy = metrics.accuracy(current, *validation)
         points.append({"step": len(points) + 1, **cost, "val_accuracy": accuracy,
                        "seconds": time.perf_counter() - start})  # fmt: skip

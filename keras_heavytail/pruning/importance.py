@@ -50,21 +50,12 @@ def check_importance(importance):
     return checks.check_choice(importance, "importance", defaults.IMPORTANCES)
 
 
-def _slot_abs_sums(array, axis, slots, count):
-    moved = np.moveaxis(np.asarray(array, "float64"), axis, 0)
-    per_index = np.sum(np.abs(moved.reshape(moved.shape[0], -1)), axis=1)
-    return np.bincount(slots, weights=per_index, minlength=count)
-
-
 def _producer_sums(graph, member, p):
     total = 0.0
     for variable, axis, slots, kind in member.weights:
         if kind == "kernel":
-            array = as_array(variable)
-            if p == 2:
-                total = total + slot_sums(array, axis, slots, member.nodes.size)
-            else:
-                total = total + _slot_abs_sums(array, axis, slots, member.nodes.size)
+            total = total + slot_sums(as_array(variable), axis, slots,
+                                      member.nodes.size, power=p)  # fmt: skip
     return np.sqrt(total) if p == 2 else total
 
 
