@@ -61,23 +61,64 @@ def optimizer(name, seed):
     return kht.HeavyTailSGD(0.05, momentum=0.9, seed=seed)
 
 
-def litert(model, x_cal, x_test, y_test, quantize):
+def litert(model, x_cal, x_test, y_test, quantize, runs=100):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "m.tflite")
         kht.export_tflite(model, path, quantize=quantize, sparse=False,
                           representative_data=x_cal[:300])  # fmt: skip
         accuracy = kht.evaluate_tflite(path, x_test, y_test, from_logits=True)["accuracy"]
-        latency = kht.benchmark_tflite(path, num_threads=1, runs=100)["median_ms"]
+        latency = kht.benchmark_tflite(path, num_threads=1, runs=runs)["median_ms"]
         return {"litert_accuracy": accuracy, "bytes": os.path.getsize(path),
                 "latency_ms": latency}  # fmt: skip
 
 
 def describe(model, x_cal, x_test, y_test, quantize):
-    cost = kht.count_macs(model)
-    row = {"macs": cost.macs, "params": cost.params,
+    row = {**describe_cost(model),
            "keras_accuracy": kht.metrics.accuracy(model, x_test, y_test)}  # fmt: skip
     row.update(litert(model, x_cal, x_test, y_test, quantize))
     return row
+
+
+def model_file(out, key):
+    return out / (key.replace("|", "_") + ".keras")
+
+
+def latency_pass(out, rows, runs=200):
+    """Every row's latency again, on an idle machine, plus a floor per arch."""
+    for row in rows:
+        model = keras.models.load_model(model_file(out, row["key"]), compile=False)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "m.tflite")
+            kht.export_tflite(model, path, sparse=False, quantize=(
+                None if row["quantize"] == "float32" else "int8"),
+                representative_data=np.zeros((8, *model.input_shape[1:]), "float32"))
+            row["latency_ms"] = kht.benchmark_tflite(path, num_threads=1, runs=runs)[
+                "median_ms"]  # fmt: skip
+        row["latency_pass"] = True
+        print(row["key"], row["latency_ms"], flush=True)
+    for arch in sorted({r["arch"] for r in rows}):
+        dense = next(r for r in rows if r["arch"] == arch and r["budget"] == 1.0)
+        model = keras.models.load_model(model_file(out, dense["key"]), compile=False)
+        graph = kht.ModelGraph(model)
+        masks = kht.pruning.one_shot.group_masks(graph, 1.0, round_to=ROUND_TO, min_channels=ROUND_TO)
+        floor = kht.shrink(kht.pruning.apply_masks(model, masks, graph))
+        x = np.zeros((8, *model.input_shape[1:]), "float32")
+        row = {"key": f"{arch}|floor", "arch": arch, "optimizer": "-", "seed": "-",
+               "budget": "floor", "importance": "-", "distill": "-", "quantize": "int8",
+               "seconds": None, "latency_pass": True, **describe_cost(floor),
+               **litert(floor, x, x[:1], np.zeros(1, "int64"), "int8", runs),
+               "litert_accuracy": float("nan")}  # fmt: skip
+        rows = [r for r in rows if r["key"] != row["key"]] + [row]
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def describe_cost(model):
+    cost = kht.count_macs(model)
+    return {"macs": cost.macs, "params": cost.params}
+
+
+ROUND_TO = 8
 
 
 def main():
@@ -95,9 +136,19 @@ def main():
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--limit", type=int, help="examples per split (a quick run)")
     parser.add_argument("--output", default="results/compress")
+    parser.add_argument("--latency-pass", action="store_true",
+                        help="only measure every saved model's latency again")  # fmt: skip
     args = parser.parse_args()
-    data = kht.experiments.load_dataset("fashion_mnist", data_dir=args.data, limit=args.limit)
     out = Path(args.output)
+    if args.latency_pass:
+        global ROUND_TO
+        ROUND_TO = args.round_to
+        rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+        rows = latency_pass(out, rows)
+        files.write_text(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_table(rows, out)
+        return
+    data = kht.experiments.load_dataset("fashion_mnist", data_dir=args.data, limit=args.limit)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "rows.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -130,6 +181,7 @@ def main():
                    **describe(model, x_fit, x_test, data.y_test,
                               None if quantize == "float32" else "int8")}  # fmt: skip
             rows.append(row)
+            files.save_model(model, model_file(out, key))
             files.write_text(log, "".join(json.dumps(r) + "\n" for r in rows))
             print(json.dumps(row), flush=True)
         for budget, importance, distill in itertools.product(
@@ -150,6 +202,7 @@ def main():
                    "val_accuracy": result.accuracy,
                    **describe(result.model, x_fit, x_test, data.y_test, "int8")}  # fmt: skip
             rows.append(row)
+            files.save_model(result.model, model_file(out, key))
             files.write_text(log, "".join(json.dumps(r) + "\n" for r in rows))
             print(json.dumps(row), flush=True)
     write_table(rows, out)
@@ -182,7 +235,7 @@ def write_table(rows, out):
         mine = [r for r in rows if (r["arch"], r["optimizer"]) == (arch, opt)]
         for ax, key, label in ((axes[0], "macs", "MACs"), (axes[1], "latency_ms",
                                                            "1-thread int8 latency (ms)")):  # fmt: skip
-            small = [r for r in mine if r["budget"] < 1]
+            small = [r for r in mine if r["budget"] != "floor" and r["budget"] < 1]
             ax.scatter([r[key] for r in small], [r["litert_accuracy"] for r in small],
                        c=color, s=18, label=f"{arch} {opt} compressed")  # fmt: skip
             dense = [r for r in mine if r["budget"] == 1 and r["quantize"] == "float32"]

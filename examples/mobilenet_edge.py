@@ -56,13 +56,18 @@ def trained(name, x, y, epochs):
     return model
 
 
-def litert_row(name, variant, model, path, data, runs, quantize):
-    kht.export_tflite(model, path, sparse=False, quantize=quantize,
-                      representative_data=data["x_fit"][:200])  # fmt: skip
+def litert_row(name, variant, model, path, data, runs, quantize, **card):
+    """Exports, measures in LiteRT and writes the model card beside the file."""
+    report = kht.export_tflite(model, path, sparse=False, quantize=quantize,
+                               representative_data=data["x_fit"][:200])  # fmt: skip
     scores = kht.evaluate_tflite(path, data["x_test"], data["y_test"], from_logits=True)
     timing = kht.benchmark_tflite(path, num_threads=1, runs=runs)
+    macs = kht.count_macs(model).macs
+    kht.export.model_card(path, source=f"examples/mobilenet_edge.py: {name}, {variant}",
+                          export=report, evaluation=scores, benchmark=timing, macs=macs,
+                          parameters=model.count_params(), **card)  # fmt: skip
     return {
-        "optimizer": name, "variant": variant, "macs": kht.count_macs(model).macs,
+        "optimizer": name, "variant": variant, "macs": macs,
         "params": model.count_params(), "bytes": path.stat().st_size,
         "accuracy": scores["accuracy"], "ms": timing["median_ms"],
     }  # fmt: skip
@@ -123,17 +128,21 @@ def main(argv=None):
         )  # fmt: skip
         print(f"{name}: {result.summary()}")
         stem = out / name.lower()
+        training = {"optimizer": name, "epochs": args.epochs, "dataset": args.dataset}
         rows.append(litert_row(name, "dense float32", model, Path(f"{stem}_dense.tflite"),
-                               data, args.runs, None))  # fmt: skip
+                               data, args.runs, None, training=training))  # fmt: skip
         rows.append(litert_row(name, "compressed int8", result.model,
-                               Path(f"{stem}_compressed_int8.tflite"), data, args.runs, "int8"))  # fmt: skip
+                               Path(f"{stem}_compressed_int8.tflite"), data, args.runs, "int8",
+                               training=training, compress={
+                                   "budget": {"macs": args.macs}, "importance": "bn_scale",
+                                   "round_to": 8, "points": result.points}))  # fmt: skip
     print("\n| optimizer | variant | MACs | parameters | bytes | LiteRT accuracy | 1-thread ms |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['optimizer']} | {r['variant']} | {r['macs']:,} | {r['params']:,} | "
               f"{r['bytes']:,} | {r['accuracy']:.4f} | {r['ms']:.3f} |")  # fmt: skip
     plot(rows, out / "accuracy_vs_macs.png")
-    print(f"\nWrote the .tflite files and accuracy_vs_macs.png to {out}")
+    print(f"\nWrote the .tflite files, their model cards (.json) and accuracy_vs_macs.png to {out}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ References:
 
 import importlib
 import os
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -136,6 +137,16 @@ def __getattr__(name):
     return _getattr(name)
 
 
+# `python -m keras_heavytail` imports this package before `__main__` runs:
+# load lazily then too, as the console command does, so `--help` is quick.
+_argv = getattr(sys, "orig_argv", [])
+_RUN_AS_COMMAND = any(
+    a == "-m" and b == __name__ for a, b in zip(_argv, _argv[1:])
+)
+if _RUN_AS_COMMAND:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+del _argv
+
 if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail import compressibility
     from keras_heavytail import experiments
@@ -158,7 +169,7 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.pruning.macs import count_macs
     from keras_heavytail.pruning.one_shot import prune
     from keras_heavytail.pruning.shrinking import shrink
-elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1":
+elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1" and not _RUN_AS_COMMAND:
     # The backend-neutral core, loaded now so its Keras objects are registered.
     for _name, _module in _WHERE.items():
         if _module not in _TENSORFLOW_ONLY:

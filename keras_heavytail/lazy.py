@@ -32,13 +32,15 @@ def attach(package, where, submodules=(), tensorflow_only=()):
     Args:
         package: the package's `__name__`.
         where: `{public name: module name relative to package}`.
-        submodules: submodule names reachable as attributes.
+        submodules: more submodules reachable as attributes (each module
+            named in `where` is one already).
         tensorflow_only: module names that need the TensorFlow backend.
 
     Returns:
         The `__getattr__` and `__dir__` functions to assign in the package.
     """
     module = sys.modules[package]
+    submodules = set(submodules) | set(where.values())
 
     def __getattr__(name):
         if name in submodules:

@@ -60,15 +60,42 @@ def assert_round_trips(obj, tmp_path=None, model_fn=tiny_mlp):
 
 
 
+def ks_statistic(samples, cdf, grid=2000):
+    """The Kolmogorov-Smirnov distance sup |F_n - F|, with F at `grid` quantiles.
+
+    scipy's `levy_stable.cdf` integrates numerically (~0.3 ms a point), so F
+    is evaluated at `grid` sample quantiles, 1/grid apart in probability: by
+    monotonicity of F_n and F, the full statistic is at most this one plus
+    1/grid, a margin small against the test's bound (1.95/sqrt(n)).
+    """
+    x = np.sort(np.asarray(samples, dtype="float64").ravel())
+    points = x[np.unique(np.linspace(0, x.size - 1, grid).round().astype(int))]
+    f = cdf(points)
+    after = np.searchsorted(x, points, side="right") / x.size
+    before = np.searchsorted(x, points, side="left") / x.size
+    return float(max(np.max(after - f), np.max(f - before)))
+
+
+def ks_ok(samples, cdf):
+    """Asserts the samples follow `cdf` (KS at the 0.1% level)."""
+    n = np.asarray(samples).size
+    statistic = ks_statistic(samples, cdf)
+    assert statistic < 1.95 / np.sqrt(n), statistic
+
+
 def run_python(code=None, args=(), env=None, timeout=HANG_GUARD_S, cwd=None, check=True):
     """Runs Python in a fresh process (a script's code, or `args` after `python`).
 
     The one way tests start processes: TensorFlow's C++ logs off, the
-    backend TensorFlow unless `env` says otherwise, output captured. With
+    backend TensorFlow unless `env` says otherwise, `helpers` importable,
+    output captured. With
     `check`, a non-zero exit fails the test with the end of stderr.
     """
     full_env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     full_env.pop("TF_USE_LEGACY_KERAS", None)
+    # The child can `from helpers import ...` too.
+    here = os.path.dirname(os.path.abspath(__file__))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     full_env.update(env or {})
     command = [sys.executable, *(["-c", code] if code is not None else []), *args]
     result = subprocess.run(

@@ -12,6 +12,11 @@ from keras_heavytail.pruning import one_shot as pruning
 
 L = keras.layers
 
+# These tests check exactness on untrained models; the warning that
+# BatchNormalization statistics are stale after pruning is tested in
+# test_pruning.py.
+pytestmark = pytest.mark.filterwarnings("ignore:The model has .* BatchNormalization")
+
 
 def lively(model, seed=0):
     """Batch-norm statistics away from the identity and non-zero biases, so

@@ -15,6 +15,7 @@ import keras_heavytail as kht
 from keras_heavytail.experiments import cli
 from keras_heavytail.experiments import parser
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
     "demo", "reproduce", "sweep", "train", "analyze", "prune", "compress", "export",
     "benchmark",
@@ -56,7 +57,17 @@ def test_help_imports_no_keras_and_the_module_entry_point_works():
     assert "heavy: []" in result.stdout and "demo" in result.stdout
     assert os.path.exists(launcher)
     result = run_python(args=["-m", "keras_heavytail", "--help"])
-    assert "sweep" in result.stdout
+    assert "sweep" in result.stdout and result.stderr == ""
+    # `python -m` loads lazily too: no Keras, no TensorFlow for --help.
+    result = run_python(args=["-X", "importtime", "-m", "keras_heavytail", "--help"])
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "keras_heavytail.experiments.parser" in imported
+    assert not imported & {"keras", "tensorflow"}, imported & {"keras", "tensorflow"}
+    # `benchmark` runs LiteRT alone.
+    tflite = ROOT / "saved_models" / "edge" / "shrunk_int8.tflite"
+    code = code.replace("'--help']", f"'benchmark', {str(tflite)!r}, '--runs', '3']")
+    result = run_python(code)
+    assert "heavy: []" in result.stdout and "median_ms" in result.stdout
 
 
 @pytest.mark.slow
@@ -94,11 +105,13 @@ def test_demo_writes_report_models_and_cards_and_resumes(tmp_path, capsys):
     log = (out / "runs.jsonl").read_text()
     assert cli.main(argv) == 0
     assert (out / "runs.jsonl").read_text() == log
-    # Without the saved models (as in a fresh clone, where they are ignored)
-    # the runs are retrained for their models, and the log keeps one row each.
-    for model_file in (out / "models").glob("*.keras"):
-        model_file.unlink()
+    # Without a saved model (as in a fresh clone, where they are ignored) its
+    # run is retrained for the model, and the log keeps one row each.
+    saved = sorted((out / "models").glob("*.keras"))
+    assert len(saved) == 2
+    saved[0].unlink()
     assert cli.main(argv) == 0
+    assert saved[0].is_file()
     assert (out / "runs.jsonl").read_text() == log
     # Other arguments into the same folder are refused, and nothing changes.
     assert cli.main([*argv[:-6], "--width", "16", *argv[-4:]]) == 2
@@ -146,6 +159,16 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["benchmark", tflite, "--runs", "5"]) == 0
     assert "median_ms" in capsys.readouterr().out
+    # compress to half the parameters: one line, a data card, no backup left.
+    half = tmp_path / "half.keras"
+    assert cli.main(["compress", model, "--params", "0.5", "--steps", "1",
+                     "--fine-tune-epochs", "0", "--limit", "200", "--output", str(half)]) == 0  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("MACs ") and "test accuracy" in last, last
+    card = json.loads(half.with_suffix(".json").read_text())["compress"]
+    assert card["params"] <= 0.5 * keras.saving.load_model(model).count_params()
+    assert card["params"] == keras.saving.load_model(half).count_params()
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []
 
 
 @pytest.mark.parametrize(

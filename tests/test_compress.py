@@ -1,5 +1,7 @@
 """`count_macs`, `ModelGraph`, custom layers, and `compress` to a budget."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -232,6 +234,39 @@ def test_compress_meets_each_budget(trained, budget, kind):
     assert np.isfinite(result.model.evaluate(*val, verbose=0))
 
 
+def test_a_killed_compression_resumes_after_its_last_round(trained, tmp_path, monkeypatch,
+                                                          capsys):
+    model, train, val = trained
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "notes.txt").write_text("mine")  # a user's file stays
+    args = dict(steps=2, fine_tune_epochs=0, backup_dir=backup)
+    search = kht.pruning.search
+    real, calls = search.prune_to, []
+
+    def dies_in_round_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C in round 2 would
+        return real(*a, **k)
+
+    monkeypatch.setattr(search, "prune_to", dies_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        kht.compress(model, train, val, kht.Budget(macs=0.3), **args)
+    saved = json.loads((backup / "state.json").read_text())["points"]
+    assert len(saved) == 1
+    monkeypatch.setattr(search, "prune_to", real)
+    # Another job into the same folder is refused, the backup kept.
+    with pytest.raises(ValueError, match="another compression"):
+        kht.compress(model, train, val, kht.Budget(macs=0.5), **args)
+    capsys.readouterr()
+    result = kht.compress(model, train, val, kht.Budget(macs=0.3), **args)
+    assert "resuming after round 1" in capsys.readouterr().out
+    assert [p["macs"] for p in result.points[:1]] == [saved[0]["macs"]]
+    assert len(result.points) == 2 and result.cost.macs <= 0.3 * kht.count_macs(model).macs
+    assert sorted(p.name for p in backup.iterdir()) == ["notes.txt"]
+
+
 def test_compress_rounds_channels_and_keeps_a_minimum(trained):
     model, train, val = trained
     result = kht.compress(model, train, val, kht.Budget(macs=0.5), round_to=4,
@@ -240,6 +275,23 @@ def test_compress_rounds_channels_and_keeps_a_minimum(trained):
     for layer in result.model.layers:
         if isinstance(layer, (L.Conv2D, L.SeparableConv2D)):
             assert layer.filters % 4 == 0 and layer.filters >= 4, layer.name
+
+
+def test_rounding_does_not_make_every_group_jump_at_once():
+    # Three hidden groups of 16 and round_to=8: a uniform ratio keeps 16 or 8
+    # in every group together (1088 or 416 MACs). A budget of 0.8 must land
+    # between, with some groups at 8 and others at 16.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32,))] + [
+        L.Dense(16, activation="relu", name=f"h{i}") for i in range(3)] + [L.Dense(4)])
+    x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
+    y = np.arange(64) % 4
+    assert kht.count_macs(model).macs == 1088
+    result = kht.compress(model, (x, y), (x, y), kht.Budget(macs=0.8), round_to=8,
+                          steps=1, fine_tune_epochs=0, verbose=False)  # fmt: skip
+    widths = sorted(result.model.get_layer(f"h{i}").units for i in range(3))
+    assert result.cost.macs <= 0.8 * 1088 and result.cost.macs > 416, result.cost
+    assert widths[0] == 8 and widths[-1] == 16, widths
 
 
 def test_a_budget_that_cannot_be_met_is_an_error(trained):

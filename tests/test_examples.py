@@ -9,6 +9,7 @@ in `test_cli.py`; here its default output folder is checked to be ignored.
 """
 
 import concurrent.futures
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,7 +28,7 @@ EXAMPLES = {
     "gradual_pruning.py": ["--epochs", "2", "--width", "64"],
     "tfmot_pruning.py": ["--epochs", "2", "--qat-epochs", "1", "--width", "64"],
     "mobilenet_edge.py": [
-        "--epochs", "1", "--steps", "1", "--fine-tune-epochs", "1", "--runs", "5",
+        "--epochs", "1", "--steps", "1", "--fine-tune-epochs", "0", "--runs", "5",
         "--limit", "120",
     ],
 }
@@ -83,7 +84,7 @@ def ran(tmp_path_factory):
             for name, args in commands.items()
         }
         outputs = {name: future.result() for name, future in futures.items()}
-    return outputs, _git("status", "--porcelain", cwd=copy)
+    return outputs, _git("status", "--porcelain", cwd=copy), copy
 
 
 def test_every_example_is_tested():
@@ -101,6 +102,21 @@ def test_example_runs(name, ran):
 @pytest.mark.slow
 def test_examples_leave_the_checkout_clean(ran):
     assert ran[1] == "", f"running them changed the checkout:\n{ran[1]}"
+
+
+@pytest.mark.slow
+def test_mobilenet_edge_writes_a_card_for_each_model(ran):
+    folder = ran[2] / "results" / "mobilenet_edge"
+    dense = json.loads((folder / "sgd_dense.json").read_text())
+    small = json.loads((folder / "sgd_compressed_int8.json").read_text())
+    assert small["compress"]["budget"] == {"macs": 0.25}
+    assert small["macs"] <= 0.25 * dense["macs"]
+    assert small["export"]["quantization"] == "int8"
+    assert small["bytes"] == (folder / "sgd_compressed_int8.tflite").stat().st_size
+    # The accuracy on the card is the one the table printed.
+    line = next(x for x in ran[0]["mobilenet_edge.py"].stdout.splitlines()
+                if x.startswith("| SGD | compressed int8 |"))  # fmt: skip
+    assert f"{small['litert_evaluation']['accuracy']:.4f}" in line
 
 
 def test_the_demos_default_output_is_ignored_by_git():

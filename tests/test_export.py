@@ -8,6 +8,7 @@ import pytest
 
 import keras_heavytail as kht
 from keras_heavytail.experiments import datasets
+from keras_heavytail.export import cards
 from keras_heavytail.export import litert as export
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT checks need ai-edge-litert")
@@ -139,7 +140,7 @@ def test_bad_arguments_and_files(trained, digits, tmp_path):
 def test_model_card_is_written_next_to_the_model(trained, digits, tmp_path):
     report = export.export_tflite(trained, tmp_path / "card.tflite")
     evaluation = export.evaluate_tflite(report.path, digits.x_test, digits.y_test, from_logits=True)
-    card = export.model_card(
+    card = cards.model_card(
         report.path,
         source="test",
         training={"alpha": 1.75, "sigma": 0.005, "noise": "elliptical", "seed": 0},

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ks_ok
 from scipy import stats
 
 import keras_heavytail as kht
@@ -23,12 +24,6 @@ from keras_heavytail.optimizers import noise
 
 N = 20000
 ALPHAS = [0.8, 1.0, 1.5, 1.75, 2.0]
-
-
-def ks_ok(samples, cdf):
-    samples = np.asarray(samples, dtype="float64").ravel()
-    statistic = stats.kstest(samples, cdf).statistic
-    assert statistic < 1.95 / math.sqrt(samples.size), statistic
 
 
 def sas_cdf(alpha, scale=1.0, loc=0.0):

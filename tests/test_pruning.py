@@ -1,6 +1,7 @@
 """Tests of one-shot pruning, pruning curves and shrink (Keras 3)."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -251,3 +252,38 @@ def test_pruning_curve_takes_from_logits_explicitly():
     # Logits called probabilities: a clear error, not a silently wrong loss.
     with pytest.raises(ValueError, match="pass `from_logits=True`"):
         kht.experiments.pruning_curve(mlp(), x, y, ratios=[0.0])
+
+
+def _bn_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+
+
+def test_neuron_pruning_of_batch_norm_models_recalibrates_or_warns():
+    model = _bn_cnn()
+    x = np.random.default_rng(0).normal(1.0, 2.0, size=(24, 6, 6, 2)).astype("float32")
+    with pytest.warns(UserWarning, match="batch_norm_data="):
+        stale = kht.prune(model, 0.5, structure="neuron")
+    bn = stale.get_layer("bn")
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), model.get_layer("bn").moving_mean.numpy())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruned = kht.prune(model, 0.5, structure="neuron", batch_norm_data=x)
+    # One batch (24 <= 32 examples): the moving statistics are that batch's.
+    before_bn = keras.Model(pruned.inputs[0], pruned.get_layer("conv").output)(x).numpy()
+    bn = pruned.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), before_bn.mean(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), before_bn.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    kept = np.any(pruned.get_layer("conv").kernel.numpy() != 0, axis=(0, 1, 2))
+    assert 0 < kept.sum() < 8  # channels were pruned, and they stay zero
+    assert np.all(bn.moving_mean.numpy()[~kept] == 0)
+    assert kht.shrink(pruned).get_layer("conv").filters == kept.sum()
+
+    with warnings.catch_warnings():  # entry pruning leaves channels alive: no warning
+        warnings.simplefilter("error")
+        kht.prune(model, 0.5)

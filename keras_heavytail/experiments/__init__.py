@@ -19,12 +19,15 @@ _WHERE = {
     "Dataset": "datasets",
     "Grid": "sweep",
     "Protocol": "protocol",
+    "ProtocolResult": "results",
     "Setting": "protocol",
     "StopAtTrainAccuracy": "training",
     "bisect_ratio": "iso_accuracy",
     "build_model": "protocol",
+    "aggregate": "results",
     "iso_accuracy_ratio": "iso_accuracy",
     "load_dataset": "datasets",
+    "measure": "runner",
     "plot_norm_tails": "plots",
     "plot_pruning_curves": "plots",
     "pruning_curve": "iso_accuracy",
@@ -35,8 +38,7 @@ _WHERE = {
 }
 __getattr__, __dir__ = lazy.attach(
     __name__, _WHERE,
-    submodules=("cli", "datasets", "iso_accuracy", "plots", "protocol", "report",
-                "runner", "sweep", "training"),
+    submodules=("cli", "cli_io"),
 )
 
 if TYPE_CHECKING:
@@ -51,6 +53,9 @@ if TYPE_CHECKING:
     from keras_heavytail.experiments.protocol import Setting
     from keras_heavytail.experiments.protocol import build_model
     from keras_heavytail.experiments.report import write_report
+    from keras_heavytail.experiments.results import ProtocolResult
+    from keras_heavytail.experiments.results import aggregate
+    from keras_heavytail.experiments.runner import measure
     from keras_heavytail.experiments.runner import run_protocol
     from keras_heavytail.experiments.sweep import Grid
     from keras_heavytail.experiments.sweep import run_sweep
@@ -61,12 +66,15 @@ __all__ = [
     "Dataset",
     "Grid",
     "Protocol",
+    "ProtocolResult",
     "Setting",
     "StopAtTrainAccuracy",
     "bisect_ratio",
+    "aggregate",
     "build_model",
     "iso_accuracy_ratio",
     "load_dataset",
+    "measure",
     "plot_norm_tails",
     "plot_pruning_curves",
     "pruning_curve",

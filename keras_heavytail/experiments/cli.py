@@ -7,95 +7,17 @@ end with one line on stderr and exit code 2, never a traceback. Parsing the
 arguments imports no Keras: `--help` answers at once.
 """
 
-import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from keras_heavytail import defaults
+from keras_heavytail.experiments import cli_io
 from keras_heavytail.experiments.parser import CommandError
 from keras_heavytail.experiments.parser import build_parser
 
 # ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet(verbose):
-    """Hides TensorFlow's and the converter's chatter on stderr unless verbose."""
-    if verbose:
-        yield
-        return
-    import logging
-
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    with contextlib.ExitStack() as stack:
-        import warnings
-
-        stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", module="keras")
-        warnings.filterwarnings("ignore", module="tensorflow")
-        yield
-
-
-def _output_folder(path):
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CommandError(f"--output {str(path)!r} is a file; give a folder")
-    return path
-
-
-def _output_file(path, overwrite, suffix):
-    path = Path(path)
-    if path.is_dir():
-        raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
-    if path.suffix != suffix:
-        raise CommandError(f"--output must end in {suffix}. Received: {str(path)!r}")
-    if path.exists() and not overwrite:
-        raise CommandError(
-            f"--output {str(path)!r} exists; pass --overwrite to replace it"
-        )
-    return path
-
-
-def _card_file(output, overwrite):
-    """The data card beside a written .keras file; never a user's file replaced."""
-    card = output.with_suffix(".json")
-    if card.exists() and not overwrite:
-        raise CommandError(
-            f"{str(card)!r} (the data card of --output) exists; pass --overwrite "
-            "to replace it"
-        )
-    return card
-
-
-def _load(args):
-    from keras_heavytail.experiments import datasets
-
-    return datasets.load_dataset(
-        args.dataset,
-        data_dir=args.data,
-        standardize=not args.raw_pixels,
-        limit=args.limit,
-    )
-
-
-def _load_model(path):
-    import zipfile
-
-    import keras
-
-    from keras_heavytail.optimizers import heavy_tail as optimizers  # noqa: F401  registers our classes
-
-    if not Path(path).is_file():
-        raise CommandError(f"no model file at {path!r}")
-    if not zipfile.is_zipfile(path):
-        raise CommandError(f"{path!r} is not a .keras file (not a zip archive)")
-    try:
-        return keras.saving.load_model(path)
-    except Exception as error:  # Keras raises many types for broken files
-        raise CommandError(f"cannot load {path!r}: {error}") from None
 
 
 def _protocol(args, **extra):
@@ -141,7 +63,7 @@ def cmd_demo(args):
     from keras_heavytail.experiments import runner as experiments
     from keras_heavytail.export import deploy
 
-    output = _output_folder(args.output)
+    output = cli_io.output_folder(args.output)
     data = datasets.load_dataset("digits", seed=0)
     settings = experiments.default_settings()
     protocol = experiments.Protocol(width=args.width, epochs=args.epochs)
@@ -188,8 +110,8 @@ def cmd_reproduce(args):
     from keras_heavytail.experiments import report
     from keras_heavytail.experiments import runner as experiments
 
-    output = _output_folder(args.output)
-    data = _load(args)
+    output = cli_io.output_folder(args.output)
+    data = cli_io.load_data(args)
     result = experiments.run_protocol(
         data, _settings(args), _protocol(args, scores=("magnitude", "path")),
         tuple(args.seeds), output=output,
@@ -206,8 +128,8 @@ def cmd_reproduce(args):
 def cmd_sweep(args):
     from keras_heavytail.experiments import sweep
 
-    output = _output_folder(args.output)
-    data = _load(args)
+    output = cli_io.output_folder(args.output)
+    data = cli_io.load_data(args)
     grid = sweep.Grid(
         sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,
         width=args.width, protocol=args.protocol, seeds=args.seeds,
@@ -242,9 +164,9 @@ def cmd_train(args):
     from keras_heavytail import metrics
     from keras_heavytail.experiments import runner as experiments
 
-    output = _output_file(args.output, args.overwrite, ".keras")
-    card_file = _card_file(output, args.overwrite)
-    data = _load(args)
+    output = cli_io.output_file(args.output, args.overwrite, ".keras")
+    card_file = cli_io.card_file(output, args.overwrite)
+    data = cli_io.load_data(args)
     setting = _settings(args, baseline=False)[0]
     if args.sigma == 0:
         setting = experiments.Setting("SGD")
@@ -273,7 +195,7 @@ def cmd_analyze(args):
     from keras_heavytail import compressibility
 
     report = compressibility.compressibility_report(
-        _load_model(args.model), args.max_error
+        cli_io.load_model(args.model), args.max_error
     )
     print(report.to_json(indent=1) if args.json else report)
 
@@ -293,8 +215,8 @@ def cmd_prune(args):
             "--shrink removes whole neurons: use it with --structure neuron "
             "(entry pruning leaves no neuron empty)"
         )
-    output = _output_file(args.output, args.overwrite, ".keras")
-    model = _load_model(args.model)
+    output = cli_io.output_file(args.output, args.overwrite, ".keras")
+    model = cli_io.load_model(args.model)
     pruned = pruning.prune(
         model, args.ratio, structure=args.structure, scope=args.scope,
         exclude=args.exclude, criterion=args.criterion, score=args.score,
@@ -336,21 +258,23 @@ def cmd_compress(args):
              "latency_ms": args.latency_ms}  # fmt: skip
     if all(v is None for v in kinds.values()):
         raise CommandError("give a budget: --macs, --params, --bytes or --latency-ms")
-    output = _output_file(args.output, args.overwrite, ".keras")
-    card_file = _card_file(output, args.overwrite)
+    output = cli_io.output_file(args.output, args.overwrite, ".keras")
+    card_file = cli_io.card_file(output, args.overwrite)
     try:
         budget = compress_lib.Budget(**kinds)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    model = _load_model(args.model)
+    model = cli_io.load_model(args.model)
     data = _export_data(args)
     x = _fitting(data.x_train, model, "training")
     x_test = _fitting(data.x_test, model, "test")
     cut = max(1, int(len(x) * defaults.VALIDATION_FRACTION))
+    # A killed run, rerun with the same arguments, resumes after its last round.
+    backup = output.parent / f".{output.name}.compress-backup"
     result = compress_lib.compress(
         model, (x[cut:], data.y_train[cut:]), (x[:cut], data.y_train[:cut]), budget,
         importance=args.importance, steps=args.steps, round_to=args.round_to,
-        fine_tune_epochs=args.fine_tune_epochs, distill=args.distill,
+        fine_tune_epochs=args.fine_tune_epochs, distill=args.distill, backup_dir=backup,
     )  # fmt: skip
     before = metrics.accuracy(model, x_test, data.y_test)
     after = metrics.accuracy(result.model, x_test, data.y_test)
@@ -382,14 +306,14 @@ def _export_data(args):
                 file=sys.stderr,
             )
             args.raw_pixels = card["raw_pixels"]
-    return _load(args)
+    return cli_io.load_data(args)
 
 
 def cmd_export(args):
     from keras_heavytail.export import litert as export
 
-    output = _output_file(args.output, args.overwrite, ".tflite")
-    model = _load_model(args.model)
+    output = cli_io.output_file(args.output, args.overwrite, ".tflite")
+    model = cli_io.load_model(args.model)
     data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
     report = export.export_tflite(
         model,
@@ -419,6 +343,10 @@ def cmd_benchmark(args):
     )
 
 
+# `benchmark` runs a .tflite file in LiteRT alone: no Keras, no TensorFlow.
+KERAS_FREE = frozenset({"benchmark"})
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -430,20 +358,20 @@ def main(argv=None):
     from keras_heavytail.files import RunLogError
     from keras_heavytail.files import captured_stderr
 
+    failed = False
     with captured_stderr() as log:  # TensorFlow's C++ start-up logs
         try:
-            import keras  # noqa: F401
+            if args.command not in KERAS_FREE:
+                import keras  # noqa: F401
         except ImportError:
             failed = True
-        else:
-            failed = False
     if failed:
         print("".join(log), file=sys.stderr)
         print(f"keras-heavytail {args.command}: error: cannot import Keras", file=sys.stderr)
         return 2
 
     try:
-        with _quiet(args.verbose):
+        with cli_io.quiet(args.verbose):
             globals()[f"cmd_{args.command}"](args)
     except (
         CommandError,

@@ -154,7 +154,17 @@ def _add(sub, name, help_text, description=None):
     return parser
 
 
-def _add_run_commands(sub):
+IGNORE_CARD = "ignore the model's data card (its .json)"
+
+
+def _output_file_options(parser, suffix):
+    parser.add_argument("--output", required=True, help=f"the {suffix} file to write")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+
+
+def _demo_command(sub):
     p = _add(sub, "demo", "the main job on the embedded digits (a few minutes)",
         "Trains SGD and HeavyTailSGD (the project's defaults) on the embedded digits, "
         "measures iso-accuracy pruning, exports LiteRT variants with model cards and "
@@ -174,6 +184,8 @@ def _add_run_commands(sub):
         "--runs", type=_positive_int, default=200, help="timed LiteRT invocations"
     )
 
+
+def _reproduce_command(sub):
     p = _add(sub, "reproduce", "the paper's protocol: SGD vs heavy-tailed SGD",
         "Trains SGD and heavy-tailed SGD under a protocol (--protocol paper: the "
         "reference code's setting) and reports accuracy, compressibility and the "
@@ -194,6 +206,8 @@ def _add_run_commands(sub):
         "--output", default="results/reproduce", help="folder for the report"
     )
 
+
+def _sweep_command(sub):
     p = _add(sub, "sweep", "a grid over sigma, alpha, noise, annealing, width, protocol",
         "Runs every combination, with SGD per width and protocol, and writes one table "
         "and one plot of iso-accuracy neurons against sigma. A rerun of the same grid "
@@ -230,6 +244,8 @@ def _add_run_commands(sub):
         "--output", default="results/sweep", help="folder for the runs, table and plot"
     )
 
+
+def _train_command(sub):
     p = _add(sub, "train", "train one model and save it as .keras",
         "Trains one model and saves it as .keras (and its data card). A run that "
         "diverges (NaN or inf) ends with an error and writes nothing; a killed run "
@@ -242,13 +258,10 @@ def _add_run_commands(sub):
     p.add_argument(
         "--seed", type=_seed, default=0, help="seed of the weights and the noise"
     )
-    p.add_argument("--output", required=True, help="the .keras file to write")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
+    _output_file_options(p, ".keras")
 
 
-def _add_model_commands(sub):
+def _analyze_command(sub):
     p = _add(sub, "analyze", "compressibility report of a .keras file")
     p.add_argument("model", help="a .keras file")
     p.add_argument(
@@ -257,6 +270,8 @@ def _add_model_commands(sub):
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
 
+
+def _prune_command(sub):
     p = _add(sub, "prune", "one-shot pruning (and shrink) of a .keras file")
     p.add_argument("model", help="a .keras file")
     p.add_argument(
@@ -286,11 +301,10 @@ def _add_model_commands(sub):
         action="store_true",
         help="remove pruned neurons (needs --structure neuron)",
     )
-    p.add_argument("--output", required=True, help="the .keras file to write")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
+    _output_file_options(p, ".keras")
 
+
+def _compress_command(sub):
     p = _add(sub, "compress",
              "prune a .keras file to a budget, fine-tune, shrink")  # fmt: skip
     p.add_argument("model", help="a .keras file (a classifier)")
@@ -310,18 +324,15 @@ def _add_model_commands(sub):
                    help="weight of distillation from the dense model (0: none)")  # fmt: skip
     p.add_argument("--round-to", type=_positive_int, default=1,
                    help="channels kept per group are a multiple of this")  # fmt: skip
-    p.add_argument("--output", required=True, help="the .keras file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.add_argument("--ignore-card", action="store_true",
-                   help="ignore the model's data card (its .json)")  # fmt: skip
+    _output_file_options(p, ".keras")
+    p.add_argument("--ignore-card", action="store_true", help=IGNORE_CARD)
     _data_options(p)
 
+
+def _export_command(sub):
     p = _add(sub, "export", "convert a .keras file to .tflite (LiteRT)")
     p.add_argument("model", help="a .keras file")
-    p.add_argument("--output", required=True, help="the .tflite file to write")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
+    _output_file_options(p, ".tflite")
     p.add_argument(
         "--quantize",
         choices=["dynamic", "float16", "int8"],
@@ -336,13 +347,11 @@ def _add_model_commands(sub):
         action="store_true",
         help="the model outputs probabilities, not logits",
     )
-    p.add_argument(
-        "--ignore-card",
-        action="store_true",
-        help="ignore the model's data card (its .json)",
-    )
+    p.add_argument("--ignore-card", action="store_true", help=IGNORE_CARD)
     _data_options(p)
 
+
+def _benchmark_command(sub):
     p = _add(sub, "benchmark", "1-example latency of a .tflite in LiteRT"
     )
     p.add_argument("model", help="a .tflite file")
@@ -376,6 +385,8 @@ def build_parser():
         description="Heavy-tailed SGD for Keras: train, measure compressibility, prune, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_run_commands(sub)
-    _add_model_commands(sub)
+    for add in (_demo_command, _reproduce_command, _sweep_command, _train_command,
+                _analyze_command, _prune_command, _compress_command, _export_command,
+                _benchmark_command):  # fmt: skip
+        add(sub)
     return parser

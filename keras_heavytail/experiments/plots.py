@@ -31,6 +31,19 @@ def _save(fig, path):
     return fig
 
 
+def _axes(items, what, size=(6, 4)):
+    """A new figure and its axes; `items` (what will be drawn) must not be empty."""
+    if not items:
+        raise ValueError(f"`{what}` must hold at least one item to plot.")
+    return _pyplot().subplots(figsize=size)
+
+
+def _labels(ax, x, y, title):
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+
+
 def plot_pruning_curves(curves, path=None, title="Accuracy after one-shot pruning"):
     """Accuracy against pruned fraction, one line per model.
 
@@ -42,17 +55,12 @@ def plot_pruning_curves(curves, path=None, title="Accuracy after one-shot prunin
     Returns:
         The matplotlib `Figure`.
     """
-    if not curves:
-        raise ValueError("`curves` must name at least one model's pruning curve.")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes(curves, "curves")
     for label, rows in curves.items():
         ax.plot(
             [r["ratio"] for r in rows], [r["accuracy"] for r in rows], "o-", label=label
         )
-    ax.set_xlabel("fraction pruned")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
+    _labels(ax, "fraction pruned", "test accuracy", title)
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -72,17 +80,12 @@ def plot_norm_tails(kernels, path=None, title="Tail of neuron norms (log-log CCD
     Returns:
         The matplotlib `Figure`.
     """
-    if not kernels:
-        raise ValueError("`kernels` must hold at least one kernel.")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes(kernels, "kernels")
     for label, kernel in kernels.items():
         norms = np.sort(neuron_norms(kernel))
         ccdf = 1.0 - np.arange(norms.size) / norms.size
         ax.loglog(norms, ccdf, ".", markersize=3, label=label)
-    ax.set_xlabel("neuron norm ||w_j||")
-    ax.set_ylabel("P(norm > x)")
-    ax.set_title(title)
+    _labels(ax, "neuron norm ||w_j||", "P(norm > x)", title)
     ax.grid(alpha=0.3, which="both")
     # Lower left: the largest norms sit at the lower right of a CCDF.
     ax.legend(loc="lower left", fontsize="small")
@@ -102,10 +105,7 @@ def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
     Returns:
         The matplotlib `Figure`.
     """
-    if not rows:
-        raise ValueError("`rows` must hold at least one sweep row.")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _axes(rows, "rows", size=(7, 4.5))
     lines = {}
     for row in rows:
         group = f"{row['protocol']}, width {row['width']}"
@@ -125,9 +125,7 @@ def plot_sweep(rows, path=None, title="Neurons at iso-accuracy against sigma"):
     sigmas = [p[0] for points in lines.values() for p in points]
     if sigmas and min(sigmas) > 0:
         ax.set_xscale("log")  # sigma grids are geometric
-    ax.set_xlabel("sigma")
-    ax.set_ylabel("hidden neurons at iso-accuracy (fewer is better)")
-    ax.set_title(title)
+    _labels(ax, "sigma", "hidden neurons at iso-accuracy (fewer is better)", title)
     ax.grid(alpha=0.3)
     if lines:
         ax.legend(fontsize="small")

@@ -26,6 +26,8 @@ from keras_heavytail.experiments.protocol import Setting  # noqa: F401
 from keras_heavytail.experiments.protocol import Split
 from keras_heavytail.experiments.protocol import build_model  # noqa: F401
 from keras_heavytail.experiments.protocol import default_settings
+from keras_heavytail.experiments.results import ProtocolResult
+from keras_heavytail.experiments.results import aggregate
 from keras_heavytail.experiments.training import StopAtTrainAccuracy  # noqa: F401
 from keras_heavytail.experiments.training import StopOnDivergence  # noqa: F401
 from keras_heavytail.experiments.training import check_finite  # noqa: F401
@@ -161,109 +163,6 @@ def measure(model, protocol, split, reference_accuracy=None, seed=0):
         tuned = iso_accuracy(model, protocol, split, reference, seed, fine_tune=True)
         row.update({f"{key}_finetuned": value for key, value in tuned.items()})
     return row, report
-
-
-@dataclasses.dataclass
-class ProtocolResult:
-    """Per-run rows, the mean/spread table and the trained models of a protocol run."""
-
-    config: dict
-    runs: list
-    table: list
-    models: dict
-
-    def to_dict(self):
-        return {"config": self.config, "runs": self.runs, "table": self.table}
-
-    def markdown(self, columns=None):
-        """The table as markdown: `mean ± sample std` over seeds."""
-        columns = columns or [c for c in self.table[0] if c not in ("setting", "seeds")]
-        lines = [
-            "| setting | " + " | ".join(columns) + " |",
-            "| --- |" + " ---: |" * len(columns),
-        ]
-        for row in self.table:
-            cells = []
-            for column in columns:
-                mean, spread = row.get(column, (float("nan"), 0.0))
-                cells.append(
-                    f"{mean:.3f} ± {spread:.3f}" if row["seeds"] > 1 else f"{mean:.3f}"
-                )
-            lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-    def headline(self):
-        """One sentence per setting: its iso-accuracy neurons against SGD's."""
-        base = self.table[0]
-        lines = []
-        for row in self.table[1:]:
-            for suffix, how in (
-                ("", "one-shot"),
-                ("_finetuned", "after a masked fine-tune"),
-            ):
-                key = "iso_neuron_ratio_vs_sgd" + suffix
-                if key not in row:
-                    continue
-                ratio, spread = row[key]
-                lines.append(
-                    f"{row['setting']} ({how}): {row['neurons_at_iso_accuracy' + suffix][0]:.0f} "
-                    f"hidden neurons keep {base['setting']}'s accuracy within tolerance, "
-                    f"against {base['neurons_at_iso_accuracy' + suffix][0]:.0f} for "
-                    f"{base['setting']} (means over seeds): per-seed ratio {ratio:.2f} "
-                    f"({_verdict(ratio, spread, row['seeds'])})."
-                )
-        return lines
-
-
-def _verdict(ratio, spread, seeds):
-    """Words for an iso-accuracy ratio, honest about its spread over seeds."""
-    if seeds < 2:
-        return "one seed, no spread: not a conclusion"
-    if abs(ratio - 1.0) <= spread:
-        return f"± {spread:.2f} over {seeds} seeds: no difference from SGD"
-    more = "fewer" if ratio < 1 else "more"
-    return f"± {spread:.2f} over {seeds} seeds: {more} neurons than SGD"
-
-
-def _mean_spread(values):
-    values = np.asarray(values, dtype="float64")
-    spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), spread
-
-
-def aggregate(runs, labels, baseline="SGD"):
-    """Per setting, `(mean, sample std)` over seeds of every number.
-
-    Each setting also gets `iso_neuron_ratio_vs_sgd` (and `_finetuned`): per
-    seed, its iso-accuracy neurons over the baseline's for the same seed
-    (< 1 means the noise pays), then mean and spread over seeds.
-    """
-    table = []
-    base = {run["seed"]: run for run in runs if run["setting"] == baseline}
-    for label in labels:
-        mine = [run for run in runs if run["setting"] == label]
-        if not mine:
-            continue
-        numbers = [
-            k for k, v in mine[0].items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"
-        ]  # fmt: skip
-        row = {"setting": label, "seeds": len(mine)}
-        for key in numbers:
-            row[key] = _mean_spread([run[key] for run in mine])
-        for suffix in ("", "_finetuned"):
-            key = "neurons_at_iso_accuracy" + suffix
-            pairs = [
-                (r[key], base[r["seed"]][key])
-                for r in mine
-                if r["seed"] in base and key in r
-            ]
-            if pairs:
-                row["iso_neuron_ratio_vs_sgd" + suffix] = _mean_spread(
-                    [mine_n / max(base_n, 1) for mine_n, base_n in pairs]
-                )
-        table.append(row)
-    return table
 
 
 def _slug(label):

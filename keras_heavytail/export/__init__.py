@@ -20,25 +20,24 @@ _WHERE = {
     "evaluate_tflite": "litert",
     "export_tflite": "litert",
     "export_variants": "deploy",
-    "library_versions": "litert",
+    "library_versions": "cards",
     "load_interpreter": "litert",
-    "model_card": "litert",
+    "model_card": "cards",
     "predict_tflite": "litert",
 }
 __getattr__, __dir__ = lazy.attach(
-    __name__, _WHERE, submodules=("deploy", "litert"),
-    tensorflow_only=("deploy", "litert"),
+    __name__, _WHERE, tensorflow_only=("deploy", "litert"),
 )
 
 if TYPE_CHECKING:
+    from keras_heavytail.export.cards import library_versions
+    from keras_heavytail.export.cards import model_card
     from keras_heavytail.export.deploy import export_variants
     from keras_heavytail.export.litert import ExportReport
     from keras_heavytail.export.litert import benchmark_tflite
     from keras_heavytail.export.litert import evaluate_tflite
     from keras_heavytail.export.litert import export_tflite
-    from keras_heavytail.export.litert import library_versions
     from keras_heavytail.export.litert import load_interpreter
-    from keras_heavytail.export.litert import model_card
     from keras_heavytail.export.litert import predict_tflite
 
 __all__ = [

@@ -7,10 +7,10 @@ and time in LiteRT, and write a model card beside every file.
 import json
 from pathlib import Path
 
+from keras_heavytail.export.cards import model_card
 from keras_heavytail.export.litert import benchmark_tflite
 from keras_heavytail.export.litert import evaluate_tflite
 from keras_heavytail.export.litert import export_tflite
-from keras_heavytail.export.litert import model_card
 
 
 def _plans(model, entry_ratio, neuron_ratio):

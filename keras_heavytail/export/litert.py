@@ -9,8 +9,6 @@ optimizer or its noise.
 
 import dataclasses
 import gzip
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -369,70 +367,3 @@ def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
         "num_threads": num_threads,
         "runtime": runtime,
     }
-
-
-def library_versions():
-    """Versions of the libraries that made a model, for its card."""
-    import importlib.metadata as metadata
-
-    versions = {"python": platform.python_version()}
-    for package in (
-        "keras-heavytail",
-        "keras",
-        "tensorflow",
-        "ai-edge-litert",
-        "numpy",
-    ):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def model_card(
-    path,
-    *,
-    source,
-    training=None,
-    export=None,
-    evaluation=None,
-    benchmark=None,
-    **extra,
-):
-    """Writes `<model>.json` next to a `.tflite` file; returns the card.
-
-    Args:
-        path: the `.tflite` file the card describes.
-        source: where the model came from (a sentence or a file).
-        training: training settings (alpha, sigma, noise, seed, ...).
-        export: an `ExportReport` or its dict.
-        evaluation: the output of `evaluate_tflite` (accuracy measured in LiteRT).
-        benchmark: the output of `benchmark_tflite`.
-        **extra: anything else worth keeping (neurons kept, pruning ...).
-
-    Returns:
-        The card as a dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No .tflite file at {str(path)!r} to describe.")
-    if isinstance(export, ExportReport):
-        export = export.to_dict()
-    card = {
-        "model": path.name,
-        "source": source,
-        "bytes": path.stat().st_size,
-        "training": training,
-        "export": export,
-        "litert_evaluation": evaluation,
-        "litert_latency": benchmark,
-        **extra,
-        "versions": library_versions(),
-    }
-    from keras_heavytail import files
-
-    files.write_text(
-        path.with_suffix(".json"), json.dumps(card, indent=2, default=str) + "\n"
-    )
-    return card

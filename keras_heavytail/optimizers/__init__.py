@@ -29,7 +29,7 @@ _WHERE = {
     "symmetric_stable": "noise",
 }
 __getattr__, __dir__ = lazy.attach(
-    __name__, _WHERE, submodules=("distribution", "heavy_tail", "noise", "noise_update"),
+    __name__, _WHERE, submodules=("stateless", "torch_stream"),
     tensorflow_only=("distribution",),
 )
 

@@ -18,17 +18,17 @@ optimizers keep their noise reproducible across checkpoints and replicas.
 import functools
 import math
 
-import keras
 from keras import ops
 
-from keras_heavytail import checks
 from keras_heavytail import defaults
-from keras_heavytail.optimizers import torch_stream
+from keras_heavytail.optimizers import stateless
+from keras_heavytail.optimizers.stateless import as_stateless_seed  # noqa: F401  public here since 0.2
+from keras_heavytail.optimizers.stateless import fold_in  # noqa: F401
 
 STRUCTURES = defaults.NOISE_STRUCTURES
 
 # Uniforms are drawn on [UNIFORM_FLOOR, 1) (see `torch_stream`).
-UNIFORM_FLOOR = torch_stream.UNIFORM_FLOOR
+UNIFORM_FLOOR = stateless.UNIFORM_FLOOR
 
 
 def check_alpha(alpha):
@@ -73,7 +73,7 @@ def min_alpha(structure="entry", dtype=None):
     Returns:
         A float in (0, 2).
     """
-    compute_dtype, _ = _sampling_dtype(dtype)
+    compute_dtype, _ = stateless.sampling_dtype(dtype)
     return MIN_ALPHA[(compute_dtype, check_structure(structure))]
 
 
@@ -84,152 +84,6 @@ def check_structure(structure):
             f"`noise` must be one of {STRUCTURES}. Received: noise={structure!r}"
         )
     return structure
-
-
-# ----------------------------------------------------------------------------
-# Stateless random primitives. Keras 3's `keras.random` takes int seeds and
-# SeedGenerators only, so seed tensors go to the backend's stateless ops.
-# Philox is pinned so the stream does not depend on TF's per-device choice;
-# PyTorch, which has no stateless ops, gets a counter-based stream below.
-# XLA generates a different Philox stream from the same seed than the TF
-# kernels do, so a run with jit_compile=True is reproducible with itself, not
-# with the same run at jit_compile=False.
-# ----------------------------------------------------------------------------
-
-
-def _backend():
-    backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax", "torch"):
-        raise NotImplementedError(
-            "keras_heavytail samples noise with stateless seeds, available on "
-            "the 'tensorflow', 'jax' and 'torch' backends. "
-            f"Received: backend={backend!r}"
-        )
-    return backend
-
-
-def as_stateless_seed(seed):
-    """Turns an int, `None`, a `SeedGenerator` or a seed tensor into a seed tensor.
-
-    Args:
-        seed: an int in [0, 2**31 - 1), `None`, a `keras.random.SeedGenerator`,
-            or an integer tensor of shape `(2,)`.
-
-    Returns:
-        An integer tensor of shape `(2,)` usable by `fold_in`.
-    """
-    if seed is None or isinstance(seed, keras.random.SeedGenerator):
-        return keras.random.randint((2,), 0, 2**31 - 1, seed=seed, dtype="int32")
-    if isinstance(seed, bool):
-        raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed}")
-    if isinstance(seed, int):
-        if not 0 <= seed < checks.SEED_LIMIT:
-            raise ValueError(
-                f"An int `seed` must be in [0, {checks.SEED_LIMIT}). Received: seed={seed}"
-            )
-        return ops.convert_to_tensor([seed, 0], dtype="int32")
-    return seed
-
-
-def fold_in(seed, data):
-    """A new stateless seed derived from `seed` and an integer `data`.
-
-    Distinct `data` give independent streams; the same pair always gives the
-    same seed (`tf.random.experimental.stateless_fold_in`, `jax.random.fold_in`,
-    SplitMix64 on PyTorch).
-    """
-    if _backend() == "tensorflow":
-        import tensorflow as tf
-
-        seed = tf.convert_to_tensor(seed)
-        if seed.dtype not in (tf.int32, tf.int64):
-            seed = tf.cast(seed, tf.int64)
-        return tf.random.experimental.stateless_fold_in(
-            seed, tf.cast(data, tf.int64), alg="philox"
-        )
-    if _backend() == "torch":
-        return torch_stream.fold_in(seed, data)
-    import jax
-
-    key = jax.numpy.asarray(seed).astype("uint32")
-    return jax.random.fold_in(key, jax.numpy.asarray(data).astype("uint32"))
-
-
-def _uniform(shape, seed, dtype, minval, maxval):
-    if _backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.random.stateless_uniform(
-            shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype, alg="philox"
-        )
-    if _backend() == "torch":
-        return torch_stream.uniform01(shape, seed, dtype) * (maxval - minval) + minval
-    import jax
-
-    key = jax.numpy.asarray(seed).astype("uint32")
-    return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
-
-
-def _uniform01(shape, seed, dtype):
-    """Uniform on [UNIFORM_FLOOR, 1): the raw Philox draw, clipped away from 0.
-
-    TF's `stateless_uniform` always adds two passes (`* (max - min) + min`);
-    the raw op and one `maximum` cost one.
-    """
-    if _backend() == "tensorflow":
-        import tensorflow as tf
-
-        key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=seed)
-        v = tf.raw_ops.StatelessRandomUniformV2(
-            shape=shape,
-            key=key,
-            counter=counter,
-            alg=1,
-            dtype=dtype,  # 1: Philox
-        )
-        return tf.maximum(v, tf.constant(UNIFORM_FLOOR, dtype))
-    if _backend() == "torch":
-        return torch_stream.uniform01(shape, seed, dtype)
-    return _uniform(shape, seed, dtype, UNIFORM_FLOOR, 1.0)
-
-
-def _normal(shape, seed, dtype):
-    if _backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
-    if _backend() == "torch":
-        # Box-Muller on two independent uniform streams.
-        radius = ops.sqrt(
-            -2.0 * ops.log(torch_stream.uniform01(shape, fold_in(seed, 0), dtype))
-        )
-        angle = (2.0 * math.pi) * torch_stream.uniform01(shape, fold_in(seed, 1), dtype)
-        return radius * ops.cos(angle)
-    import jax
-
-    key = jax.numpy.asarray(seed).astype("uint32")
-    return jax.random.normal(key, shape, dtype=dtype)
-
-
-def _sampling_dtype(dtype):
-    """Half-precision noise is drawn in float32 and cast at the end."""
-    dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
-    return "float32" if dtype in ("float16", "bfloat16") else dtype, dtype
-
-
-# The largest finite values of the half-precision dtypes.
-_HALF_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38}
-
-
-def _to_output(x, out_dtype):
-    """Casts a float32 draw to `out_dtype`, clipping half precision to its range.
-
-    A heavy-tailed draw above float16's largest value would become inf.
-    """
-    if out_dtype in _HALF_MAX:
-        limit = _HALF_MAX[out_dtype]
-        x = ops.clip(x, -limit, limit)
-    return ops.cast(x, out_dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -268,10 +122,10 @@ def cms_positive(xp, u, w, a):
 
 def _angle_and_exp(shape, seed, dtype, low, high):
     """`U ~ Uniform(low, high)` and `W ~ Exp(1)`, from one seed."""
-    u = _uniform(
-        shape, fold_in(seed, 0), dtype, low + (high - low) * UNIFORM_FLOOR, high
+    u = stateless.uniform(
+        shape, stateless.fold_in(seed, 0), dtype, low + (high - low) * UNIFORM_FLOOR, high
     )
-    return u, -ops.log(_uniform01(shape, fold_in(seed, 1), dtype))
+    return u, -ops.log(stateless.uniform01(shape, stateless.fold_in(seed, 1), dtype))
 
 
 def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
@@ -312,12 +166,12 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
     alpha = check_alpha(alpha)
-    compute_dtype, out_dtype = _sampling_dtype(dtype)
-    seed = as_stateless_seed(seed)
+    compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
+    seed = stateless.as_stateless_seed(seed)
     shape = tuple(shape)
     unit = isinstance(scale, (int, float)) and scale == 1.0
     if _called_eagerly(seed):
-        draw = _compiled_sampler(_backend(), shape, alpha, compute_dtype, out_dtype)
+        draw = _compiled_sampler(stateless.backend_name(), shape, alpha, compute_dtype, out_dtype)
         return draw(seed) if unit else draw(seed, ops.cast(scale, compute_dtype))
     return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
 
@@ -325,7 +179,7 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
 def _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale=None):
     """`symmetric_stable`'s body; `scale=None` (or 1.0) draws SaS(alpha, 1)."""
     if alpha == 2.0:
-        x = _normal(shape, seed, compute_dtype) * math.sqrt(2.0)
+        x = stateless.normal(shape, seed, compute_dtype) * math.sqrt(2.0)
     else:
         half_pi = math.pi / 2
         u, w = _angle_and_exp(shape, seed, compute_dtype, -half_pi, half_pi)
@@ -335,7 +189,7 @@ def _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale=None):
             x = cms_symmetric(ops, u, w, alpha)
     if scale is not None and not (isinstance(scale, (int, float)) and scale == 1.0):
         x = x * ops.cast(scale, compute_dtype)
-    return _to_output(x, out_dtype)
+    return stateless.to_output(x, out_dtype)
 
 
 def _called_eagerly(seed):
@@ -344,7 +198,7 @@ def _called_eagerly(seed):
     PyTorch's eager ops are not compiled here (`torch.compile` costs seconds
     per shape), so on torch this is always `False`.
     """
-    backend = _backend()
+    backend = stateless.backend_name()
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -395,12 +249,12 @@ def positive_stable(shape, a, seed=None, dtype=None):
     """
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
         raise ValueError(f"`a` must be in (0, 1]. Received: a={a!r}")
-    compute_dtype, out_dtype = _sampling_dtype(dtype)
+    compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
     shape = tuple(shape)
     if a == 1.0:
         return ops.ones(shape, dtype=out_dtype)
-    u, w = _angle_and_exp(shape, as_stateless_seed(seed), compute_dtype, 0.0, math.pi)
-    return _to_output(cms_positive(ops, u, w, float(a)), out_dtype)
+    u, w = _angle_and_exp(shape, stateless.as_stateless_seed(seed), compute_dtype, 0.0, math.pi)
+    return stateless.to_output(cms_positive(ops, u, w, float(a)), out_dtype)
 
 
 def unit_shape(shape):
@@ -448,18 +302,18 @@ def stable_noise(
     shape = tuple(shape)
     if structure == "entry" or len(shape) < 2:
         return symmetric_stable(shape, alpha, scale=scale, seed=seed, dtype=dtype)
-    seed = as_stateless_seed(seed)
+    seed = stateless.as_stateless_seed(seed)
     if structure == "neuron":
         per_unit = symmetric_stable(
             unit_shape(shape), alpha, scale=scale, seed=seed, dtype=dtype
         )
         return ops.broadcast_to(per_unit, shape) if broadcast else per_unit
-    compute_dtype, out_dtype = _sampling_dtype(dtype)
+    compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
     mixing = positive_stable(
-        unit_shape(shape), alpha / 2.0, seed=fold_in(seed, 2), dtype=compute_dtype
+        unit_shape(shape), alpha / 2.0, seed=stateless.fold_in(seed, 2), dtype=compute_dtype
     )
     per_unit = ops.sqrt(2.0 * mixing)
     if not (isinstance(scale, (int, float)) and scale == 1.0):
         per_unit = per_unit * ops.cast(scale, compute_dtype)
-    gauss = _normal(shape, fold_in(seed, 3), compute_dtype)
-    return _to_output(per_unit * gauss, out_dtype)
+    gauss = stateless.normal(shape, stateless.fold_in(seed, 3), compute_dtype)
+    return stateless.to_output(per_unit * gauss, out_dtype)

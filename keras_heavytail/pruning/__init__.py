@@ -23,7 +23,7 @@ _WHERE = {
     "ModelCost": "macs",
     "compress": "compress",
     "count_macs": "macs",
-    "recalibrate_batch_norm": "compress",
+    "recalibrate_batch_norm": "batch_norm",
     "ChannelGroup": "components",
     "ModelGraph": "graph",
     "apply_masks": "one_shot",
@@ -36,18 +36,16 @@ _WHERE = {
 }
 __getattr__, __dir__ = lazy.attach(
     __name__, _WHERE,
-    submodules=("budget", "channels", "components", "compress", "distillation", "gradients",
-                "graph", "importance", "macs", "one_shot", "schedules", "shrinking",
-                "sparsity"),
+    submodules=("gradients", "schedules", "sparsity"),
 )
 
 if TYPE_CHECKING:
+    from keras_heavytail.pruning.batch_norm import recalibrate_batch_norm
     from keras_heavytail.pruning.budget import Budget
     from keras_heavytail.pruning.budget import CompressResult
     from keras_heavytail.pruning.channels import register_layer
     from keras_heavytail.pruning.components import ChannelGroup
     from keras_heavytail.pruning.compress import compress
-    from keras_heavytail.pruning.compress import recalibrate_batch_norm
     from keras_heavytail.pruning.distillation import DistillationLoss
     from keras_heavytail.pruning.graph import ModelGraph
     from keras_heavytail.pruning.graph import channel_groups

@@ -26,99 +26,14 @@ from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail import metrics
 from keras_heavytail.pruning import importance as importance_lib
+from keras_heavytail.pruning import search
+from keras_heavytail.pruning.batch_norm import recalibrate_batch_norm
 from keras_heavytail.pruning.budget import Budget
 from keras_heavytail.pruning.budget import CompressResult
+from keras_heavytail.pruning.checkpoints import RoundBackup
+from keras_heavytail.pruning.checkpoints import fingerprint
 from keras_heavytail.pruning.distillation import DistillationLoss
 from keras_heavytail.pruning.distillation import as_logits
-from keras_heavytail.pruning.graph import ModelGraph
-from keras_heavytail.pruning.macs import count_macs
-from keras_heavytail.pruning.one_shot import apply_masks
-from keras_heavytail.pruning.one_shot import copy_model
-from keras_heavytail.pruning.one_shot import group_masks
-from keras_heavytail.pruning.shrinking import shrink
-
-
-def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20):
-    """Re-estimates every BatchNormalization's moving statistics on `x`.
-
-    Pruning changes what each BatchNormalization sees; its moving mean and
-    variance are recomputed as the plain average over `batches` training
-    batches (the momentum is set so each update is a running mean).
-
-    Args:
-        model: a Keras 3 model (changed in place).
-        x: training inputs.
-        batch_size: examples per batch. Defaults to `defaults.BATCH_SIZE`.
-        batches: how many batches. Defaults to `20`.
-
-    Returns:
-        The number of BatchNormalization layers recalibrated.
-    """
-    for name, value in (("batch_size", batch_size), ("batches", batches)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
-    if len(x) == 0:
-        raise ValueError("`x` must hold at least one example. Received: 0")
-    layers = [
-        layer
-        for layer in ModelGraph(model).layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    if not layers:
-        return 0
-    saved = [layer.momentum for layer in layers]
-    trainable = [layer.trainable for layer in layers]
-    try:
-        for i, start in enumerate(range(0, len(x), batch_size)):
-            if i >= batches:
-                break
-            for layer in layers:
-                layer.momentum = i / (i + 1)  # a running mean over the batches
-                layer.trainable = True
-            model(x[start : start + batch_size], training=True)
-    finally:
-        for layer, momentum, was in zip(layers, saved, trainable):
-            layer.momentum = momentum
-            layer.trainable = was
-    return len(layers)
-
-
-def _costs(model):
-    cost = count_macs(model)
-    return cost, {"macs": cost.macs, "params": cost.params}
-
-
-def _proxy(kind):
-    return {"bytes": "params", "latency_ms": "macs"}.get(kind, kind)
-
-
-def _candidate(model, ratio, options):
-    copy = copy_model(model)
-    graph = ModelGraph(copy)
-    masks = group_masks(graph, ratio, **options)
-    return shrink(apply_masks(copy, masks, graph))
-
-
-def _meets(cost, targets):
-    return all(cost[kind] <= target for kind, target in targets.items())
-
-
-def _prune_to(model, targets, options, steps=8):
-    """The smallest pruning of `model` (a bisection on the ratio) that meets
-    `targets` (`{macs or params: absolute}`); `None` if none does."""
-    lo, hi, best = 0.0, 1.0, None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        small = _candidate(model, mid, options)
-        if _meets(_costs(small)[1], targets):
-            hi, best = mid, small
-        else:
-            lo = mid
-    if best is None:
-        small = _candidate(model, 1.0, options)
-        if _meets(_costs(small)[1], targets):
-            return small
-    return best
 
 
 def _hand_back(small, dense):
@@ -133,24 +48,6 @@ def _hand_back(small, dense):
     bare = keras.models.clone_model(small)
     bare.set_weights(small.get_weights())
     return bare
-
-
-def _check_reachable(model, targets, options):
-    """Raises a ValueError if even the smallest pruning misses `targets`."""
-    # The smallest model does not depend on the ranking: no gradients needed.
-    options = dict(options, score="magnitude", gradients=None)
-    floor = _costs(_candidate(model, 1.0, options))[1]
-    if not _meets(floor, targets):
-        raise ValueError(
-            f"The budget cannot be met: pruning every prunable channel group "
-            f"down to min_channels={options['min_channels']} (round_to="
-            f"{options['round_to']}) leaves {floor}, above the target "
-            f"{ {k: round(v, 1) for k, v in targets.items()} } (bytes and latency "
-            "are steered by parameters and MACs). The rest is in "
-            "frozen groups (the model's inputs and outputs, excluded or "
-            "unknown layers: see `channel_groups`). Lower min_channels or "
-            "round_to, or ask for less."
-        )
 
 
 def _fine_tune(model, train, teacher_logits, config):
@@ -256,6 +153,7 @@ def compress(
     exclude=None,
     from_logits=None,
     verbose=True,
+    backup_dir=None,
 ):
     """Prunes channel groups until `budget` holds, fine-tuning as it goes.
 
@@ -294,6 +192,11 @@ def compress(
         from_logits: whether the model outputs logits; `None` looks at its
             outputs on a batch. Defaults to `None`.
         verbose: print one line per round. Defaults to `True`.
+        backup_dir: a folder where each finished round is saved; a rerun
+            with the same model, data and arguments resumes after the last
+            finished round, as `keras.callbacks.BackupAndRestore` does for
+            epochs. Its files are deleted when `compress` returns. Defaults
+            to `None` (no backups).
 
     Returns:
         A `CompressResult` (`model`, `cost`, `accuracy`, `summary()`, ...).
@@ -328,7 +231,7 @@ def compress(
             f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
         )
     start = time.perf_counter()
-    dense_cost, dense = _costs(model)
+    dense_cost, dense = search.costs(model)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))
     targets = budget.targets(dense)
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
@@ -344,13 +247,28 @@ def compress(
               "batch_size": batch_size, "fine_tune_epochs": fine_tune_epochs}  # fmt: skip
     proxy = {}  # {macs or params: absolute target}, tightened for bytes and latency
     for kind, target in targets.items():
-        key = _proxy(kind)
+        key = search.proxy_kind(kind)
         value = target if key == kind else dense[key] * target / dense[kind]
         proxy[key] = min(proxy.get(key, value), value)
-    _check_reachable(model, proxy, options)
-    run = {"options": options, "config": config, "train": (x, y),
+    search.check_reachable(model, proxy, options)
+    backup = None if backup_dir is None else RoundBackup(backup_dir, fingerprint(
+        dense=dense, targets=targets, options=options, steps=steps, examples=len(x),
+        config={k: v for k, v in config.items() if k != "optimizer"},
+        optimizer=optimizer if optimizer is None or isinstance(optimizer, str) else
+        type(optimizer).__name__, weights=float(sum(
+            np.abs(w).sum() for w in model.get_weights()))))  # fmt: skip
+    run = {"options": options, "config": config, "train": (x, y), "backup": backup,
            "validation": (x_val, y_val), "teacher": teacher, "verbose": verbose}  # fmt: skip
-    current, cost, values, points = _until_measured(model, targets, proxy, dense, steps, run)
+    current, points = model, []
+    if backup is not None and (saved := backup.load()) is not None:
+        current, points = saved
+        if verbose:
+            print(f"compress: resuming after round {len(points)} from {backup_dir}", flush=True)
+    current, cost, values, points = _until_measured(
+        current, targets, proxy, dense, max(steps - len(points), 0), run, points
+    )
+    if backup is not None:
+        backup.delete()
     current = _hand_back(current, model)
     accuracy = metrics.accuracy(current, x_val, y_val)
     if verbose:
@@ -382,21 +300,21 @@ def _check_arguments(budget, scope, distill, temperature, counts):
         lazy.check_tensorflow("A bytes or latency_ms budget (measured in LiteRT)")
 
 
-def _until_measured(model, targets, proxy, dense, steps, run):
+def _until_measured(model, targets, proxy, dense, steps, run, points):
     """Rounds until the measured costs meet `targets`; the proxy tightens
     (and one more round runs) while a measured bytes or latency misses."""
-    current, points = model, []
+    current = model
     for _attempt in range(4):
         current, points = _rounds(current, proxy, dense, steps, run, points)
-        cost, values = _costs(current)
+        cost, values = search.costs(current)
         values.update(_measure(current, list(targets), run["train"][0]))
         missed = {k: t for k, t in targets.items() if values[k] > t}
         if not missed:
             return current, cost, values, points
         for kind, target in missed.items():
-            key = _proxy(kind)
+            key = search.proxy_kind(kind)
             proxy[key] = min(proxy.get(key, values[key]),
-                             _proxy_for(kind, target, dense, values))  # fmt: skip
+                             search.proxy_target(kind, target, dense, values))  # fmt: skip
         steps = 1
     raise ValueError(
         f"compress could not meet the budget {targets} after 4 attempts; the "
@@ -405,24 +323,12 @@ def _until_measured(model, targets, proxy, dense, steps, run):
     )
 
 
-def _proxy_for(kind, target, dense, now):
-    """The proxy cost (parameters for bytes, MACs for latency) that should
-    bring `kind` to `target`: a line through the dense and the current model
-    (a LiteRT file and its latency have a fixed part pruning cannot remove),
-    or a proportional cut where the two points do not give a slope."""
-    key = _proxy(kind)
-    slope = (dense[kind] - now[kind]) / max(dense[key] - now[key], 1e-9)
-    if slope > 0:
-        return max(now[key] - (now[kind] - target) / slope * 1.05, 0.0)
-    return now[key] * target / now[kind] * 0.97
-
-
 def _rounds(current, proxy, dense, steps, run, points):
     """`steps` rounds of prune, shrink, recalibrate and fine-tune."""
     options, config, train = run["options"], run["config"], run["train"]
     validation, teacher, verbose = run["validation"], run["teacher"], run["verbose"]
     x, y = train
-    now = _costs(current)[1]
+    now = search.costs(current)[1]
     for i in range(1, steps + 1):
         start = time.perf_counter()
         step_target = {
@@ -433,17 +339,19 @@ def _rounds(current, proxy, dense, steps, run, points):
                 current, [(x[j:j + 64], y[j:j + 64]) for j in range(0, min(len(x), 512), 64)],
                 keras.losses.SparseCategoricalCrossentropy(from_logits=config["from_logits"]),
             ))  # fmt: skip
-        small = _prune_to(current, step_target, options)
+        small = search.prune_to(current, step_target, options)
         if small is None:
-            _check_reachable(current, step_target, options)
+            search.check_reachable(current, step_target, options)
         recalibrate_batch_norm(small, x, config["batch_size"])
         if config["fine_tune_epochs"]:
             _fine_tune(small, train, teacher, config)
         current = small
-        cost = _costs(current)[1]
+        cost = search.costs(current)[1]
         accuracy = metrics.accuracy(current, *validation)
         points.append({"step": len(points) + 1, **cost, "val_accuracy": accuracy,
                        "seconds": time.perf_counter() - start})  # fmt: skip
+        if run["backup"] is not None:
+            run["backup"].save(current, points)
         if verbose:
             print(
                 f"compress: round {len(points)}: MACs {cost['macs']:,} "

@@ -18,6 +18,7 @@ from keras_heavytail import checks
 from keras_heavytail import compressibility
 from keras_heavytail import defaults
 from keras_heavytail.arrays import as_array
+from keras_heavytail.pruning import batch_norm
 from keras_heavytail.pruning import channels
 from keras_heavytail.pruning import importance as importance_lib
 from keras_heavytail.pruning.components import copy_layer
@@ -172,7 +173,8 @@ def group_masks(model, ratio, scope="layer", exclude=None, score="magnitude",
                 min_channels=0):  # fmt: skip
     """Unit masks `{producer name: kept}` that prune coupled channels together.
 
-    Each prunable group loses `ratio` of its channels (`scope="layer"`), or
+    Each prunable group loses `ratio` of its channels (`scope="layer"`; a
+    sequence gives each prunable group its own ratio, in graph order), or
     all groups' channels are ranked together (`"global"`).
 
     Args:
@@ -198,9 +200,10 @@ def group_masks(model, ratio, scope="layer", exclude=None, score="magnitude",
     scores = importance_lib.group_scores(structure, score, gradients)
     dropped = np.zeros(scores.size, dtype=bool)
     if scope == "layer":
-        for group in groups:
+        ratios = np.broadcast_to(np.asarray(ratio, dtype="float64"), (len(groups),))
+        for group, group_ratio in zip(groups, ratios):
             s = scores[group.components]
-            keep = _kept_count(s.size, s.size - int(round(ratio * s.size)),
+            keep = _kept_count(s.size, s.size - int(round(group_ratio * s.size)),
                                round_to, min_channels)  # fmt: skip
             dropped[group.components] = lowest(s, s.size - keep)
     else:
@@ -334,6 +337,7 @@ def prune(
     score="magnitude",
     include_output=False,
     gradients=None,
+    batch_norm_data=None,
 ):
     """One-shot pruning; returns a pruned copy of `model`.
 
@@ -369,6 +373,11 @@ def prune(
             `structure="entry"`). Defaults to `False`.
         gradients: for `score="taylor"`, from
             `importance.taylor_gradients`. Defaults to `None`.
+        batch_norm_data: training inputs on which every BatchNormalization
+            re-estimates its moving statistics after pruning (20 batches
+            are used). Defaults to `None`: with `structure="neuron"` on a
+            model with BatchNormalization, a warning says the statistics
+            are stale.
 
     Returns:
         A new model with the same architecture and pruned weights.
@@ -395,4 +404,7 @@ def prune(
         include_output=include_output,
         gradients=gradients,
     )
-    return apply_masks(copy, masks, graph)
+    pruned = apply_masks(copy, masks, graph)
+    if structure == "neuron" or batch_norm_data is not None:
+        batch_norm.after_pruning(graph, batch_norm_data)
+    return pruned

@@ -1,0 +1,88 @@
+"""What the CLI reads and writes: data, model files, output paths, quiet logs.
+
+Every path check ends in a `CommandError` (one line on stderr, exit code 2):
+nothing a user has is replaced without `--overwrite`.
+"""
+
+import contextlib
+from pathlib import Path
+
+from keras_heavytail.experiments.parser import CommandError
+
+
+@contextlib.contextmanager
+def quiet(verbose):
+    """Hides TensorFlow's and the converter's chatter on stderr unless verbose."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with contextlib.ExitStack() as stack:
+        import warnings
+
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", module="keras")
+        warnings.filterwarnings("ignore", module="tensorflow")
+        yield
+
+
+def output_folder(path):
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"--output {str(path)!r} is a file; give a folder")
+    return path
+
+
+def output_file(path, overwrite, suffix):
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
+    if path.suffix != suffix:
+        raise CommandError(f"--output must end in {suffix}. Received: {str(path)!r}")
+    if path.exists() and not overwrite:
+        raise CommandError(
+            f"--output {str(path)!r} exists; pass --overwrite to replace it"
+        )
+    return path
+
+
+def card_file(output, overwrite):
+    """The data card beside a written .keras file; never a user's file replaced."""
+    card = output.with_suffix(".json")
+    if card.exists() and not overwrite:
+        raise CommandError(
+            f"{str(card)!r} (the data card of --output) exists; pass --overwrite "
+            "to replace it"
+        )
+    return card
+
+
+def load_data(args):
+    from keras_heavytail.experiments import datasets
+
+    return datasets.load_dataset(
+        args.dataset,
+        data_dir=args.data,
+        standardize=not args.raw_pixels,
+        limit=args.limit,
+    )
+
+
+def load_model(path):
+    import zipfile
+
+    import keras
+
+    from keras_heavytail.optimizers import heavy_tail as optimizers  # noqa: F401  registers our classes
+
+    if not Path(path).is_file():
+        raise CommandError(f"no model file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(f"{path!r} is not a .keras file (not a zip archive)")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for broken files
+        raise CommandError(f"cannot load {path!r}: {error}") from None

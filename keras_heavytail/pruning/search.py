@@ -1,0 +1,118 @@
+"""The pruning that meets a cost: a bisection on the ratio, then on the groups.
+
+`prune_to` finds the smallest pruning of a model whose MACs and parameters
+(`count_macs`) stay under targets; `compress` calls it once per round. With
+`round_to`, a uniform ratio can make every group jump at once, so `refine`
+then gives the first `k` groups the larger ratio, with a bisection on `k`.
+Bytes and latency, measured in LiteRT, are steered by parameters and MACs
+(`proxy_kind`, `proxy_target`).
+"""
+
+from keras_heavytail.pruning.graph import ModelGraph
+from keras_heavytail.pruning.macs import count_macs
+from keras_heavytail.pruning.one_shot import apply_masks
+from keras_heavytail.pruning.one_shot import copy_model
+from keras_heavytail.pruning.one_shot import group_masks
+from keras_heavytail.pruning.one_shot import prunable_groups
+from keras_heavytail.pruning.shrinking import shrink
+
+
+def costs(model):
+    """`(ModelCost, {"macs": ..., "params": ...})` of a model."""
+    cost = count_macs(model)
+    return cost, {"macs": cost.macs, "params": cost.params}
+
+
+def proxy_kind(kind):
+    """The counted cost that steers a measured one: params for bytes, MACs for latency."""
+    return {"bytes": "params", "latency_ms": "macs"}.get(kind, kind)
+
+
+def candidate(model, ratio, options):
+    """A shrunk copy of `model` with `ratio` of its channels pruned (`group_masks`)."""
+    copy = copy_model(model)
+    graph = ModelGraph(copy)
+    masks = group_masks(graph, ratio, **options)
+    return shrink(apply_masks(copy, masks, graph))
+
+
+def meets(cost, targets):
+    """Whether every cost in `targets` is at or under its target."""
+    return all(cost[kind] <= target for kind, target in targets.items())
+
+
+def prune_to(model, targets, options, steps=8, close=0.98):
+    """The smallest pruning of `model` (a bisection on the ratio) that meets
+    `targets` (`{macs or params: absolute}`); `None` if none does. A
+    candidate within `close` of every target (and under it) ends the search."""
+
+    def near(cost):
+        return all(cost[k] >= close * t for k, t in targets.items())
+
+    lo, hi, best, near_enough = 0.0, 1.0, None, False
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        small = candidate(model, mid, options)
+        cost = costs(small)[1]
+        if meets(cost, targets):
+            hi, best, near_enough = mid, small, near(cost)
+            if near_enough:
+                break
+        else:
+            lo = mid
+    if best is None:
+        small = candidate(model, 1.0, options)
+        if meets(costs(small)[1], targets):
+            return small
+    elif options["scope"] == "layer" and lo > 0 and not near_enough:
+        best = refine(model, targets, options, lo, hi, best, steps)
+    return best
+
+
+def refine(model, targets, options, lo, hi, best, steps):
+    """Between a ratio that misses (`lo`) and one that meets (`hi`), rounding
+    to `round_to` can make every group jump at once (on a small network, from
+    0.6x to 0.2x the MACs): the first `k` groups take `hi` and the rest `lo`,
+    with a bisection on `k`, so the cost lands just under the targets."""
+    count = len(prunable_groups(ModelGraph(model), options.get("exclude"))[1])
+    low, high = 0, count  # k = count is `hi`, which meets
+    for _ in range(min(steps, max(count.bit_length(), 1))):
+        if high - low <= 1:
+            break
+        k = (low + high) // 2
+        small = candidate(model, [hi] * k + [lo] * (count - k), options)
+        if meets(costs(small)[1], targets):
+            high, best = k, small
+        else:
+            low = k
+    return best
+
+
+def check_reachable(model, targets, options):
+    """Raises a ValueError if even the smallest pruning misses `targets`."""
+    # The smallest model does not depend on the ranking: no gradients needed.
+    options = dict(options, score="magnitude", gradients=None)
+    floor = costs(candidate(model, 1.0, options))[1]
+    if not meets(floor, targets):
+        raise ValueError(
+            f"The budget cannot be met: pruning every prunable channel group "
+            f"down to min_channels={options['min_channels']} (round_to="
+            f"{options['round_to']}) leaves {floor}, above the target "
+            f"{ {k: round(v, 1) for k, v in targets.items()} } (bytes and latency "
+            "are steered by parameters and MACs). The rest is in "
+            "frozen groups (the model's inputs and outputs, excluded or "
+            "unknown layers: see `channel_groups`). Lower min_channels or "
+            "round_to, or ask for less."
+        )
+
+
+def proxy_target(kind, target, dense, now):
+    """The proxy cost (parameters for bytes, MACs for latency) that should
+    bring `kind` to `target`: a line through the dense and the current model
+    (a LiteRT file and its latency have a fixed part pruning cannot remove),
+    or a proportional cut where the two points do not give a slope."""
+    key = proxy_kind(kind)
+    slope = (dense[kind] - now[kind]) / max(dense[key] - now[key], 1e-9)
+    if slope > 0:
+        return max(now[key] - (now[kind] - target) / slope * 1.05, 0.0)
+    return now[key] * target / now[kind] * 0.97
