@@ -153,3 +153,22 @@ def test_model_card_is_written_next_to_the_model(trained, digits, tmp_path):
     assert on_disk["litert_evaluation"]["accuracy"] == evaluation["accuracy"]
     assert on_disk["versions"]["tensorflow"] and on_disk["neurons_kept"] == 128
     assert on_disk["bytes"] == report.bytes
+
+
+def test_deploy_variants_are_read_back_when_the_weights_did_not_change(trained, digits, tmp_path):
+    from keras_heavytail.export import deploy
+
+    args = (digits.x_train[:100], digits.x_test[:100], digits.y_test[:100])
+    rows = deploy.export_variants(trained, tmp_path, *args, from_logits=True, runs=3)
+    assert [r["variant"] for r in rows] == list(deploy.VARIANTS)
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    again = deploy.export_variants(trained, tmp_path, *args, from_logits=True, runs=3)
+    assert again == rows  # read from the cards: nothing rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+    # Other weights: every variant is made again, its card says from what.
+    keys = {json.loads(p.read_text())["variants_key"] for p in tmp_path.glob("*.json")}
+    changed = keras.models.clone_model(trained)
+    changed.set_weights([w * 0.5 for w in trained.get_weights()])
+    deploy.export_variants(changed, tmp_path, *args, from_logits=True, runs=3)
+    new_keys = [json.loads(p.read_text())["variants_key"] for p in tmp_path.glob("*.json")]
+    assert len(keys) == 1 and len(new_keys) == 4 and not keys & set(new_keys)

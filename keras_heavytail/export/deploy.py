@@ -11,6 +11,32 @@ from keras_heavytail.export.cards import model_card
 from keras_heavytail.export.litert import benchmark_tflite
 from keras_heavytail.export.litert import evaluate_tflite
 from keras_heavytail.export.litert import export_tflite
+from keras_heavytail.pruning.checkpoints import fingerprint
+from keras_heavytail.pruning.checkpoints import weights_digest
+
+VARIANTS = ("dense_float32", "pruned_sparse_float32", "pruned_sparse_int8", "shrunk_int8")
+
+
+def _row_from_card(directory, name, key):
+    """The row of a variant already exported from these weights, or `None`."""
+    path, card_path = directory / f"{name}.tflite", directory / f"{name}.json"
+    if not (path.is_file() and card_path.is_file()):
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError:
+        return None
+    if card.get("variants_key") != key or card.get("bytes") != path.stat().st_size:
+        return None
+    export = card["export"]
+    return {
+        "variant": name, "path": str(path), "bytes": export["bytes"],
+        "gzip_bytes": export["gzip_bytes"], "weight_sparsity": export["weight_sparsity"],
+        "hidden_neurons": card["hidden_neurons"], "pruning": card["pruning"],
+        "litert_accuracy": card["litert_evaluation"]["accuracy"],
+        "median_ms": card["litert_latency"]["median_ms"],
+        "runtime": card["litert_evaluation"]["runtime"],
+    }  # fmt: skip
 
 
 def _plans(model, entry_ratio, neuron_ratio):
@@ -59,6 +85,8 @@ def export_variants(
        removed by `shrink` (a smaller dense model: the fast one), int8.
 
     Each `.tflite` is evaluated and timed in LiteRT and gets a model card.
+    A variant whose file and card were written from the same weights and
+    arguments (a resumed run) is read back from its card, not made again.
 
     Args:
         model: a trained Keras 3 classifier.
@@ -84,6 +112,13 @@ def export_variants(
     from keras_heavytail.pruning.graph import ModelGraph
 
     directory = Path(directory)
+    key = fingerprint(weights=weights_digest(model), entry_ratio=entry_ratio,
+                      neuron_ratio=neuron_ratio, calibration=len(x_calibration),
+                      test=len(x_test), from_logits=from_logits, runs=runs,
+                      num_threads=num_threads)  # fmt: skip
+    rows = [_row_from_card(directory, name, key) for name in VARIANTS]
+    if all(rows):
+        return rows
     rows = []
     for name, variant, options in _plans(model, entry_ratio, neuron_ratio):
         report = export_tflite(
@@ -119,6 +154,7 @@ def export_variants(
             hidden_neurons=hidden,
             parameters=int(variant.count_params()),
             pruning=pruned,
+            variants_key=key,
         )
         rows.append(
             {

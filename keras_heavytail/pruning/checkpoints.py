@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_heavytail import files
 
@@ -21,9 +22,17 @@ STATE = "state.json"
 
 
 def fingerprint(**settings):
-    """A short hash of what makes two compressions the same job."""
+    """A short hash of what makes two jobs the same (settings, `weights_digest`)."""
     text = json.dumps(settings, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def weights_digest(model):
+    """A hash of a model's weights, bit for bit."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class RoundBackup:

@@ -32,6 +32,7 @@ from keras_heavytail.pruning.budget import Budget
 from keras_heavytail.pruning.budget import CompressResult
 from keras_heavytail.pruning.checkpoints import RoundBackup
 from keras_heavytail.pruning.checkpoints import fingerprint
+from keras_heavytail.pruning.checkpoints import weights_digest
 from keras_heavytail.pruning.distillation import DistillationLoss
 from keras_heavytail.pruning.distillation import as_logits
 
@@ -255,8 +256,7 @@ def compress(
         dense=dense, targets=targets, options=options, steps=steps, examples=len(x),
         config={k: v for k, v in config.items() if k != "optimizer"},
         optimizer=optimizer if optimizer is None or isinstance(optimizer, str) else
-        type(optimizer).__name__, weights=float(sum(
-            np.abs(w).sum() for w in model.get_weights()))))  # fmt: skip
+        type(optimizer).__name__, weights=weights_digest(model)))  # fmt: skip
     run = {"options": options, "config": config, "train": (x, y), "backup": backup,
            "validation": (x_val, y_val), "teacher": teacher, "verbose": verbose}  # fmt: skip
     current, points = model, []
