@@ -3,6 +3,9 @@
 "`ratio` must be in [0, 1]. Received: ratio=1.5", as Keras says it.
 """
 
+import math
+import numbers
+
 import numpy as np
 
 # The largest seed every backend's stateless random ops accept.
@@ -20,10 +23,22 @@ def check_choice(value, name, choices):
 
 def check_fraction(value, name):
     """Validates a number in [0, 1] named `name`; returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise ValueError(
             f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
         )
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
+    return float(value)
+
+
+def is_real(value):
+    """A Python or numpy real number (bools are not numbers here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_positive(value, name):
+    """Validates a finite number > 0 named `name`; returns it as a float."""
+    if not is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
     return float(value)

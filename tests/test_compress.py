@@ -256,15 +256,30 @@ def test_a_killed_compression_resumes_after_its_last_round(trained, tmp_path, mo
     saved = json.loads((backup / "state.json").read_text())["points"]
     assert len(saved) == 1
     monkeypatch.setattr(search, "prune_to", real)
-    # Another job into the same folder is refused, the backup kept.
+    # Another job into the same folder is refused, the backup kept: another
+    # budget, or other validation data of the same size.
     with pytest.raises(ValueError, match="another compression"):
         kht.compress(model, train, val, kht.Budget(macs=0.5), **args)
+    with pytest.raises(ValueError, match="another compression"):
+        kht.compress(model, train, (val[0], val[1][::-1]), kht.Budget(macs=0.3), **args)
     capsys.readouterr()
     result = kht.compress(model, train, val, kht.Budget(macs=0.3), **args)
     assert "resuming after round 1" in capsys.readouterr().out
     assert [p["macs"] for p in result.points[:1]] == [saved[0]["macs"]]
     assert len(result.points) == 2 and result.cost.macs <= 0.3 * kht.count_macs(model).macs
     assert sorted(p.name for p in backup.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("name,text", [("round.keras", "a user's model"),
+                                       ("state.json", "not json")])  # fmt: skip
+def test_a_backup_folder_with_foreign_files_is_refused_and_left_alone(trained, tmp_path,
+                                                                       name, text):
+    model, train, val = trained
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=f"holds a {name} that is not a compress backup"):
+        kht.compress(model, train, val, kht.Budget(macs=0.5), steps=1, fine_tune_epochs=0,
+                     backup_dir=tmp_path, verbose=False)  # fmt: skip
+    assert (tmp_path / name).read_text() == text
 
 
 def test_compress_rounds_channels_and_keeps_a_minimum(trained):

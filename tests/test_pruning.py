@@ -284,6 +284,20 @@ def test_neuron_pruning_of_batch_norm_models_recalibrates_or_warns():
     assert np.all(bn.moving_mean.numpy()[~kept] == 0)
     assert kht.shrink(pruned).get_layer("conv").filters == kept.sum()
 
+    # Bad data is refused by name, never turned into NaN statistics.
+    for bad, message in ((np.full((8, 6, 6, 2), np.nan, "float32"), "NaN or inf"),
+                         (x[:, :3], r"shape \(n, 6, 6, 2\)"), ("x", "Received: str"),
+                         (x[:1], "at least 2 examples")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"`batch_norm_data` .*{message}"):
+            kht.prune(model, 0.5, structure="neuron", batch_norm_data=bad)
+    # A short last batch is left out: one more example than a batch (64)
+    # estimates like the batch alone.
+    many = np.concatenate([x, x * 2, x - 1])[:65]
+    a = kht.prune(model, 0.5, structure="neuron", batch_norm_data=many[:64])
+    b = kht.prune(model, 0.5, structure="neuron", batch_norm_data=many)
+    np.testing.assert_allclose(a.get_layer("bn").moving_variance.numpy(),
+                               b.get_layer("bn").moving_variance.numpy(), rtol=1e-6)  # fmt: skip
+
     with warnings.catch_warnings():  # entry pruning leaves channels alive: no warning
         warnings.simplefilter("error")
         kht.prune(model, 0.5)

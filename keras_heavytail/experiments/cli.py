@@ -253,6 +253,7 @@ def cmd_compress(args):
     from keras_heavytail import files
     from keras_heavytail import metrics
     from keras_heavytail.pruning import compress as compress_lib
+    from keras_heavytail.pruning.checkpoints import BackupError
 
     kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
              "latency_ms": args.latency_ms}  # fmt: skip
@@ -271,11 +272,17 @@ def cmd_compress(args):
     cut = max(1, int(len(x) * defaults.VALIDATION_FRACTION))
     # A killed run, rerun with the same arguments, resumes after its last round.
     backup = output.parent / f".{output.name}.compress-backup"
-    result = compress_lib.compress(
-        model, (x[cut:], data.y_train[cut:]), (x[:cut], data.y_train[:cut]), budget,
-        importance=args.importance, steps=args.steps, round_to=args.round_to,
-        fine_tune_epochs=args.fine_tune_epochs, distill=args.distill, backup_dir=backup,
-    )  # fmt: skip
+    try:
+        result = compress_lib.compress(
+            model, (x[cut:], data.y_train[cut:]), (x[:cut], data.y_train[:cut]), budget,
+            importance=args.importance, steps=args.steps, round_to=args.round_to,
+            fine_tune_epochs=args.fine_tune_epochs, distill=args.distill, backup_dir=backup,
+        )  # fmt: skip
+    except BackupError:
+        raise CommandError(
+            f"{str(backup)!r} holds the backup of a killed compress run with other "
+            "arguments, model or data: rerun with those, or delete it to start again"
+        ) from None
     before = metrics.accuracy(model, x_test, data.y_test)
     after = metrics.accuracy(result.model, x_test, data.y_test)
     files.save_model(result.model, output)

@@ -11,6 +11,8 @@ from keras_heavytail.export.cards import model_card
 from keras_heavytail.export.litert import benchmark_tflite
 from keras_heavytail.export.litert import evaluate_tflite
 from keras_heavytail.export.litert import export_tflite
+from keras_heavytail.pruning.checkpoints import array_digest
+from keras_heavytail.pruning.checkpoints import file_digest
 from keras_heavytail.pruning.checkpoints import fingerprint
 from keras_heavytail.pruning.checkpoints import weights_digest
 
@@ -24,18 +26,22 @@ def _row_from_card(directory, name, key):
         return None
     try:
         card = json.loads(card_path.read_text())
-    except ValueError:
+        if card["variants_key"] != key or card["file_digest"] != file_digest(path):
+            return None
+        return _row(name, {**card["export"], "path": str(path)}, card["litert_evaluation"],
+                    card["litert_latency"], card["hidden_neurons"], card["pruning"])  # fmt: skip
+    except (ValueError, KeyError, TypeError):  # an edited or older card: export again
         return None
-    if card.get("variants_key") != key or card.get("bytes") != path.stat().st_size:
-        return None
-    export = card["export"]
+
+
+def _row(name, export, evaluation, latency, hidden, pruned):
+    """One variant's row, from its export report (as a dict) and measurements."""
     return {
-        "variant": name, "path": str(path), "bytes": export["bytes"],
+        "variant": name, "path": str(export["path"]), "bytes": export["bytes"],
         "gzip_bytes": export["gzip_bytes"], "weight_sparsity": export["weight_sparsity"],
-        "hidden_neurons": card["hidden_neurons"], "pruning": card["pruning"],
-        "litert_accuracy": card["litert_evaluation"]["accuracy"],
-        "median_ms": card["litert_latency"]["median_ms"],
-        "runtime": card["litert_evaluation"]["runtime"],
+        "hidden_neurons": hidden, "pruning": pruned,
+        "litert_accuracy": evaluation["accuracy"], "median_ms": latency["median_ms"],
+        "runtime": evaluation["runtime"],
     }  # fmt: skip
 
 
@@ -113,8 +119,8 @@ def export_variants(
 
     directory = Path(directory)
     key = fingerprint(weights=weights_digest(model), entry_ratio=entry_ratio,
-                      neuron_ratio=neuron_ratio, calibration=len(x_calibration),
-                      test=len(x_test), from_logits=from_logits, runs=runs,
+                      neuron_ratio=neuron_ratio, from_logits=from_logits, runs=runs,
+                      data=array_digest(x_calibration, x_test, y_test),
                       num_threads=num_threads)  # fmt: skip
     rows = [_row_from_card(directory, name, key) for name in VARIANTS]
     if all(rows):
@@ -155,21 +161,9 @@ def export_variants(
             parameters=int(variant.count_params()),
             pruning=pruned,
             variants_key=key,
+            file_digest=file_digest(report.path),
         )
-        rows.append(
-            {
-                "variant": name,
-                "path": report.path,
-                "bytes": report.bytes,
-                "gzip_bytes": report.gzip_bytes,
-                "weight_sparsity": report.weight_sparsity,
-                "hidden_neurons": hidden,
-                "pruning": pruned,
-                "litert_accuracy": evaluation["accuracy"],
-                "median_ms": latency["median_ms"],
-                "runtime": evaluation["runtime"],
-            }
-        )
+        rows.append(_row(name, report.to_dict(), evaluation, latency, hidden, pruned))
     return rows
 
 

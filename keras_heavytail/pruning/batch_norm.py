@@ -32,7 +32,7 @@ def after_pruning(graph, x):
     pruned by magnitude gave 0.21 test accuracy, 0.93 once recalibrated.
     """
     if x is not None:
-        recalibrate_batch_norm(graph.model, np.asarray(x))
+        recalibrate_batch_norm(graph.model, x, what="batch_norm_data")
         return
     layers = batch_norm_layers(graph)
     if layers:
@@ -48,18 +48,22 @@ def after_pruning(graph, x):
         )
 
 
-def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20):
+def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20,
+                           what="x"):  # fmt: skip
     """Re-estimates every BatchNormalization's moving statistics on `x`.
 
     Pruning changes what each BatchNormalization sees; its moving mean and
-    variance are recomputed as the plain average over `batches` training
-    batches (the momentum is set so each update is a running mean).
+    variance are recomputed as the plain average over up to `batches` full
+    training batches (the momentum is set so each update is a running mean;
+    a shorter last batch is left out, as its variance would count as much as
+    a full batch's). Fewer examples than one batch make one batch.
 
     Args:
         model: a Keras 3 model (changed in place).
         x: training inputs.
         batch_size: examples per batch. Defaults to `defaults.BATCH_SIZE`.
         batches: how many batches. Defaults to `20`.
+        what: what `x` is called in errors. Defaults to `"x"`.
 
     Returns:
         The number of BatchNormalization layers recalibrated.
@@ -67,23 +71,48 @@ def recalibrate_batch_norm(model, x, batch_size=defaults.BATCH_SIZE, batches=20)
     for name, value in (("batch_size", batch_size), ("batches", batches)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
-    if len(x) == 0:
-        raise ValueError("`x` must hold at least one example. Received: 0")
+    x = _check_inputs(model, x, what)
     layers = batch_norm_layers(ModelGraph(model))
     if not layers:
         return 0
+    size = min(batch_size, len(x))
     saved = [layer.momentum for layer in layers]
     trainable = [layer.trainable for layer in layers]
     try:
-        for i, start in enumerate(range(0, len(x), batch_size)):
-            if i >= batches:
-                break
+        for i in range(min(batches, len(x) // size)):
             for layer in layers:
                 layer.momentum = i / (i + 1)  # a running mean over the batches
                 layer.trainable = True
-            model(x[start : start + batch_size], training=True)
+            model(x[i * size : (i + 1) * size], training=True)
     finally:
         for layer, momentum, was in zip(layers, saved, trainable):
             layer.momentum = momentum
             layer.trainable = was
     return len(layers)
+
+
+def _check_inputs(model, x, name):
+    """`x` as an array of the model's inputs, at least two of them, all finite."""
+    given = type(x).__name__
+    try:
+        x = np.asarray(x)
+    except ValueError:  # ragged
+        x = np.asarray(None)
+    expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    if x.dtype.kind not in "fiu" or x.ndim < 1 or (
+        expected is not None and (x.ndim != len(expected) + 1 or any(
+            e is not None and e != d for e, d in zip(expected, x.shape[1:])))
+    ):  # fmt: skip
+        raise ValueError(
+            f"`{name}` must be an array of model inputs, shape (n, "
+            f"{', '.join(str(d) for d in expected or ())}). Received: "
+            f"{given if x.ndim == 0 else f'shape {x.shape}, dtype {x.dtype}'}"
+        )
+    if len(x) < 2:
+        raise ValueError(
+            f"`{name}` must hold at least 2 examples (a variance needs two). "
+            f"Received: {len(x)}"
+        )
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` holds NaN or inf: it would make every statistic NaN")
+    return x

@@ -27,12 +27,28 @@ def fingerprint(**settings):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def array_digest(*arrays):
+    """A hash of arrays' shapes, dtypes and values, bit for bit."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path):
+    """A hash of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def weights_digest(model):
     """A hash of a model's weights, bit for bit."""
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    return digest.hexdigest()[:16]
+    return array_digest(*model.get_weights())
+
+
+class BackupError(ValueError):
+    """A backup folder that belongs to another job, or holds foreign files."""
 
 
 class RoundBackup:
@@ -52,19 +68,34 @@ class RoundBackup:
             )
 
     def load(self):
-        """`(model, points)` of the last finished round, or `None`."""
-        state_file = self.folder / STATE
-        if not state_file.is_file():
+        """`(model, points)` of the last finished round, or `None`.
+
+        Raises `BackupError` if the folder holds another job's backup, or
+        files of these names that are not a backup (never overwritten).
+        """
+        state_file, model_file = self.folder / STATE, self.folder / MODEL
+        if not state_file.exists():
+            if model_file.exists():
+                raise BackupError(
+                    f"{str(self.folder)!r} holds a {MODEL} that is not a compress "
+                    "backup; it is left alone: give another `backup_dir`"
+                )
             return None
-        state = json.loads(state_file.read_text())
-        if state.get("key") != self.key:
-            raise ValueError(
+        try:
+            state = json.loads(state_file.read_text())
+            key, points = state["key"], state["points"]
+        except (ValueError, KeyError, TypeError):
+            raise BackupError(
+                f"{str(self.folder)!r} holds a {STATE} that is not a compress backup; "
+                "it is left alone: give another `backup_dir`"
+            ) from None
+        if key != self.key:
+            raise BackupError(
                 f"{str(self.folder)!r} holds the backup of another compression (other "
                 "model, data or arguments): give another `backup_dir`, or delete it "
                 "to start again"
             )
-        model = keras.saving.load_model(self.folder / MODEL, compile=False)
-        return model, state["points"]
+        return keras.saving.load_model(model_file, compile=False), points
 
     def save(self, model, points):
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ bytes or 1-thread latency, measured at the end (TensorFlow backend): those
 two are steered by a proxy (parameters, MACs) and tightened until measured.
 """
 
-import math
 import time
 
 import keras
@@ -31,6 +30,7 @@ from keras_heavytail.pruning.batch_norm import recalibrate_batch_norm
 from keras_heavytail.pruning.budget import Budget
 from keras_heavytail.pruning.budget import CompressResult
 from keras_heavytail.pruning.checkpoints import RoundBackup
+from keras_heavytail.pruning.checkpoints import array_digest
 from keras_heavytail.pruning.checkpoints import fingerprint
 from keras_heavytail.pruning.checkpoints import weights_digest
 from keras_heavytail.pruning.distillation import DistillationLoss
@@ -211,7 +211,7 @@ def compress(
     >>> result = compress(model, (x, y), (x_val, y_val), Budget(macs=0.25))  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    _check_arguments(budget, scope, distill, temperature,
+    _check_arguments(budget, scope, distill, temperature, learning_rate,
                      {"round_to": round_to, "min_channels": min_channels, "steps": steps,
                       "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size})  # fmt: skip
     importance = importance_lib.check_importance(importance)
@@ -224,13 +224,6 @@ def compress(
     classes = int(model.outputs[0].shape[-1])
     x, y = _check_data(train_data, "train_data", classes)
     x_val, y_val = _check_data(validation_data, "validation_data", classes)
-    if isinstance(learning_rate, bool) or not (
-        isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)
-        and learning_rate > 0
-    ):
-        raise ValueError(
-            f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}"
-        )
     start = time.perf_counter()
     dense_cost, dense = search.costs(model)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))
@@ -252,18 +245,13 @@ def compress(
         value = target if key == kind else dense[key] * target / dense[kind]
         proxy[key] = min(proxy.get(key, value), value)
     search.check_reachable(model, proxy, options)
-    backup = None if backup_dir is None else RoundBackup(backup_dir, fingerprint(
-        dense=dense, targets=targets, options=options, steps=steps, examples=len(x),
+    backup, current, points = _resume(backup_dir, model, (x, y, x_val, y_val), verbose, dict(
+        dense=dense, targets=targets, options=options, steps=steps,
         config={k: v for k, v in config.items() if k != "optimizer"},
         optimizer=optimizer if optimizer is None or isinstance(optimizer, str) else
-        type(optimizer).__name__, weights=weights_digest(model)))  # fmt: skip
+        type(optimizer).__name__))  # fmt: skip
     run = {"options": options, "config": config, "train": (x, y), "backup": backup,
            "validation": (x_val, y_val), "teacher": teacher, "verbose": verbose}  # fmt: skip
-    current, points = model, []
-    if backup is not None and (saved := backup.load()) is not None:
-        current, points = saved
-        if verbose:
-            print(f"compress: resuming after round {len(points)} from {backup_dir}", flush=True)
     current, cost, values, points = _until_measured(
         current, targets, proxy, dense, max(steps - len(points), 0), run, points
     )
@@ -281,7 +269,22 @@ def compress(
     )  # fmt: skip
 
 
-def _check_arguments(budget, scope, distill, temperature, counts):
+def _resume(backup_dir, model, data, verbose, settings):
+    """`(backup, model, points)`: the round backup of this job (`None` without
+    `backup_dir`), and the model and points to start from."""
+    if backup_dir is None:
+        return None, model, []
+    key = fingerprint(**settings, weights=weights_digest(model), data=array_digest(*data))
+    backup = RoundBackup(backup_dir, key)
+    saved = backup.load()
+    if saved is None:
+        return backup, model, []
+    if verbose:
+        print(f"compress: resuming after round {len(saved[1])} from {backup_dir}", flush=True)
+    return (backup, *saved)
+
+
+def _check_arguments(budget, scope, distill, temperature, learning_rate, counts):
     if not isinstance(budget, Budget):
         raise ValueError(f"`budget` must be a Budget. Received: budget={budget!r}")
     checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
@@ -290,10 +293,8 @@ def _check_arguments(budget, scope, distill, temperature, counts):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
     checks.check_fraction(distill, "distill")
-    if isinstance(temperature, bool) or not (
-        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
+    checks.check_positive(temperature, "temperature")
+    checks.check_positive(learning_rate, "learning_rate")
     if {"bytes", "latency_ms"} & {k for k, _ in budget.items()}:
         from keras_heavytail import lazy
 

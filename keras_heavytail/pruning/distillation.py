@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_heavytail import checks
+
 
 def as_logits(outputs, from_logits):
     """Logits of a classifier's outputs (the log of probabilities)."""
@@ -33,14 +35,8 @@ class DistillationLoss(keras.losses.Loss):
 
     def __init__(self, temperature=4.0, weight=0.5, from_logits=True, name="distillation",
                  **kwargs):  # fmt: skip
-        if isinstance(temperature, bool) or not (
-            isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
-        ):
-            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature!r}")
-        if isinstance(weight, bool) or not (
-            isinstance(weight, (int, float)) and 0.0 <= weight <= 1.0
-        ):
-            raise ValueError(f"`weight` must be in [0, 1]. Received: weight={weight!r}")
+        temperature = checks.check_positive(temperature, "temperature")
+        weight = checks.check_fraction(weight, "weight")
         super().__init__(name=name, **kwargs)
         self.temperature = temperature
         self.weight = weight

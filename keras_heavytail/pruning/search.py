@@ -72,20 +72,25 @@ def prune_to(model, targets, options, steps=8, close=0.98):
 def refine(model, targets, options, lo, hi, best, steps):
     """Between a ratio that misses (`lo`) and one that meets (`hi`), rounding
     to `round_to` can make every group jump at once (on a small network, from
-    0.6x to 0.2x the MACs): the first `k` groups take `hi` and the rest `lo`,
-    with a bisection on `k`, so the cost lands just under the targets."""
+    0.6x to 0.2x the MACs): `k` groups take `hi` and the rest `lo`, the first
+    `k` or the last `k` in graph order, each with a bisection on `k`; the
+    candidate that meets the targets at the highest cost wins."""
     count = len(prunable_groups(ModelGraph(model), options.get("exclude"))[1])
-    low, high = 0, count  # k = count is `hi`, which meets
-    for _ in range(min(steps, max(count.bit_length(), 1))):
-        if high - low <= 1:
-            break
-        k = (low + high) // 2
-        small = candidate(model, [hi] * k + [lo] * (count - k), options)
-        if meets(costs(small)[1], targets):
-            high, best = k, small
-        else:
-            low = k
-    return best
+    found = []
+    for first in (True, False):
+        low, high, pick = 0, count, best  # k = count is `hi`, which meets
+        for _ in range(min(steps, max(count.bit_length(), 1))):
+            if high - low <= 1:
+                break
+            k = (low + high) // 2
+            ratios = [hi] * k + [lo] * (count - k)
+            small = candidate(model, ratios if first else ratios[::-1], options)
+            if meets(costs(small)[1], targets):
+                high, pick = k, small
+            else:
+                low = k
+        found.append(pick)
+    return max(found, key=lambda m: sum(costs(m)[1][k] / t for k, t in targets.items()))
 
 
 def check_reachable(model, targets, options):
