@@ -62,3 +62,17 @@ def test_readme_commands_are_the_ci_commands():
     test_command = next(line for line in ci.splitlines() if "pytest" in line).strip()
     assert test_command in README
     assert ".venv/bin/keras-heavytail demo" in README
+
+
+def test_readme_commands_and_blocks_write_under_results():
+    """Run in a checkout, nothing the README runs leaves a file git shows:
+    every `--output` of the command-line section and every file a block
+    saves is under the ignored `results/`."""
+    commands = [line.split("#")[0].split() for line in README.splitlines()
+                if line.strip().startswith("keras-heavytail ")]  # fmt: skip
+    outputs = [c[c.index("--output") + 1] for c in commands if "--output" in c]
+    assert len(outputs) >= 5, commands
+    assert all(o.startswith("results/") for o in outputs), outputs
+    saved = re.findall(r"""\.save\(\s*["']([^"']+)["']""", "\n".join(BLOCKS))
+    saved += re.findall(r"""export_tflite\(\s*\w+,\s*["']([^"']+)["']""", "\n".join(BLOCKS))
+    assert saved and all(path.startswith("results/") for path in saved), saved
