@@ -208,7 +208,44 @@ def main():
     write_table(rows, out)
 
 
+def write_summary(rows, out):
+    """Per architecture and budget, over seeds: mean ± std of the LiteRT test
+    accuracy, its drop from the same seed's dense float32 model, the MACs
+    ratio and the 1-thread speed-up over that dense model; `summary.md`."""
+    def spread(values):
+        values = np.asarray(values, dtype="float64")
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        return f"{values.mean():.4f} ± {std:.4f}" if values.size else "-"
+
+    dense = {(r["arch"], r["optimizer"], r["seed"]): r for r in rows
+             if r["budget"] == 1.0 and r["quantize"] == "float32"}  # fmt: skip
+    lines = ["| arch | optimizer | variant | seeds | LiteRT test acc | drop vs dense f32 | "
+             "MACs ratio | 1-thread speed-up | seconds (compress / dense training) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    groups = {}
+    for r in rows:
+        if r["budget"] == "floor" or (r["arch"], r["optimizer"], r["seed"]) not in dense:
+            continue
+        variant = (f"dense {r['quantize']}" if r["budget"] == 1.0 else
+                   f"budget {r['budget']} {r['importance']} distill {r['distill']}")  # fmt: skip
+        groups.setdefault((r["arch"], r["optimizer"], variant), []).append(r)
+    for (arch, opt, variant), mine in sorted(groups.items()):
+        base = [dense[(r["arch"], r["optimizer"], r["seed"])] for r in mine]
+        times = [r["seconds"] / b["seconds"] for r, b in zip(mine, base)
+                 if r["budget"] != 1.0 and r["seconds"] and b["seconds"]]  # fmt: skip
+        lines.append(
+            f"| {arch} | {opt} | {variant} | {len(mine)} | "
+            f"{spread([r['litert_accuracy'] for r in mine])} | "
+            f"{spread([b['litert_accuracy'] - r['litert_accuracy'] for r, b in zip(mine, base)])} | "
+            f"{spread([r['macs'] / b['macs'] for r, b in zip(mine, base)])} | "
+            f"{spread([b['latency_ms'] / r['latency_ms'] for r, b in zip(mine, base)])} | "
+            f"{spread(times) if times else '-'} |"
+        )
+    files.write_text(out / "summary.md", "\n".join(lines) + "\n")
+
+
 def write_table(rows, out):
+    write_summary(rows, out)
     lines = ["| arch | optimizer | seed | budget | importance | distill | quantize | MACs | "
              "params | bytes | LiteRT acc | 1-thread ms | seconds |",
              "| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
