@@ -430,3 +430,11 @@ def test_bytes_and_latency_budgets_are_measured_in_litert(trained):
     with pytest.raises(ValueError, match="cannot be met|fixed overhead"):
         kht.compress(model, train, val, kht.Budget(bytes=0.3), steps=1,
                      fine_tune_epochs=0, verbose=False)  # fmt: skip
+
+
+def test_a_budget_the_model_already_meets_says_so(trained):
+    model, train, val = trained
+    with pytest.warns(UserWarning, match="already meets the budget"):
+        result = kht.compress(model, train, val, kht.Budget(params=10**9), steps=1,
+                              fine_tune_epochs=0, verbose=False)  # fmt: skip
+    assert result.cost.params == model.count_params()

@@ -17,6 +17,7 @@ two are steered by a proxy (parameters, MACs) and tightened until measured.
 """
 
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -228,6 +229,15 @@ def compress(
     dense_cost, dense = search.costs(model)
     dense.update(_measure(model, [k for k, _ in budget.items()], x))
     targets = budget.targets(dense)
+    if all(dense[k] <= t for k, t in targets.items()):
+        warnings.warn(
+            f"The model already meets the budget ({ {k: dense[k] for k in targets} } <= "
+            f"{targets}): nothing is pruned, the result is a fine-tuned copy. An "
+            "absolute budget counts MACs, parameters, bytes or ms; a fraction is in "
+            "(0, 1).",
+            UserWarning,
+            stacklevel=2,
+        )
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
     if from_logits is None:
         from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
