@@ -180,6 +180,7 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
         (["prune", "M", "--ratio", "0.5", "--structure", "entry", "--shrink",
           "--output", "x.keras"], "--shrink removes whole neurons"),  # fmt: skip
         (["prune", "M", "--output", "x.keras"], "give --ratio R"),
+        (["train", "--output", "x.keras", "--noise", "entry", "neuron"], "give one --noise"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
@@ -224,3 +225,10 @@ def test_argument_errors_exit_2(argv, message, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"keras-heavytail {kht.__version__}"

@@ -322,10 +322,21 @@ def test_a_budget_that_cannot_be_met_is_an_error(trained):
     ({"macs": 1.0}, "keeps the whole model"),
     ({"bytes": float("nan")}, "Received: bytes=nan"),
     ({}, "at least one"),
+    ({"latency": 1.5}, "give milliseconds as `latency_ms`"),
 ])  # fmt: skip
 def test_budget_refuses_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         kht.Budget(**kwargs)
+
+
+def test_latency_ms_is_milliseconds_and_latency_a_fraction():
+    dense = {"macs": 1000, "params": 500, "bytes": 4000, "latency_ms": 0.2}
+    assert kht.Budget(latency_ms=0.05).targets(dense) == {"latency_ms": 0.05}
+    assert kht.Budget(latency_ms=1.0).targets(dense) == {"latency_ms": 1.0}
+    assert kht.Budget(latency=0.5).targets(dense) == {"latency_ms": 0.1}
+    assert kht.Budget(latency=0.5, latency_ms=0.05).targets(dense) == {"latency_ms": 0.05}
+    assert kht.Budget(macs=0.5, params=100).targets(dense) == {"macs": 500.0, "params": 100.0}
+    assert kht.Budget(latency=0.5).measured() == ["latency_ms"]
 
 
 @pytest.mark.parametrize("importance", ["l1", "bn_scale", "taylor", "path"])

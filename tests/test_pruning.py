@@ -301,3 +301,12 @@ def test_neuron_pruning_of_batch_norm_models_recalibrates_or_warns():
     with warnings.catch_warnings():  # entry pruning leaves channels alive: no warning
         warnings.simplefilter("error")
         kht.prune(model, 0.5)
+
+
+def test_filter_is_neuron_for_prune_as_for_gradual_pruning():
+    model = _bn_cnn()
+    x = np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype("float32")
+    by_filter = kht.prune(model, 0.5, structure="filter", batch_norm_data=x)
+    by_neuron = kht.prune(model, 0.5, structure="neuron", batch_norm_data=x)
+    for a, b in zip(by_filter.get_weights(), by_neuron.get_weights()):
+        np.testing.assert_array_equal(a, b)

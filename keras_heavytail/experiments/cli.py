@@ -167,6 +167,10 @@ def cmd_train(args):
     output = cli_io.output_file(args.output, args.overwrite, ".keras")
     card_file = cli_io.card_file(output, args.overwrite)
     data = cli_io.load_data(args)
+    if len(args.noise) > 1:
+        raise CommandError(
+            f"train trains one model: give one --noise. Received: {' '.join(args.noise)}"
+        )
     setting = _settings(args, baseline=False)[0]
     if args.sigma == 0:
         setting = experiments.Setting("SGD")
@@ -256,9 +260,11 @@ def cmd_compress(args):
     from keras_heavytail.pruning.checkpoints import BackupError
 
     kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
-             "latency_ms": args.latency_ms}  # fmt: skip
+             "latency_ms": args.latency_ms, "latency": args.latency}  # fmt: skip
     if all(v is None for v in kinds.values()):
-        raise CommandError("give a budget: --macs, --params, --bytes or --latency-ms")
+        raise CommandError(
+            "give a budget: --macs, --params, --bytes, --latency-ms or --latency"
+        )
     output = cli_io.output_file(args.output, args.overwrite, ".keras")
     card_file = cli_io.card_file(output, args.overwrite)
     try:
@@ -313,6 +319,13 @@ def _export_data(args):
                 file=sys.stderr,
             )
             args.raw_pixels = card["raw_pixels"]
+    elif not card_path.is_file():
+        print(
+            f"No data card beside {args.model} ({card_path.name}): using --dataset "
+            f"{args.dataset}{' from ' + args.data if args.data else ''}, "
+            f"{'raw pixels' if args.raw_pixels else 'standardised'}.",
+            file=sys.stderr,
+        )
     return cli_io.load_data(args)
 
 

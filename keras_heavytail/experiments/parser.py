@@ -309,11 +309,14 @@ def _compress_command(sub):
              "prune a .keras file to a budget, fine-tune, shrink")  # fmt: skip
     p.add_argument("model", help="a .keras file (a classifier)")
     for flag, what in (("--macs", "multiply-adds"), ("--params", "parameters"),
-                       ("--bytes", "bytes of the int8 .tflite"),
-                       ("--latency-ms", "1-thread int8 LiteRT latency in ms")):  # fmt: skip
+                       ("--bytes", "bytes of the int8 .tflite")):  # fmt: skip
         p.add_argument(flag, type=_positive_float,
                        help=f"budget of {what}: a fraction in (0, 1) of the dense "
                             "model's, or an absolute number")  # fmt: skip
+    p.add_argument("--latency-ms", type=_positive_float,
+                   help="budget of 1-thread int8 LiteRT latency, in milliseconds")  # fmt: skip
+    p.add_argument("--latency", type=_fraction,
+                   help="budget of latency as a fraction of the dense model's")  # fmt: skip
     p.add_argument("--importance", default=defaults.IMPORTANCES[0],
                    choices=defaults.IMPORTANCES, help="channel importance criterion")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, default=defaults.COMPRESS_STEPS,
@@ -384,6 +387,9 @@ def build_parser():
         prog="keras-heavytail",
         description="Heavy-tailed SGD for Keras: train, measure compressibility, prune, export.",
     )
+    from keras_heavytail import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-heavytail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_demo_command, _reproduce_command, _sweep_command, _train_command,
                 _analyze_command, _prune_command, _compress_command, _export_command,

@@ -1,7 +1,8 @@
 """What a compressed model may cost (`Budget`) and what `compress` returns.
 
 A budget is a fraction of the dense model's cost or an absolute number, for
-MACs, parameters, the int8 LiteRT file's bytes or its 1-thread latency.
+MACs, parameters and the int8 LiteRT file's bytes; its 1-thread latency is
+`latency_ms` (milliseconds) or `latency` (a fraction of the dense model's).
 """
 
 import dataclasses
@@ -10,7 +11,7 @@ import math
 import keras
 import numpy as np
 
-KINDS = ("macs", "params", "bytes", "latency_ms")
+KINDS = ("macs", "params", "bytes", "latency_ms", "latency")
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")
@@ -18,27 +19,32 @@ KINDS = ("macs", "params", "bytes", "latency_ms")
 class Budget:
     """What a compressed model may cost; set one or more.
 
-    Each value is a fraction of the dense model's cost (a float in (0, 1)) or
-    an absolute number (>= 1).
+    `macs`, `params` and `bytes` are each a fraction of the dense model's
+    cost (a float in (0, 1)) or an absolute number (>= 1). Latency is
+    `latency_ms`, always in milliseconds (small models run in microseconds),
+    or `latency`, a fraction in (0, 1) of the dense model's.
 
     Args:
         macs: multiply-accumulates at batch 1 (`count_macs`).
         params: number of weights.
         bytes: size of the calibrated int8 LiteRT file (TensorFlow backend).
         latency_ms: median 1-thread LiteRT latency of the int8 file, in
-            milliseconds (TensorFlow backend).
+            milliseconds, any value > 0 (TensorFlow backend).
+        latency: the same latency as a fraction in (0, 1) of the dense
+            model's, measured the same way.
     """
 
     macs: float = None
     params: float = None
     bytes: float = None
     latency_ms: float = None
+    latency: float = None
 
     def __post_init__(self):
         given = dict(self.items())
         if not given:
             raise ValueError(
-                "A Budget needs at least one of macs, params, bytes, latency_ms. "
+                "A Budget needs at least one of macs, params, bytes, latency_ms, latency. "
                 "Received: none"
             )
         for kind, value in given.items():
@@ -52,7 +58,12 @@ class Budget:
                     f"`{kind}` must be a fraction in (0, 1) of the dense model's "
                     f"cost or an absolute number >= 1. Received: {kind}={value!r}"
                 )
-            if value == 1 and isinstance(value, (float, np.floating)):
+            if kind == "latency" and value >= 1:
+                raise ValueError(
+                    "`latency` is a fraction in (0, 1) of the dense model's latency; "
+                    f"give milliseconds as `latency_ms`. Received: latency={value!r}"
+                )
+            if value == 1 and isinstance(value, (float, np.floating)) and kind != "latency_ms":
                 raise ValueError(
                     f"`{kind}=1.0` keeps the whole model; give a fraction in (0, 1) "
                     f"or an absolute number. Received: {kind}={value!r}"
@@ -62,9 +73,21 @@ class Budget:
         """`(kind, value)` for each budget that is set."""
         return [(k, getattr(self, k)) for k in KINDS if getattr(self, k) is not None]
 
+    def measured(self):
+        """The cost kinds the budget names, `latency` read as `latency_ms`."""
+        return sorted({"latency_ms" if k == "latency" else k for k, _ in self.items()})
+
     def targets(self, dense):
-        """`{kind: absolute target}` given the dense model's `{kind: cost}`."""
-        return {k: v * dense[k] if v < 1 else float(v) for k, v in self.items()}
+        """`{kind: absolute target}` given the dense model's `{kind: cost}`
+        (`latency` becomes a `latency_ms` target)."""
+        targets = {}
+        for kind, value in self.items():
+            if kind == "latency":
+                kind, value = "latency_ms", value * dense["latency_ms"]
+            elif kind != "latency_ms" and value < 1:
+                value = value * dense[kind]
+            targets[kind] = min(targets.get(kind, math.inf), float(value))
+        return targets
 
     def get_config(self):
         return dataclasses.asdict(self)

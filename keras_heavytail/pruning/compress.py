@@ -227,7 +227,7 @@ def compress(
     x_val, y_val = _check_data(validation_data, "validation_data", classes)
     start = time.perf_counter()
     dense_cost, dense = search.costs(model)
-    dense.update(_measure(model, [k for k, _ in budget.items()], x))
+    dense.update(_measure(model, budget.measured(), x))
     targets = budget.targets(dense)
     if all(dense[k] <= t for k, t in targets.items()):
         warnings.warn(
@@ -305,7 +305,7 @@ def _check_arguments(budget, scope, distill, temperature, learning_rate, counts)
     checks.check_fraction(distill, "distill")
     checks.check_positive(temperature, "temperature")
     checks.check_positive(learning_rate, "learning_rate")
-    if {"bytes", "latency_ms"} & {k for k, _ in budget.items()}:
+    if {"bytes", "latency_ms"} & set(budget.measured()):
         from keras_heavytail import lazy
 
         lazy.check_tensorflow("A bytes or latency_ms budget (measured in LiteRT)")

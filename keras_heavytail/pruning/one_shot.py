@@ -113,6 +113,8 @@ def pruning_masks(
     Entry masks have the kernel's shape; neuron masks are one boolean per unit.
     Arguments are those of `prune`.
     """
+    if structure == "filter":  # a convolution's units, as GradualPruning says
+        structure = "neuron"
     checks.check_choice(structure, "structure", defaults.PRUNE_STRUCTURES)
     checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
     score = importance_lib.check_importance(score)
@@ -360,7 +362,8 @@ def prune(
         model: a Sequential or functional Keras 3 model (not modified), or
             its `ModelGraph`.
         ratio: fraction in [0, 1] to prune. Defaults to `None`.
-        structure: `"entry"` or `"neuron"`. Defaults to `"entry"`.
+        structure: `"entry"` or `"neuron"` (`"filter"` is the same: a
+            convolution's units). Defaults to `"entry"`.
         scope: `"layer"` or `"global"`. Defaults to `"layer"`.
         exclude: layer names to leave alone. Defaults to `None`.
         criterion: `None` or `"paper"`. Defaults to `None`.
@@ -405,6 +408,6 @@ def prune(
         gradients=gradients,
     )
     pruned = apply_masks(copy, masks, graph)
-    if structure == "neuron" or batch_norm_data is not None:
+    if structure in ("neuron", "filter") or batch_norm_data is not None:
         batch_norm.after_pruning(graph, batch_norm_data)
     return pruned
