@@ -39,7 +39,7 @@ def architecture(name, input_shape, classes, seed):
     keras.utils.set_random_seed(seed)
     if name.startswith("resnet"):
         depth = {"resnet8": 1, "resnet14": 2, "resnet20": 3}[name]
-        return kht.experiments.build_model("resnet", input_shape, classes, depth=depth)
+        return kht.experiments.build_model("resnet", input_shape, classes, depth=depth, seed=seed)
     model = keras.applications.MobileNetV2(
         input_shape=(32, 32, 1), alpha=0.35, weights=None, classes=classes,
         classifier_activation=None,

@@ -105,6 +105,7 @@ def test_demo_writes_report_models_and_cards_and_resumes(tmp_path, capsys):
     log = (out / "runs.jsonl").read_text()
     assert cli.main(argv) == 0
     assert (out / "runs.jsonl").read_text() == log
+    assert capsys.readouterr().out.count("(resumed: from the run log") == 2
     # Without a saved model (as in a fresh clone, where they are ignored) its
     # run is retrained for the model, and the log keeps one row each.
     saved = sorted((out / "models").glob("*.keras"))

@@ -240,7 +240,7 @@ def run_protocol(
         with progress_bar(total, "epoch", progress) as bar:
             for setting in settings:
                 for seed in seeds:
-                    row, model = _run_one(
+                    row, model, resumed = _run_one(
                         dataset,
                         setting,
                         protocol,
@@ -259,7 +259,9 @@ def run_protocol(
                             f"[{len(runs)}/{len(settings) * len(seeds)}] {setting.label} "
                             f"seed {seed}: test accuracy {row['test_accuracy']:.4f}, "
                             f"{row['neurons_at_iso_accuracy']} neurons at iso-accuracy "
-                            f"({row['train_seconds']:.0f} s)",
+                            + (f"(resumed: from the run log, trained before in "
+                               f"{row['train_seconds']:.0f} s)" if resumed else
+                               f"(trained in {row['train_seconds']:.0f} s)"),  # fmt: skip
                         )
     finally:
         if log is not None:
@@ -293,7 +295,7 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
         try:
             model = keras.saving.load_model(model_path)
             bar.update(protocol.epochs)
-            return done, model
+            return done, model, True
         except (OSError, ValueError):
             pass  # the model file is missing (a fresh clone) or broken: retrain
     bar.set_description(f"{setting.label} seed {seed}")
@@ -330,4 +332,4 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
         row = log.append(row)
     elif done is not None:  # retrained only to get the model back: keep the log
         row = done
-    return row, model
+    return row, model, False
