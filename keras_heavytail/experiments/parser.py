@@ -317,7 +317,7 @@ def _compress_command(sub):
                    help="budget of 1-thread int8 LiteRT latency, in milliseconds")  # fmt: skip
     p.add_argument("--latency", type=_fraction,
                    help="budget of latency as a fraction of the dense model's")  # fmt: skip
-    p.add_argument("--importance", default=defaults.IMPORTANCES[0],
+    p.add_argument("--importance", default=defaults.COMPRESS_IMPORTANCE,
                    choices=defaults.IMPORTANCES, help="channel importance criterion")  # fmt: skip
     p.add_argument("--steps", type=_positive_int, default=defaults.COMPRESS_STEPS,
                    help="prune-and-fine-tune rounds")  # fmt: skip
