@@ -324,8 +324,7 @@ def _export_data(args):
             f"No data card beside {args.model} ({card_path.name}): using --dataset "
             f"{args.dataset}{' from ' + args.data if args.data else ''}, "
             f"{'raw pixels' if args.raw_pixels else 'standardised'}.",
-            file=sys.stderr,
-        )
+        )  # on stdout: a failure that follows stays one line on stderr
     return cli_io.load_data(args)
 
 
