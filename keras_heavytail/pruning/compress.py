@@ -260,7 +260,7 @@ def compress(
         proxy[key] = min(proxy.get(key, value), value)
     search.check_reachable(model, proxy, options)
     backup, current, points = _resume(backup_dir, model, (x, y, x_val, y_val), verbose, dict(
-        dense=dense, targets=targets, options=options, steps=steps,
+        budget=budget.get_config(), options=options, steps=steps,
         config={k: v for k, v in config.items() if k != "optimizer"},
         optimizer=optimizer if optimizer is None or isinstance(optimizer, str) else
         type(optimizer).__name__))  # fmt: skip
