@@ -28,8 +28,8 @@ def main(argv=None):
     parser.add_argument("--data", help="directory with the dataset's files")
     parser.add_argument("--widths", type=int, nargs="+", default=[250, 1000, 4000])
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--sigma", type=float, default=defaults.SIGMA)
-    parser.add_argument("--alpha", type=float, default=defaults.ALPHA)
+    parser.add_argument("--sigma", type=float, default=defaults.PAPER_SIGMA)
+    parser.add_argument("--alpha", type=float, default=defaults.PAPER_ALPHA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--plot", default="results/one_hidden_layer.png")
     args = parser.parse_args(argv)
@@ -37,7 +37,7 @@ def main(argv=None):
     data = kht.experiments.load_dataset(args.dataset, data_dir=args.data)
     settings = [
         kht.experiments.Setting("SGD"),
-        kht.experiments.Setting("HeavyTailSGD", defaults.NOISE, args.alpha, args.sigma),
+        kht.experiments.Setting("HeavyTailSGD", defaults.PAPER_NOISE, args.alpha, args.sigma),
     ]
     print(
         "| width | optimizer | test accuracy | prunable (paper) | accuracy, 70% pruned "

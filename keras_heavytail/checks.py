@@ -37,6 +37,11 @@ def is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def is_integer(value):
+    """A Python or numpy integer (bools are not numbers here)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_positive(value, name):
     """Validates a finite number > 0 named `name`; returns it as a float."""
     if not is_real(value) or not math.isfinite(value) or value <= 0:

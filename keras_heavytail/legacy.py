@@ -34,8 +34,11 @@ class LegacyHeavyTailSGD(NoisySGD, tf_keras.optimizers.SGD):
 
     ```python
     theta = theta - lr_t * grad   (tf_keras SGD, momentum / nesterov)
-    theta = theta + sigma_t * lr_t**(1/alpha) * xi_t,   xi_t ~ SaS(alpha, 1)
+    theta = theta + sigma_t * c * lr_t**(1/alpha) * xi_t,   xi_t ~ SaS(alpha, 1)
     ```
+
+    `c = 1/sqrt(fan_in)` by default, `1` with `sigma_scale="absolute"` or
+    `LegacyHeavyTailSGD.paper()` (the paper's setting).
 
     Same arguments, defaults, noise structures and seeding as
     `keras_heavytail.HeavyTailSGD`; `sigma` may be a

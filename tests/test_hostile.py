@@ -250,6 +250,19 @@ API_ROWS = [
      f"Received: seed={2**70}"),
     ("seed -1", lambda d: kht.optimizers.symmetric_stable((3,), 1.5, seed=-1), ValueError,
      "Received: seed=-1"),
+    ("sigma 1e39 (inf in float32)", lambda d: kht.HeavyTailSGD(sigma=1e39), ValueError,
+     "beyond float32's range (3.4e38)"),
+    ("sigma_scale misspelt", lambda d: kht.HeavyTailSGD(sigma_scale="fanin"), ValueError,
+     "Received: sigma_scale='fanin'"),
+    ("seed a float", lambda d: kht.HeavyTailSGD(seed=3.0), ValueError, "Received: seed=3.0"),
+    ("sampler shape None", lambda d: kht.optimizers.symmetric_stable(None, 1.5, seed=1),
+     ValueError, "Received: shape=None"),
+    ("sampler negative shape", lambda d: kht.optimizers.stable_noise((4, -1), 1.5, seed=1),
+     ValueError, "Received: shape=(4, -1)"),
+    ("sampler int dtype", lambda d: kht.optimizers.symmetric_stable((3,), 1.5, seed=1,
+     dtype="int32"), ValueError, "Received: dtype='int32'"),
+    ("exclude a string", lambda d: kht.HeavyTailSGD().exclude_from_noise(var_list=["x"]),
+     ValueError, "use `var_names` for names"),
     ("training that diverges", lambda d: diverging_train(), RuntimeError,
      DIVERGED),
     ("a NaN model after training", lambda d: experiments.check_finite(
@@ -335,6 +348,27 @@ def corner_draw(alpha, structure, dtype):
     return np.asarray(x)
 
 
+def test_numpy_scalars_are_numbers_like_python_ones():
+    opt = kht.HeavyTailSGD(
+        np.float32(0.1), alpha=np.float64(1.5), sigma=np.float32(0.25),
+        seed=np.int64(3), max_noise=np.float32(10),
+    )  # fmt: skip
+    same = kht.HeavyTailSGD(0.1, alpha=1.5, sigma=0.25, seed=3, max_noise=10.0)
+    assert opt.get_config() == same.get_config()
+    x = kht.optimizers.symmetric_stable(np.int64(5), np.float32(1.5), seed=np.int64(2))
+    np.testing.assert_array_equal(x, kht.optimizers.symmetric_stable((5,), 1.5, seed=2))
+
+
+def test_exclusions_take_one_pattern_or_a_layer():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden1"),
+                              keras.layers.Dense(2, name="logits")])  # fmt: skip
+    opt = kht.HeavyTailSGD()
+    opt.exclude_from_noise(var_names="logits")  # one pattern, not six letters
+    opt.exclude_from_noise(var_list=[model.get_layer("hidden1")])
+    assert [opt.gets_noise(v) for v in model.weights if len(v.shape) == 2] == [False, False]
+    assert opt.noise_exclusions[0] == "logits"
+
+
 @pytest.mark.parametrize("dtype,structure", sorted(noise_lib.MIN_ALPHA))
 def test_min_alpha_is_where_the_sampler_stops_being_finite(dtype, structure):
     bound = noise_lib.min_alpha(structure, dtype)
@@ -357,7 +391,7 @@ def test_max_noise_clips_the_standardised_draw_and_round_trips(tmp_path):
     clipped = kht.HeavyTailSGD(0.1, max_noise=2.0, **kwargs)
     free = kht.HeavyTailSGD(0.1, **kwargs)
     variable = keras.Variable(np.zeros((200, 50), "float32"))
-    factor = 0.5 * 0.1 ** (1 / 1.2)
+    factor = 0.5 / np.sqrt(200) * 0.1 ** (1 / 1.2)  # sigma_scale="fan_in"
     xi_free = np.asarray(free.noise_increment(variable, 0, 0.1, 0.5, 0)) / factor
     xi = np.asarray(clipped.noise_increment(variable, 0, 0.1, 0.5, 0)) / factor
     assert np.abs(xi_free).max() > 2.0  # the unclipped draw goes past the clip

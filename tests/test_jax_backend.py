@@ -37,7 +37,7 @@ CODE = textwrap.dedent(
         opt.build([var])
         new_vars, _ = opt.stateless_apply(
             [v.value for v in opt.variables], [np.zeros((2, 20000), "float32")], [var.value])
-        xi = np.asarray(new_vars[0])[0] / (0.01 * 0.05 ** (1 / 1.5))
+        xi = np.asarray(new_vars[0])[0] / (0.01 / np.sqrt(2) * 0.05 ** (1 / 1.5))  # fan_in 2
         d = ks_statistic(xi, stats.levy_stable(1.5, 0).cdf)
         assert d < bound(xi.size), (type(opt).__name__, d)
 

@@ -58,12 +58,12 @@ def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):
         from scipy import stats
         from keras_heavytail.legacy import LegacyHeavyTailSGD
 
-        # Zero gradients: increments / (sigma lr^(1/alpha)) are SaS(alpha, 1).
+        # Zero gradients: increments / (sigma lr^(1/alpha) / sqrt(fan_in)) are SaS(alpha, 1).
         alpha, lr, sigma = 1.5, 0.05, 0.01
         opt = LegacyHeavyTailSGD(lr, alpha=alpha, sigma=sigma, noise="entry", seed=1)
         var = tf.Variable(np.zeros((4, 5000), "float32"))
         opt.apply_gradients([(tf.zeros_like(var), var)])
-        xi = var.numpy()[0] / (sigma * lr ** (1 / alpha))
+        xi = var.numpy()[0] / (sigma / 2 * lr ** (1 / alpha))
         d = stats.kstest(xi, stats.levy_stable(alpha, 0.0).cdf).statistic
         assert d < 1.95 / math.sqrt(xi.size), d
 

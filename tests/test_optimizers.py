@@ -5,10 +5,12 @@ statistic must stay below 1.95 / sqrt(n), the 0.1% critical value; seeds are
 fixed, so the tests are deterministic.
 """
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -21,6 +23,7 @@ from helpers import tiny_mlp
 from scipy import stats
 
 import keras_heavytail as kht
+from keras_heavytail import defaults
 
 # One row per case: (alpha, noise structure, inner optimizer or None for SGD).
 CASES = [
@@ -61,10 +64,48 @@ def test_zero_gradient_increments_are_sas(alpha, noise, inner):
     # Row 0 across 1000 units and 20 steps: 20000 independent draws for
     # every structure (entries of one unit are dependent for the others).
     steps = increments(opt, (4, 1000), steps=20)
-    xi = steps[:, 0, :] / (sigma * lr ** (1 / alpha))
+    # The default sigma_scale="fan_in" divides sigma by sqrt(4).
+    xi = steps[:, 0, :] / (sigma / 2 * lr ** (1 / alpha))
     ks_ok(xi, stats.levy_stable(alpha, 0.0).cdf)
     if noise == "neuron":
         np.testing.assert_array_equal(steps, np.broadcast_to(steps[:, :1], steps.shape))
+
+
+@pytest.mark.parametrize("shape", [(784, 8), (3, 3, 16, 4), (3, 3, 8, 1)])
+@pytest.mark.parametrize("inner", [None, "adam"])
+def test_fan_in_scale_divides_the_paper_noise_by_sqrt_fan_in(shape, inner):
+    # Same seed, same draws: only the factor 1/sqrt(prod(shape[:-1])) differs.
+    def run(scale):
+        opt = make_optimizer(1.75, "entry", inner, sigma=0.01, seed=5, sigma_scale=scale)
+        return increments(opt, shape, steps=2)
+
+    absolute, relative = run("absolute"), run("fan_in")
+    assert np.all(absolute != 0)
+    np.testing.assert_allclose(
+        relative, absolute / np.sqrt(np.prod(shape[:-1])), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("inner", [None, "adam"])
+def test_the_defaults_add_the_documented_noise(inner):
+    # A default that silently turned the noise off (or changed its scale)
+    # would pass every sigma-given test: here nothing but the seed is given.
+    lr = 0.05
+    opt = make_optimizer(defaults.ALPHA, defaults.NOISE, inner, learning_rate=lr, seed=1)
+    steps = increments(opt, (16, 1000), steps=20)
+    scale = defaults.SIGMA / np.sqrt(16) * lr ** (1 / defaults.ALPHA)
+    ks_ok(steps[:, 0, :] / scale, stats.levy_stable(defaults.ALPHA, 0.0).cdf)
+
+
+def test_paper_presets_use_the_papers_absolute_noise():
+    for opt in (
+        kht.HeavyTailSGD.paper(seed=0),
+        kht.HeavyTailNoise.paper(keras.optimizers.Adam(), seed=0),
+    ):
+        config = opt.get_config()
+        assert (config["alpha"], config["sigma"], config["noise"]) == (1.75, 0.003, "neuron")
+        assert config["sigma_scale"] == "absolute"
+    assert kht.HeavyTailSGD().sigma_scale == "fan_in"
 
 
 def test_noise_differs_between_steps_and_variables():
@@ -406,6 +447,55 @@ def test_exclusions_are_saved_so_resume_is_exact(tmp_path):
     resumed = keras.models.load_model(path)
     assert resumed.optimizer.noise_exclusions == first.optimizer.noise_exclusions
     assert "(^|/)out/kernel$" in resumed.optimizer.noise_exclusions
+    fit(resumed, 1)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def _as_saved_by_release_0_3(path):
+    """Rewrites a `.keras` file's config as keras-heavytail 0.3 wrote it: no `sigma_scale`."""
+
+    def drop(node):
+        if isinstance(node, dict):
+            return {k: drop(v) for k, v in node.items() if k != "sigma_scale"}
+        if isinstance(node, list):
+            return [drop(v) for v in node]
+        return node
+
+    with zipfile.ZipFile(path) as old:
+        members = {name: old.read(name) for name in old.namelist()}
+    config = json.loads(members["config.json"])
+    assert "sigma_scale" in json.dumps(config)
+    members["config.json"] = json.dumps(drop(config)).encode()
+    with zipfile.ZipFile(path, "w") as new:
+        for name, data in members.items():
+            new.writestr(name, data)
+
+
+def test_files_from_before_sigma_scale_resume_with_the_absolute_scale(tmp_path):
+    # A 0.3 file was trained with the absolute scale; loading it with today's
+    # default (fan_in) would shrink its noise and change the trajectory.
+    x, y = tiny_data()
+
+    def fresh():
+        model = tiny_mlp()
+        opt = kht.HeavyTailSGD(0.05, sigma=0.05, seed=4, sigma_scale="absolute")
+        model.compile(optimizer=opt, loss="mse")
+        return model
+
+    def fit(model, epochs):
+        model.fit(x, keras.ops.one_hot(y, 3), epochs=epochs, batch_size=16,
+                  verbose=0, shuffle=False)  # fmt: skip
+
+    straight = fresh()
+    fit(straight, 2)
+    first = fresh()
+    fit(first, 1)
+    path = os.path.join(tmp_path, "old.keras")
+    first.save(path)
+    _as_saved_by_release_0_3(path)
+    resumed = keras.models.load_model(path)
+    assert resumed.optimizer.sigma_scale == "absolute"
     fit(resumed, 1)
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -41,7 +41,7 @@ np.testing.assert_array_equal(a, b)
 assert not np.allclose(a, c)
 
 # Zero-gradient increments of 20 steps on 1000 units are SaS(alpha, 1) once
-# divided by sigma * lr**(1/alpha), for every structure and the wrapper.
+# divided by sigma / sqrt(fan_in) * lr**(1/alpha), for every structure and the wrapper.
 for alpha, make in (
     (1.5, lambda: kht.HeavyTailSGD(0.05, alpha=1.5, sigma=0.01, noise="entry", seed=2)),
     (1.75, lambda: kht.HeavyTailSGD(0.05, alpha=1.75, sigma=0.01, noise="neuron", seed=2)),
@@ -57,7 +57,7 @@ for alpha, make in (
         opt.apply([keras.ops.zeros((4, 1000))], [var])
         steps.append(keras.ops.convert_to_numpy(var))
     steps = np.stack(steps)
-    xi = steps[:, 0, :] / (0.01 * 0.05 ** (1 / alpha))
+    xi = steps[:, 0, :] / (0.01 / 2 * 0.05 ** (1 / alpha))  # fan_in 4: sigma / sqrt(4)
     d = ks_statistic(xi, levy(alpha))
     assert d < bound(xi.size), (opt.name, opt.noise, d)
     if opt.noise == "neuron":

@@ -45,9 +45,12 @@ def _settings(args, baseline=True):
     settings = [experiments.Setting("SGD")] if baseline else []
     for noise in args.noise:
         label = f"HeavyTailSGD({noise}, alpha={args.alpha:g}, sigma={args.sigma:g}"
+        label += ", fan_in" if args.sigma_scale == "fan_in" else ""
         label += ", annealed)" if args.anneal else ")"
         settings.append(
-            experiments.Setting(label, noise, args.alpha, args.sigma, args.anneal)
+            experiments.Setting(
+                label, noise, args.alpha, args.sigma, args.anneal, args.sigma_scale
+            )
         )
     return settings
 
@@ -132,7 +135,7 @@ def cmd_sweep(args):
     data = cli_io.load_data(args)
     grid = sweep.Grid(
         sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,
-        width=args.width, protocol=args.protocol, seeds=args.seeds,
+        sigma_scale=args.sigma_scale, width=args.width, protocol=args.protocol, seeds=args.seeds,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
     )  # fmt: skip
     result = sweep.run_sweep(data, grid, output)

@@ -85,16 +85,20 @@ def _data_options(parser):
 def _noise_options(parser, many=False):
     nargs = "+" if many else None
     parser.add_argument(
-        "--alpha", type=_alpha, default=[defaults.ALPHA] if many else defaults.ALPHA,
+        "--alpha", type=_alpha, default=[defaults.PAPER_ALPHA] if many else defaults.PAPER_ALPHA,
         nargs=nargs, help="stability index of the noise, in (0, 2]",
     )  # fmt: skip
     parser.add_argument(
-        "--sigma", type=_nonnegative, default=[defaults.SIGMA] if many else defaults.SIGMA,
+        "--sigma", type=_nonnegative, default=[defaults.PAPER_SIGMA] if many else defaults.PAPER_SIGMA,
         nargs=nargs, help="noise scale (0: plain SGD)",
     )  # fmt: skip
     parser.add_argument(
-        "--noise", nargs="+", default=[defaults.NOISE], choices=defaults.NOISE_STRUCTURES,
+        "--noise", nargs="+", default=[defaults.PAPER_NOISE], choices=defaults.NOISE_STRUCTURES,
         help="noise structure(s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sigma-scale", default=defaults.PAPER_SIGMA_SCALE, choices=defaults.SIGMA_SCALES,
+        help="absolute: the paper's sigma; fan_in: sigma / sqrt(fan-in) per kernel",
     )  # fmt: skip
 
 

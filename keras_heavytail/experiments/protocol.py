@@ -152,9 +152,10 @@ class Setting:
 
     label: str
     noise: str = None
-    alpha: float = defaults.ALPHA
+    alpha: float = defaults.PAPER_ALPHA
     sigma: float = 0.0
     anneal: bool = False  # sigma decays linearly to 0 over the budget
+    sigma_scale: str = defaults.PAPER_SIGMA_SCALE  # the paper's absolute sigma
 
 
 @dataclasses.dataclass
@@ -270,7 +271,7 @@ PRESETS = {
 
 
 def default_settings(
-    alpha=defaults.ALPHA, sigma=defaults.SIGMA, noises=(defaults.NOISE,)
+    alpha=defaults.PAPER_ALPHA, sigma=defaults.PAPER_SIGMA, noises=(defaults.PAPER_NOISE,)
 ):
     """The SGD baseline and one heavy-tailed setting per noise structure."""
     return [Setting("SGD")] + [

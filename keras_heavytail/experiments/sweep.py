@@ -22,9 +22,9 @@ from keras_heavytail.experiments import runner as experiments
 class Grid:
     """The values a sweep combines; `None` takes the protocol's own."""
 
-    sigma: list = (defaults.SIGMA,)
-    alpha: list = (defaults.ALPHA,)
-    noise: list = (defaults.NOISE,)
+    sigma: list = (defaults.PAPER_SIGMA,)
+    alpha: list = (defaults.PAPER_ALPHA,)
+    noise: list = (defaults.PAPER_NOISE,)
     anneal: list = ("off",)
     width: list = (defaults.WIDTH,)
     protocol: list = ("default",)
@@ -32,6 +32,7 @@ class Grid:
     epochs: int = None
     lr: float = None
     batch_size: int = None
+    sigma_scale: str = defaults.PAPER_SIGMA_SCALE
 
     def __post_init__(self):
         for name in ("sigma", "alpha", "noise", "anneal", "width", "protocol", "seeds"):
@@ -61,9 +62,12 @@ class Grid:
             self.noise, self.alpha, self.sigma, self.anneal
         ):
             label = f"{noise}, alpha={alpha!r}, sigma={sigma!r}"
+            label += ", fan_in" if self.sigma_scale == "fan_in" else ""
             label += ", annealed" if anneal == "on" else ""
             settings.append(
-                experiments.Setting(label, noise, alpha, sigma, anneal == "on")
+                experiments.Setting(
+                    label, noise, alpha, sigma, anneal == "on", self.sigma_scale
+                )
             )
         return settings
 

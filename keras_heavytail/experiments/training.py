@@ -110,7 +110,13 @@ def make_optimizer(setting, protocol, seed, total_steps=None, model=None):
             raise ValueError("An annealed setting needs the number of training steps.")
         sigma = keras.optimizers.schedules.PolynomialDecay(sigma, total_steps, 0.0)
     optimizer = HeavyTailSGD(
-        lr, alpha=setting.alpha, sigma=sigma, noise=setting.noise, seed=seed, **common
+        lr,
+        alpha=setting.alpha,
+        sigma=sigma,
+        noise=setting.noise,
+        sigma_scale=setting.sigma_scale,
+        seed=seed,
+        **common,
     )
     if model is not None:
         optimizer.exclude_from_noise(paper_exclusions(model))

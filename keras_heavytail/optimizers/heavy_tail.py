@@ -18,6 +18,7 @@ from keras_heavytail.optimizers.noise_update import NOISE_ARGS
 from keras_heavytail.optimizers.noise_update import UPDATE_RULE
 from keras_heavytail.optimizers.noise_update import NoiseUpdate
 from keras_heavytail.optimizers.noise_update import NoisySGD
+from keras_heavytail.optimizers.noise_update import paper_noise
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")
@@ -42,9 +43,13 @@ class HeavyTailSGD(NoisySGD, keras.optimizers.SGD):
 
     Example:
 
-    >>> opt = HeavyTailSGD(learning_rate=0.01, alpha=1.75, sigma=0.003, seed=0)
-    >>> opt.exclude_from_noise(paper_exclusions(model))  # doctest: +SKIP
+    >>> opt = HeavyTailSGD(learning_rate=0.01, seed=0)
     >>> model.compile(optimizer=opt, loss="mse")  # doctest: +SKIP
+
+    The paper's setting (absolute sigma 0.003, its noise-free layers):
+
+    >>> opt = HeavyTailSGD.paper(learning_rate=0.01, seed=0)
+    >>> opt.exclude_from_noise(paper_exclusions(model))  # doctest: +SKIP
 
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
@@ -121,6 +126,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         seed=None,
         noise_exclusions=None,
         max_noise=None,
+        sigma_scale=defaults.SIGMA_SCALE,
         name="HeavyTailNoise",
         **kwargs,
     ):
@@ -154,8 +160,20 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = optimizer
         self.init_noise(
-            alpha, sigma, noise, lr_rescaling, seed, noise_exclusions, max_noise
+            alpha,
+            sigma,
+            noise,
+            lr_rescaling,
+            seed,
+            noise_exclusions,
+            max_noise,
+            sigma_scale,
         )
+
+    @classmethod
+    def paper(cls, inner_optimizer, **kwargs):
+        """The paper's noise (absolute sigma 0.003, alpha 1.75, neuron) after `inner_optimizer`."""
+        return cls(inner_optimizer, **paper_noise(), **kwargs)
 
     def build(self, var_list):
         self.inner_optimizer.build(var_list)

@@ -20,6 +20,7 @@ import math
 
 from keras import ops
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail.optimizers import stateless
 from keras_heavytail.optimizers.stateless import as_stateless_seed  # noqa: F401  public here since 0.2
@@ -33,7 +34,7 @@ UNIFORM_FLOOR = stateless.UNIFORM_FLOOR
 
 def check_alpha(alpha):
     """Validates a stability index; returns it as a float."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    if not checks.is_real(alpha):
         raise ValueError(
             f"`alpha` must be a number in (0, 2]. Received: alpha={alpha!r}"
         )
@@ -168,7 +169,7 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
     alpha = check_alpha(alpha)
     compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
     seed = stateless.as_stateless_seed(seed)
-    shape = tuple(shape)
+    shape = stateless.check_shape(shape)
     unit = isinstance(scale, (int, float)) and scale == 1.0
     if _called_eagerly(seed):
         draw = _compiled_sampler(stateless.backend_name(), shape, alpha, compute_dtype, out_dtype)
@@ -247,10 +248,10 @@ def positive_stable(shape, a, seed=None, dtype=None):
     Returns:
         A tensor of `shape` with positive entries.
     """
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
+    if not checks.is_real(a) or not 0 < a <= 1:
         raise ValueError(f"`a` must be in (0, 1]. Received: a={a!r}")
     compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
-    shape = tuple(shape)
+    shape = stateless.check_shape(shape)
     if a == 1.0:
         return ops.ones(shape, dtype=out_dtype)
     u, w = _angle_and_exp(shape, stateless.as_stateless_seed(seed), compute_dtype, 0.0, math.pi)
@@ -299,7 +300,7 @@ def stable_noise(
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
     """
     check_structure(structure)
-    shape = tuple(shape)
+    shape = stateless.check_shape(shape)
     if structure == "entry" or len(shape) < 2:
         return symmetric_stable(shape, alpha, scale=scale, seed=seed, dtype=dtype)
     seed = stateless.as_stateless_seed(seed)

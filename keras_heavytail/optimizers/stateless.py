@@ -10,8 +10,10 @@ with the same run at jit_compile=False.
 """
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_heavytail import checks
@@ -45,9 +47,10 @@ def as_stateless_seed(seed):
     """
     if seed is None or isinstance(seed, keras.random.SeedGenerator):
         return keras.random.randint((2,), 0, 2**31 - 1, seed=seed, dtype="int32")
-    if isinstance(seed, bool):
-        raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed}")
-    if isinstance(seed, int):
+    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (float, np.floating)):
+        raise ValueError(f"`seed` must be an int or a tensor. Received: seed={seed!r}")
+    if isinstance(seed, numbers.Integral):
+        seed = int(seed)
         if not 0 <= seed < checks.SEED_LIMIT:
             raise ValueError(
                 f"An int `seed` must be in [0, {checks.SEED_LIMIT}). Received: seed={seed}"
@@ -139,7 +142,28 @@ def normal(shape, seed, dtype):
 def sampling_dtype(dtype):
     """Half-precision noise is drawn in float32 and cast at the end."""
     dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
+    if dtype not in ("float16", "bfloat16", "float32", "float64"):
+        raise ValueError(
+            "Noise is drawn in a float dtype (float16, bfloat16, float32 or "
+            f"float64). Received: dtype={dtype!r}"
+        )
     return "float32" if dtype in ("float16", "bfloat16") else dtype, dtype
+
+
+def check_shape(shape):
+    """A draw's shape as a tuple of ints >= 0 (an int is a 1-D shape)."""
+    if checks.is_integer(shape):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or not all(checks.is_integer(d) and d >= 0 for d in dims):
+        raise ValueError(
+            "`shape` must be a tuple of ints >= 0, e.g. (1000,) or (784, 256). "
+            f"Received: shape={shape!r}"
+        )
+    return tuple(int(d) for d in dims)
 
 
 # The largest finite values of the half-precision dtypes.
