@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -357,6 +358,30 @@ def test_numpy_scalars_are_numbers_like_python_ones():
     assert opt.get_config() == same.get_config()
     x = kht.optimizers.symmetric_stable(np.int64(5), np.float32(1.5), seed=np.int64(2))
     np.testing.assert_array_equal(x, kht.optimizers.symmetric_stable((5,), 1.5, seed=2))
+
+
+def test_fit_that_diverges_says_so_and_a_healthy_one_does_not():
+    # model.fit users (outside the harness) hear of NaN weights at the end.
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+
+    def fit(optimizer):
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="hidden"),
+                                  keras.layers.Dense(3, name="out")])  # fmt: skip
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+
+    # A sigma that overflows float32 with the draw, and a schedule that
+    # starts at 0.01 and is inf from step 2 (the build-time check sees 0.01).
+    explode = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 1e30)
+    for optimizer in (kht.HeavyTailSGD(0.1, sigma=3e38, sigma_scale="absolute", alpha=1.0,
+                                       noise="entry", seed=0),
+                      kht.HeavyTailNoise(keras.optimizers.Adam(), sigma=explode, seed=0)):
+        with pytest.warns(kht.optimizers.DivergenceWarning, match="is not finite after step 8"):
+            fit(optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kht.optimizers.DivergenceWarning)
+        fit(kht.HeavyTailSGD(0.1, seed=0))
 
 
 def test_exclusions_take_one_pattern_or_a_layer():

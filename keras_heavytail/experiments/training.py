@@ -12,6 +12,7 @@ References:
 
 import math
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -20,6 +21,8 @@ from keras_heavytail.experiments.protocol import Split
 from keras_heavytail.experiments.protocol import build_model
 from keras_heavytail.metrics import accuracy
 from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
+from keras_heavytail.optimizers.noise_update import DIVERGENCE_ADVICE
+from keras_heavytail.optimizers.noise_update import DivergenceWarning
 from keras_heavytail.optimizers.noise_update import paper_exclusions
 
 
@@ -205,26 +208,28 @@ def train_one(
     if progress is not None:
         callbacks.append(_EpochProgress(progress))
     start = time.perf_counter()
-    history = model.fit(
-        split.x_fit,
-        split.y_fit,
-        batch_size=protocol.batch_size,
-        epochs=protocol.epochs,
-        verbose=0,
-        callbacks=callbacks,
-        shuffle=True,
-    )
+    what = f"{setting.label} seed {seed}"
+    with warnings.catch_warnings():  # check_finite below raises instead
+        warnings.simplefilter("ignore", DivergenceWarning)
+        history = model.fit(
+            split.x_fit,
+            split.y_fit,
+            batch_size=protocol.batch_size,
+            epochs=protocol.epochs,
+            verbose=0,
+            callbacks=callbacks,
+            shuffle=True,
+        )
     # Epochs done in all (a resumed run counts those before the backup too).
     ran = history.epoch[-1] + 1 if history.epoch else 0
     if progress is not None:  # early stop or resume: count the epochs not run here
         progress.update(protocol.epochs - len(history.epoch))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    what = f"{setting.label} seed {seed}"
     check_finite(model, what, steps)
     if divergence.step is not None:
         raise RuntimeError(
             f"{what} diverged: the loss is not finite at step {divergence.step}. "
-            "Lower sigma or the learning rate, or raise alpha."
+            + DIVERGENCE_ADVICE
         )
     return model, time.perf_counter() - start, ran, steps
 
@@ -240,7 +245,7 @@ def check_finite(model, what, steps):
             path = getattr(variable, "path", None) or variable.name
             raise RuntimeError(
                 f"{what} diverged: variable {path!r} is not finite after step "
-                f"{steps}. Lower sigma or the learning rate, or raise alpha."
+                f"{steps}. {DIVERGENCE_ADVICE}"
             )
 
 

@@ -1,12 +1,15 @@
 """Heavy-tailed optimizers for Keras 3, and the alpha-stable noise they add.
 
-    theta <- theta - lr * grad + sigma * lr**(1/alpha) * xi,   xi ~ S(alpha)
+    theta <- theta - lr * grad + sigma * c * lr**(1/alpha) * xi,   xi ~ S(alpha)
+
+(`c = 1/sqrt(fan_in)` by default; `c = 1` in the paper: `HeavyTailSGD.paper()`.)
 
 - `HeavyTailSGD`: `keras.optimizers.SGD` plus the noise after every step.
 - `HeavyTailNoise(inner_optimizer)`: the same noise after any optimizer's step.
 - `symmetric_stable`, `positive_stable`, `stable_noise`: the samplers, pure
   functions of (shape, alpha, scale, seed, dtype).
 - `paper_exclusions`: the layers the paper keeps noise-free.
+- `DivergenceWarning`: what `fit` warns when it ends with NaN or inf weights.
 - `SymmetricStable`: a TensorFlow Probability distribution (TensorFlow only).
 - `LegacyHeavyTailSGD` lives in `keras_heavytail.legacy` (tf_keras).
 
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 from keras_heavytail import lazy
 
 _WHERE = {
+    "DivergenceWarning": "noise_update",
     "HeavyTailNoise": "heavy_tail",
     "HeavyTailSGD": "heavy_tail",
     "SymmetricStable": "distribution",
@@ -41,9 +45,11 @@ if TYPE_CHECKING:
     from keras_heavytail.optimizers.noise import positive_stable
     from keras_heavytail.optimizers.noise import stable_noise
     from keras_heavytail.optimizers.noise import symmetric_stable
+    from keras_heavytail.optimizers.noise_update import DivergenceWarning
     from keras_heavytail.optimizers.noise_update import paper_exclusions
 
 __all__ = [
+    "DivergenceWarning",
     "HeavyTailNoise",
     "HeavyTailSGD",
     "SymmetricStable",

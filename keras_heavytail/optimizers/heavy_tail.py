@@ -18,6 +18,7 @@ from keras_heavytail.optimizers.noise_update import NOISE_ARGS
 from keras_heavytail.optimizers.noise_update import UPDATE_RULE
 from keras_heavytail.optimizers.noise_update import NoiseUpdate
 from keras_heavytail.optimizers.noise_update import NoisySGD
+from keras_heavytail.optimizers.noise_update import check_finite_weights
 from keras_heavytail.optimizers.noise_update import paper_noise
 
 
@@ -248,6 +249,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
+        check_finite_weights(self, var_list)
 
     def get_config(self):
         return {

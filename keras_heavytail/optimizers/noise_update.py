@@ -20,10 +20,14 @@ References:
 import math
 import random
 import re
+import sys
+import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_heavytail import arrays
 from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail.optimizers import noise as noise_lib
@@ -155,6 +159,34 @@ def paper_exclusions(model):
     return [v for layer in layers for v in layer.trainable_variables]
 
 
+# What to do about a diverged run (the optimizers and the harness say it alike).
+DIVERGENCE_ADVICE = "Lower sigma or the learning rate, or raise alpha."
+
+
+class DivergenceWarning(RuntimeWarning):
+    """`fit` ended with non-finite weights (`warnings.simplefilter("error", ...)` to raise)."""
+
+
+def check_finite_weights(optimizer, var_list):
+    """Warns (`DivergenceWarning`) naming the first non-finite variable of `var_list`.
+
+    A warning, not an error: an error here would skip the callbacks' end of
+    training (`BackupAndRestore` would keep a backup of the diverged run).
+    """
+    if sys.exc_info()[0] is not None:
+        return  # fit is unwinding from another error: let that one through
+    for variable in var_list:
+        if not np.all(np.isfinite(arrays.as_array(variable))):
+            warnings.warn(
+                f"Training with {type(optimizer).__name__} diverged: variable "
+                f"{variable_path(variable)!r} is not finite after step "
+                f"{int(optimizer.iterations)}. {DIVERGENCE_ADVICE}",
+                DivergenceWarning,
+                stacklevel=2,
+            )
+            return
+
+
 def _variables_of(var_list):
     """The variables in `var_list`; a layer or model stands for its weights."""
     if var_list is None:
@@ -250,6 +282,17 @@ class NoiseUpdate:
         self.check_alpha_fits(var_list)
         self.check_rates()
         super().build(var_list)
+
+    def finalize_variable_values(self, var_list):
+        """Keras calls this at the end of `fit`: warns if a weight is not finite.
+
+        Heavy-tailed noise makes divergence a normal event, and a model
+        whose weights went NaN or inf would otherwise come out of `fit`
+        without a word. One pass over the weights per `fit` call; skipped
+        while another exception (a Ctrl-C) is on its way out.
+        """
+        super().finalize_variable_values(var_list)
+        check_finite_weights(self, var_list)
 
     def _add_exclusions(self, patterns):
         if isinstance(patterns, str):
