@@ -80,6 +80,9 @@ def place(tmp_path_factory):
     (d / "existing.tflite").write_bytes(b"keep me")
     (d / "afile").write_text("keep me")
     (d / "folder").mkdir()
+    (d / "mine").mkdir()  # a user's folder: their report, README and table
+    for name in ("report.md", "README.md", "sweep.md"):
+        (d / "mine" / name).write_text("keep me")
     (d / "mnist").mkdir()
     whole = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
     for name in IDX_NAMES:
@@ -129,6 +132,13 @@ CLI_ROWS = [
     ("reproduce into a file", ["reproduce", "--output", "{d}/afile"],
      "is a file", ["afile"], []),
     ("demo into a file", ["demo", "--output", "{d}/afile"], "is a file", ["afile"], []),
+    ("reproduce into a folder with a report of the user's",
+     ["reproduce", "--output", "{d}/mine"], "already holds 'report.md'",
+     ["mine/report.md"], ["mine/runs.jsonl"]),
+    ("demo into a folder with a README of the user's", ["demo", "--output", "{d}/mine"],
+     "already holds 'report.md', 'README.md'", ["mine/README.md"], ["mine/runs.jsonl"]),
+    ("sweep into a folder with a table of the user's", ["sweep", "--output", "{d}/mine"],
+     "already holds 'sweep.md'", ["mine/sweep.md"], ["mine/runs.jsonl"]),
     ("truncated .gz in --data",
      ["reproduce", "--dataset", "mnist", "--data", "{d}/mnist", "--output",
       "{d}/out"],

@@ -60,13 +60,19 @@ def _settings(args, baseline=True):
 # ----------------------------------------------------------------------------
 
 
+# What `demo` and `reproduce` write into --output (beside their run log).
+REPORT_FILES = ("report.md", "report.json", "pruning_curves.png", "neuron_norm_tails.png", "models")
+
+
 def cmd_demo(args):
     from keras_heavytail.experiments import datasets
     from keras_heavytail.experiments import report
     from keras_heavytail.experiments import runner as experiments
     from keras_heavytail.export import deploy
 
-    output = cli_io.output_folder(args.output)
+    output = cli_io.output_folder(
+        args.output, REPORT_FILES + ("README.md", "sgd", "heavytail")
+    )
     data = datasets.load_dataset("digits", seed=0)
     settings = experiments.default_settings()
     protocol = experiments.Protocol(width=args.width, epochs=args.epochs)
@@ -113,7 +119,7 @@ def cmd_reproduce(args):
     from keras_heavytail.experiments import report
     from keras_heavytail.experiments import runner as experiments
 
-    output = cli_io.output_folder(args.output)
+    output = cli_io.output_folder(args.output, REPORT_FILES)
     data = cli_io.load_data(args)
     result = experiments.run_protocol(
         data, _settings(args), _protocol(args, scores=("magnitude", "path")),
@@ -131,7 +137,7 @@ def cmd_reproduce(args):
 def cmd_sweep(args):
     from keras_heavytail.experiments import sweep
 
-    output = cli_io.output_folder(args.output)
+    output = cli_io.output_folder(args.output, ("sweep.md", "sweep.json", "sweep.png"))
     data = cli_io.load_data(args)
     grid = sweep.Grid(
         sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,

@@ -29,10 +29,24 @@ def quiet(verbose):
         yield
 
 
-def output_folder(path):
+def output_folder(path, writes=()):
+    """The folder a job writes into; never one whose files it did not write.
+
+    A folder with a run log (`runs.jsonl`) is an earlier run's, which the
+    job resumes (the log refuses another job's). Otherwise none of the
+    names in `writes` may exist there: they would be replaced.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CommandError(f"--output {str(path)!r} is a file; give a folder")
+    if (path / "runs.jsonl").exists():
+        return path
+    taken = [name for name in writes if (path / name).exists()]
+    if taken:
+        raise CommandError(
+            f"--output {str(path)!r} already holds {', '.join(map(repr, taken))}, "
+            "which this command writes; give a new or empty folder"
+        )
     return path
 
 
