@@ -121,6 +121,27 @@ def test_demo_writes_report_models_and_cards_and_resumes(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_export_calibrates_on_the_dataset_the_model_was_trained_on(tmp_path, capsys):
+    # teacher_student inputs are 30 numbers: digits (the default) would not
+    # even fit; the data card beside the .keras file says what to use.
+    model = str(tmp_path / "t.keras")
+    assert cli.main(["train", "--dataset", "teacher_student", "--width", "8", "--epochs",
+                     "1", "--limit", "120", "--output", model]) == 0  # fmt: skip
+    data_card = (tmp_path / "t.json").read_bytes()
+    tflite = tmp_path / "t_int8.tflite"
+    assert cli.main(["export", model, "--output", str(tflite), "--quantize", "int8",
+                     "--limit", "120"]) == 0  # fmt: skip
+    assert "the dataset the model was trained on" in capsys.readouterr().out
+    card = json.loads(tflite.with_suffix(".json").read_text())
+    assert card["dataset"]["name"] == "teacher_student"
+    assert card["bytes"] == tflite.stat().st_size
+    assert card["training"]["dataset"]["name"] == "teacher_student"
+    # t.keras -> t.tflite: t.json is the data card; it stays, no model card.
+    assert cli.main(["export", model, "--output", str(tmp_path / "t.tflite")]) == 0
+    assert "No model card" in capsys.readouterr().out
+    assert (tmp_path / "t.json").read_bytes() == data_card
+
+
 def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     model = str(tmp_path / "m.keras")
     common = ["--width", "32", "--epochs", "1", "--limit", "200"]
@@ -146,7 +167,10 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert '"quantization": "int8"' in printed and '"sparse": false' in printed
-    evaluation = json.loads(printed[printed.rindex("{") :])
+    evaluation = json.loads(printed[printed.rindex("{") : printed.rindex("}") + 1])
+    # m.json is m.keras's data card: export leaves it and writes no card.
+    assert "No model card" in printed
+    assert "raw_pixels" in json.loads(Path(model).with_suffix(".json").read_text())
     # The int8 file in LiteRT agrees with the shrunk Keras model on the same
     # standardised test split (int8 rounding may flip a few of 200 examples).
     data = kht.experiments.load_dataset("digits", limit=200)

@@ -316,19 +316,36 @@ def cmd_compress(args):
     )
 
 
+def _read_card(path):
+    """The data card `train` wrote beside a .keras file, as a dict."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CommandError(
+            f"{str(path)!r} is not a data card ({error}); pass --ignore-card"
+        ) from None
+    if not isinstance(card, dict):
+        raise CommandError(f"{str(path)!r} is not a data card; pass --ignore-card")
+    return card
+
+
 def _export_data(args):
     """The dataset for int8 calibration and --evaluate, as the model was trained."""
     card_path = Path(args.model).with_suffix(".json")
     if card_path.is_file() and not args.ignore_card:
-        card = json.loads(card_path.read_text())
+        card = _read_card(card_path)
+        trained_on = (card.get("dataset") or {}).get("name")
+        if args.dataset is None and trained_on in defaults.DATASETS:
+            args.dataset = trained_on
+            print(f"Using the dataset the model was trained on ({card_path}): {trained_on}.")
         if card.get("raw_pixels") is not None and card["raw_pixels"] != args.raw_pixels:
             print(
                 f"Using the preprocessing the model was trained with ({card_path}): "
                 f"raw pixels {card['raw_pixels']}.",
-                file=sys.stderr,
-            )
+            )  # on stdout, as below
             args.raw_pixels = card["raw_pixels"]
-    elif not card_path.is_file():
+    args.dataset = args.dataset or defaults.DATASET
+    if not card_path.is_file():
         print(
             f"No data card beside {args.model} ({card_path.name}): using --dataset "
             f"{args.dataset}{' from ' + args.data if args.data else ''}, "
@@ -337,10 +354,30 @@ def _export_data(args):
     return cli_io.load_data(args)
 
 
+def _model_card_path(output):
+    """`<output>.json` if free or an earlier export's card of this file, else None.
+
+    `m.keras -> m.tflite` in one folder: `m.json` is the .keras file's data
+    card, never replaced.
+    """
+    path = output.with_suffix(".json")
+    if not path.exists():
+        return path
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ours = isinstance(card, dict) and card.get("model") == output.name and "export" in card
+    return path if ours else None
+
+
 def cmd_export(args):
+    from keras_heavytail.export import cards
     from keras_heavytail.export import litert as export
 
     output = cli_io.output_file(args.output, args.overwrite, ".tflite")
+    source_card = Path(args.model).with_suffix(".json")
+    card_file = _model_card_path(output)
     model = cli_io.load_model(args.model)
     data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
     report = export.export_tflite(
@@ -351,11 +388,29 @@ def cmd_export(args):
         representative_data=None if data is None else data.x_train[:500],
     )
     print(json.dumps(report.to_dict(), indent=1))
+    evaluation = None
     if args.evaluate:
         evaluation = export.evaluate_tflite(
             report.path, data.x_test, data.y_test, from_logits=not args.probabilities
         )
         print(json.dumps(evaluation, indent=1, allow_nan=False, default=str))
+    if card_file is None:
+        print(f"No model card: {output.with_suffix('.json')} holds another file (a "
+              ".keras file's data card?); export to another name for one.")  # fmt: skip
+        return
+    cards.model_card(
+        output,
+        source=f"keras-heavytail export {args.model}",
+        training=(
+            _read_card(source_card)
+            if source_card.is_file() and not args.ignore_card
+            else None
+        ),
+        export=report,
+        evaluation=evaluation,
+        dataset=None if data is None else data.summary(),
+    )
+    print(f"Model card: {card_file}")
 
 
 def cmd_benchmark(args):

@@ -65,10 +65,13 @@ _seed = _number(int, 0, high=2**31 - 1, high_open=True)
 # ----------------------------------------------------------------------------
 
 
-def _data_options(parser):
+def _data_options(parser, card=False):
+    # A command that reads the model's data card takes the dataset from it
+    # unless --dataset is given: the default is resolved then (None here).
     parser.add_argument(
-        "--dataset", default=defaults.DATASET, choices=defaults.DATASETS,
-        help="digits is embedded; teacher_student is synthetic; the others read --data",
+        "--dataset", default=None if card else defaults.DATASET, choices=defaults.DATASETS,
+        help="digits is embedded; teacher_student is synthetic; the others read --data"
+        + (" (default: the model's data card's, else digits)" if card else ""),
     )  # fmt: skip
     parser.add_argument(
         "--data",
@@ -333,7 +336,7 @@ def _compress_command(sub):
                    help="channels kept per group are a multiple of this")  # fmt: skip
     _output_file_options(p, ".keras")
     p.add_argument("--ignore-card", action="store_true", help=IGNORE_CARD)
-    _data_options(p)
+    _data_options(p, card=True)
 
 
 def _export_command(sub):
@@ -355,7 +358,7 @@ def _export_command(sub):
         help="the model outputs probabilities, not logits",
     )
     p.add_argument("--ignore-card", action="store_true", help=IGNORE_CARD)
-    _data_options(p)
+    _data_options(p, card=True)
 
 
 def _benchmark_command(sub):
