@@ -101,6 +101,16 @@ def captured_stderr():
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
+def is_run_log(path):
+    """Whether `path` is a keras-heavytail run log: its first line a header."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(first, dict) and "header" in first
+
+
 class RunLogError(Exception):
     """A run log that cannot be resumed or written (another job, other args)."""
 

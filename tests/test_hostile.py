@@ -83,6 +83,9 @@ def place(tmp_path_factory):
     (d / "mine").mkdir()  # a user's folder: their report, README and table
     for name in ("report.md", "README.md", "sweep.md"):
         (d / "mine" / name).write_text("keep me")
+    (d / "mine2").mkdir()  # an empty runs.jsonl is no run log
+    (d / "mine2" / "report.md").write_text("keep me")
+    (d / "mine2" / "runs.jsonl").write_text("")
     (d / "mnist").mkdir()
     whole = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
     for name in IDX_NAMES:
@@ -139,6 +142,11 @@ CLI_ROWS = [
      "already holds 'report.md', 'README.md'", ["mine/README.md"], ["mine/runs.jsonl"]),
     ("sweep into a folder with a table of the user's", ["sweep", "--output", "{d}/mine"],
      "already holds 'sweep.md'", ["mine/sweep.md"], ["mine/runs.jsonl"]),
+    ("reproduce into a user's folder with an empty runs.jsonl",
+     ["reproduce", "--output", "{d}/mine2"], "already holds 'report.md'",
+     ["mine2/report.md", "mine2/runs.jsonl"], []),
+    ("reproduce with sigma beyond float32", ["reproduce", "--sigma", "1e39", "--output",
+     "{d}/out"], "got '1e39'", [], ["out/runs.jsonl"]),
     ("truncated .gz in --data",
      ["reproduce", "--dataset", "mnist", "--data", "{d}/mnist", "--output",
       "{d}/out"],

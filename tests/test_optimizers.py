@@ -97,6 +97,13 @@ def test_the_defaults_add_the_documented_noise(inner):
     ks_ok(steps[:, 0, :] / scale, stats.levy_stable(defaults.ALPHA, 0.0).cdf)
 
 
+def test_paper_presets_refuse_to_change_the_papers_values():
+    with pytest.raises(ValueError, match="fixes alpha, noise, sigma, sigma_scale.*sigma=0.1"):
+        kht.HeavyTailSGD.paper(0.05, sigma=0.1)
+    with pytest.raises(ValueError, match="sigma_scale='fan_in'"):
+        kht.HeavyTailNoise.paper(keras.optimizers.Adam(), sigma_scale="fan_in")
+
+
 def test_paper_presets_use_the_papers_absolute_noise():
     for opt in (
         kht.HeavyTailSGD.paper(seed=0),

@@ -5,8 +5,10 @@ nothing a user has is replaced without `--overwrite`.
 """
 
 import contextlib
+import os
 from pathlib import Path
 
+from keras_heavytail import files
 from keras_heavytail.experiments.parser import CommandError
 
 
@@ -32,16 +34,17 @@ def quiet(verbose):
 def output_folder(path, writes=()):
     """The folder a job writes into; never one whose files it did not write.
 
-    A folder with a run log (`runs.jsonl`) is an earlier run's, which the
-    job resumes (the log refuses another job's). Otherwise none of the
-    names in `writes` may exist there: they would be replaced.
+    A folder with a run log (`runs.jsonl` with its header) is an earlier
+    run's, which the job resumes (the log refuses another job's). Otherwise
+    none of the names in `writes` may exist there (dangling links included):
+    they would be replaced.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CommandError(f"--output {str(path)!r} is a file; give a folder")
-    if (path / "runs.jsonl").exists():
+    if files.is_run_log(path / "runs.jsonl"):
         return path
-    taken = [name for name in writes if (path / name).exists()]
+    taken = [name for name in writes if os.path.lexists(path / name)]
     if taken:
         raise CommandError(
             f"--output {str(path)!r} already holds {', '.join(map(repr, taken))}, "

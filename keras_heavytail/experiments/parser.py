@@ -54,6 +54,8 @@ _positive_float = _number(float, 0, low_open=True)
 _open_fraction = _number(float, 0, low_open=True, high=1)
 _alpha = _number(float, 0, low_open=True, high=2)
 _seed = _number(int, 0, high=2**31 - 1, high_open=True)
+# A noise scale is applied in float32: above its largest value it is inf.
+_sigma = _number(float, 0, high=3.4e38)
 
 
 # ----------------------------------------------------------------------------
@@ -92,7 +94,7 @@ def _noise_options(parser, many=False):
         nargs=nargs, help="stability index of the noise, in (0, 2]",
     )  # fmt: skip
     parser.add_argument(
-        "--sigma", type=_nonnegative, default=[defaults.PAPER_SIGMA] if many else defaults.PAPER_SIGMA,
+        "--sigma", type=_sigma, default=[defaults.PAPER_SIGMA] if many else defaults.PAPER_SIGMA,
         nargs=nargs, help="noise scale (0: plain SGD)",
     )  # fmt: skip
     parser.add_argument(

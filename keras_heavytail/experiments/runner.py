@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_heavytail import compressibility
+from keras_heavytail import defaults
 from keras_heavytail.arrays import as_array
 from keras_heavytail.experiments import iso_accuracy as iso
 from keras_heavytail.experiments.protocol import ARCHITECTURES  # noqa: F401  (re-exported)
@@ -177,6 +178,15 @@ def _report_line(bar, text):
         print(text, flush=True)
 
 
+def _setting_key(setting):
+    """A setting as its run log records it; the paper's absolute scale unnamed,
+    so logs of 0.3 (before `sigma_scale`) resume."""
+    key = dataclasses.asdict(setting)
+    if key["sigma_scale"] == defaults.PAPER_SIGMA_SCALE:
+        del key["sigma_scale"]
+    return key
+
+
 def run_protocol(
     dataset,
     settings=None,
@@ -229,7 +239,7 @@ def run_protocol(
         "dataset": dataset.summary(),
         "protocol": dataclasses.asdict(protocol),
         "seeds": list(seeds),
-        "settings": [dataclasses.asdict(s) for s in settings],
+        "settings": [_setting_key(s) for s in settings],
     }
     log = None
     if output is not None:

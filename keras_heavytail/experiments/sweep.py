@@ -138,7 +138,10 @@ def run_sweep(dataset, grid, output, progress=True):
         keras_heavytail.files.RunLogError: `output` holds another grid.
     """
     output = Path(output)
-    header = {"dataset": dataset.summary(), "grid": dataclasses.asdict(grid)}
+    grid_key = dataclasses.asdict(grid)
+    if grid_key["sigma_scale"] == defaults.PAPER_SIGMA_SCALE:
+        del grid_key["sigma_scale"]  # as 0.3 wrote it, so its logs resume
+    header = {"dataset": dataset.summary(), "grid": grid_key}
     rows = []
     with files.RunLog(output / "runs.jsonl", header) as log:
         for name, width in grid.groups():

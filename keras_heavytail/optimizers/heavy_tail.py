@@ -174,7 +174,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
     @classmethod
     def paper(cls, inner_optimizer, **kwargs):
         """The paper's noise (absolute sigma 0.003, alpha 1.75, neuron) after `inner_optimizer`."""
-        return cls(inner_optimizer, **paper_noise(), **kwargs)
+        return cls(inner_optimizer, **paper_noise(kwargs))
 
     def build(self, var_list):
         self.inner_optimizer.build(var_list)

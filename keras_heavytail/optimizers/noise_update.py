@@ -164,7 +164,12 @@ DIVERGENCE_ADVICE = "Lower sigma or the learning rate, or raise alpha."
 
 
 class DivergenceWarning(RuntimeWarning):
-    """`fit` ended with non-finite weights (`warnings.simplefilter("error", ...)` to raise)."""
+    """`fit` ended with non-finite trainable weights.
+
+    Left a warning on purpose: an exception at the end of `fit` would skip
+    the callbacks' `on_train_end`, and `BackupAndRestore` would then resume
+    the next `fit` from the diverged weights.
+    """
 
 
 def check_finite_weights(optimizer, var_list):
@@ -466,17 +471,25 @@ class NoisySGD(NoiseUpdate):
         convolution, which the paper keeps noise-free, still need
         `exclude_from_noise(paper_exclusions(model))`.
         """
-        return cls(learning_rate, **paper_noise(), **kwargs)
+        return cls(learning_rate, **paper_noise(kwargs))
 
 
-def paper_noise():
-    """The paper's noise arguments, as keyword arguments of the optimizers."""
-    return {
+def paper_noise(kwargs=None):
+    """The paper's noise arguments plus `kwargs`, which may not change them."""
+    paper = {
         "alpha": defaults.PAPER_ALPHA,
         "sigma": defaults.PAPER_SIGMA,
         "noise": defaults.PAPER_NOISE,
         "sigma_scale": defaults.PAPER_SIGMA_SCALE,
     }
+    clash = sorted(set(paper) & set(kwargs or {}))
+    if clash:
+        raise ValueError(
+            f"`.paper()` fixes {', '.join(sorted(paper))} to the paper's values; "
+            "construct the optimizer itself to choose them. Received: "
+            + ", ".join(f"{k}={kwargs[k]!r}" for k in clash)
+        )
+    return {**paper, **(kwargs or {})}
 
 
 UPDATE_RULE = """
