@@ -19,7 +19,8 @@ Tasks: `teacher` (the teacher-student task, MLP width 2000, lr 0.2, 20
 epochs), `digits` (MLP width 2000, lr 0.05, 20 epochs), `fashion` (MLP width
 2000, lr 0.05, 20 epochs, Fashion-MNIST), `resnet8` and `mobilenet` (the
 CIFAR-style ResNet-8 and MobileNetV2 alpha 0.35 of `benchmarks/compress.py`,
-SGD lr 0.05 with momentum 0.9, 4 epochs, Fashion-MNIST). Inputs are z-scored
+SGD with momentum 0.9, 4 epochs, Fashion-MNIST; lr 0.05 for ResNet-8, 0.01
+for MobileNetV2, where 0.05 was unstable for SGD itself). Inputs are z-scored
 as the protocol does; batch 64. Nothing here runs in the tests: it needs the
 real data and an hour on 2 cores.
 """
@@ -48,7 +49,9 @@ TASKS = {
     "digits": ("digits", "mlp", 0.05, 0.0, 20),
     "fashion": ("fashion_mnist", "mlp", 0.05, 0.0, 20),
     "resnet8": ("fashion_mnist", "resnet8", 0.05, 0.9, 4),
-    "mobilenet": ("fashion_mnist", "mobilenet", 0.05, 0.9, 4),
+    # MobileNetV2 at lr 0.05 was unstable for SGD itself (0.51-0.80 test
+    # accuracy over two seeds): 0.01 here.
+    "mobilenet": ("fashion_mnist", "mobilenet", 0.01, 0.9, 4),
 }
 
 

@@ -161,6 +161,8 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     assert cli.main(["prune", model, "--ratio", "0.5", "--shrink", "--output", small]) == 0
     assert "shrunk to" in capsys.readouterr().out
     assert keras.saving.load_model(small).layers[1].units == 16
+    # The pruned model carries the data card: export calibrates as trained.
+    assert json.loads(Path(small).with_suffix(".json").read_text())["raw_pixels"] is False
     tflite = str(tmp_path / "m.tflite")
     args = ["export", small, "--output", tflite, "--quantize", "int8", "--evaluate",
             "--limit", "200"]  # fmt: skip

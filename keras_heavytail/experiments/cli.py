@@ -229,6 +229,8 @@ def cmd_prune(args):
             "(entry pruning leaves no neuron empty)"
         )
     output = cli_io.output_file(args.output, args.overwrite, ".keras")
+    source_card = _data_card(args.model)
+    card_file = cli_io.card_file(output, args.overwrite) if source_card else None
     model = cli_io.load_model(args.model)
     pruned = pruning.prune(
         model, args.ratio, structure=args.structure, scope=args.scope,
@@ -244,7 +246,12 @@ def cmd_prune(args):
         pruned = shrink(pruned)
         line += f"; shrunk to {pruned.count_params():,} parameters"
     files.save_model(pruned, output)
-    print(f"{line}; saved {output}")
+    if card_file is not None:  # the pruned model was trained on the same data
+        files.write_text(card_file, json.dumps(source_card, indent=1) + "\n")
+        line += f"; saved {output} (and its data card {card_file.name})"
+    else:
+        line += f"; saved {output}"
+    print(line)
 
 
 def _fitting(x, model, what):
@@ -301,8 +308,7 @@ def cmd_compress(args):
     before = metrics.accuracy(model, x_test, data.y_test)
     after = metrics.accuracy(result.model, x_test, data.y_test)
     files.save_model(result.model, output)
-    card_path = Path(args.model).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = (None if args.ignore_card else _data_card(args.model)) or {}
     card["compress"] = {
         "source": str(args.model), "budget": dict(budget.items()),
         "importance": args.importance, "macs": result.cost.macs,
@@ -329,11 +335,23 @@ def _read_card(path):
     return card
 
 
+def _data_card(model_path):
+    """The data card beside a .keras file (what `train` wrote), or None.
+
+    Another `.json` there (an export's model card) is no data card.
+    """
+    path = Path(model_path).with_suffix(".json")
+    if not path.is_file():
+        return None
+    card = _read_card(path)
+    return card if "raw_pixels" in card and "dataset" in card else None
+
+
 def _export_data(args):
     """The dataset for int8 calibration and --evaluate, as the model was trained."""
     card_path = Path(args.model).with_suffix(".json")
-    if card_path.is_file() and not args.ignore_card:
-        card = _read_card(card_path)
+    card = None if args.ignore_card else _data_card(args.model)
+    if card is not None:
         trained_on = (card.get("dataset") or {}).get("name")
         if args.dataset is None and trained_on in defaults.DATASETS:
             args.dataset = trained_on
@@ -345,7 +363,7 @@ def _export_data(args):
             )  # on stdout, as below
             args.raw_pixels = card["raw_pixels"]
     args.dataset = args.dataset or defaults.DATASET
-    if not card_path.is_file():
+    if card is None and not args.ignore_card:
         print(
             f"No data card beside {args.model} ({card_path.name}): using --dataset "
             f"{args.dataset}{' from ' + args.data if args.data else ''}, "
@@ -376,7 +394,6 @@ def cmd_export(args):
     from keras_heavytail.export import litert as export
 
     output = cli_io.output_file(args.output, args.overwrite, ".tflite")
-    source_card = Path(args.model).with_suffix(".json")
     card_file = _model_card_path(output)
     model = cli_io.load_model(args.model)
     data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
@@ -401,11 +418,7 @@ def cmd_export(args):
     cards.model_card(
         output,
         source=f"keras-heavytail export {args.model}",
-        training=(
-            _read_card(source_card)
-            if source_card.is_file() and not args.ignore_card
-            else None
-        ),
+        training=None if args.ignore_card else _data_card(args.model),
         export=report,
         evaluation=evaluation,
         dataset=None if data is None else data.summary(),

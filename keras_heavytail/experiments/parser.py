@@ -175,7 +175,7 @@ def _output_file_options(parser, suffix):
 
 def _demo_command(sub):
     p = _add(sub, "demo", "the main job on the embedded digits (a few minutes)",
-        "Trains SGD and HeavyTailSGD (the project's defaults) on the embedded digits, "
+        "Trains SGD and HeavyTailSGD (the paper's setting: absolute sigma 0.003) on the embedded digits, "
         "measures iso-accuracy pruning, exports LiteRT variants with model cards and "
         "writes report.md. A rerun into the same folder resumes.",
     )  # fmt: skip

@@ -26,10 +26,14 @@ from keras_heavytail.optimizers.noise_update import paper_noise
 class HeavyTailSGD(NoisySGD, keras.optimizers.SGD):
     __doc__ = f"""SGD (with momentum) plus symmetric alpha-stable noise after each step.
 
-    Heavy-tailed noise added to every step of overparametrised SGD makes the
-    trained network compressible: most neurons can be pruned with little
-    error. Noise goes to weights with two or more axes only (never biases or
-    normalisation parameters); `exclude_from_noise` removes more.
+    Wan et al. (2024) prove that heavy-tailed noise added to every step of
+    overparametrised SGD makes the trained network compressible;
+    `HeavyTailSGD.paper()` is their setting. It costs dense accuracy on real
+    networks, so the defaults are a faint noise relative to each kernel's
+    fan-in that keeps SGD's accuracy and barely moves the weights' tails
+    (`benchmarks/RESULTS.md` §13). Noise goes to weights with two or more
+    axes only (never biases or normalisation parameters);
+    `exclude_from_noise` removes more.
 {UPDATE_RULE}
     On a CPU, `jit_compile=True` draws the noise with XLA's random ops, which
     are much slower there than TensorFlow's kernels: per-entry noise then
