@@ -41,7 +41,7 @@ OPTIMIZERS = ("SGD", "neuron", "elliptical", "entry")
 def cases(tiny):
     """(name, model kind, width, batch) of each measured setting."""
     if tiny:
-        return [("cnn b4", "cnn", 4, 4)]  # the CNN: every noise structure on conv kernels
+        return [("mlp w8 b4", "mlp", 8, 4)]  # the plumbing only: both engines, a table
     return [
         ("mlp w5000 b128", "mlp", 5000, 128),
         ("mlp w5000 b5000", "mlp", 5000, 5000),

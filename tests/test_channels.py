@@ -241,20 +241,6 @@ def test_unknown_layer_freezes_its_group_and_the_rest_is_pruned():
     )
 
 
-@pytest.mark.slow
-def test_shrunk_mobilenet_exports_to_int8_litert(mobilenet, tmp_path):
-    pytest.importorskip("ai_edge_litert", reason="LiteRT checks need ai-edge-litert")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("LiteRT export needs the TensorFlow backend")
-    model, _, small = mobilenet
-    x = inputs_like(model, n=16)
-    path = os.path.join(tmp_path, "small_int8.tflite")
-    report = kht.export_tflite(small, path, quantize="int8", representative_data=x)
-    assert report.quantization == "int8" and report.bytes > 0
-    outputs, _ = kht.export.predict_tflite(path, x[:4])
-    assert outputs.shape == (4, 10) and np.all(np.isfinite(outputs))
-
-
 def test_reloaded_sequential_is_wired_as_a_chain(tmp_path):
     # A reloaded Sequential holds layers called twice: their `input` and
     # `output` tensors do not connect, so the graph must not rely on them.

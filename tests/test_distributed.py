@@ -69,9 +69,9 @@ JAX_DISTRIBUTION = textwrap.dedent(
     def spec(m):
         return tuple(m.get_layer("hidden").kernel.value.sharding.spec)
 
-    # Each noise structure once (neuron through the wrapper).
+    # The structures whose draws span a kernel's columns (the ones a model
+    # split could break); entry noise is elementwise, checked on one device.
     CASES = {
-        "sgd-entry": lambda s: kht.HeavyTailSGD(0.1, sigma=s, noise="entry", seed=3),
         "sgd-elliptical": lambda s: kht.HeavyTailSGD(
             0.1, momentum=0.9, sigma=s, noise="elliptical", seed=3),
         "adam-neuron": lambda s: kht.HeavyTailNoise(
@@ -223,7 +223,7 @@ def free_ports(count):
             s.close()
 
 
-def test_multi_worker_mirrored_workers_agree_with_one_process(tmp_path):
+def test_multi_worker_mirrored_workers_agree_with_one_process(tmp_path, monkeypatch, capsys):
     script = tmp_path / "worker.py"
     script.write_text(MULTI_WORKER)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
@@ -243,10 +243,10 @@ def test_multi_worker_mirrored_workers_agree_with_one_process(tmp_path):
                     text=True,
                 )
             )
-        single = run_python(
-            args=[str(script), str(tmp_path / "single.npz")], timeout=HANG_GUARD_S
-        )
-        assert "replicas 1" in single.stdout
+        # The one-process reference runs here while the workers train.
+        monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "single.npz")])
+        exec(compile(MULTI_WORKER, str(script), "exec"), {"__name__": "__main__"})
+        assert "replicas 1" in capsys.readouterr().out
         for worker in workers:
             out, err = worker.communicate(timeout=HANG_GUARD_S)
             assert worker.returncode == 0, err[-3000:]

@@ -28,7 +28,7 @@ EXAMPLES = {
     "gradual_pruning.py": ["--epochs", "2", "--width", "64"],
     "tfmot_pruning.py": ["--epochs", "2", "--qat-epochs", "1", "--width", "64"],
     "mobilenet_edge.py": [
-        "--epochs", "1", "--steps", "1", "--fine-tune-epochs", "0", "--runs", "5",
+        "--epochs", "0", "--steps", "1", "--fine-tune-epochs", "0", "--runs", "5",
         "--limit", "120",
     ],
 }

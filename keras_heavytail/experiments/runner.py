@@ -37,18 +37,26 @@ from keras_heavytail.experiments.training import progress_bar
 from keras_heavytail.experiments.training import train_one
 from keras_heavytail.metrics import accuracy
 from keras_heavytail.pruning import one_shot as pruning
+from keras_heavytail.pruning.graph import model_graph
 from keras_heavytail.pruning.shrinking import shrink
 
 
 class _HoldMasks(keras.callbacks.Callback):
-    """Re-applies pruning masks after every step, so pruned weights stay zero."""
+    """Re-applies pruning masks after every step, so pruned weights stay zero.
+
+    The model is walked once per training, not once per step.
+    """
 
     def __init__(self, masks):
         super().__init__()
         self.masks = masks
+        self.graph = None
+
+    def on_train_begin(self, logs=None):
+        self.graph = model_graph(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        pruning.apply_masks(self.model, self.masks)
+        pruning.apply_masks(self.model, self.masks, self.graph)
 
 
 def _hidden_units(model):
