@@ -108,9 +108,12 @@ class SweepResult:
             cells = []
             for key, _ in columns:
                 mean, spread = row.get(key, (float("nan"), 0.0))
-                cells.append(
-                    f"{mean:.3f} ± {spread:.3f}" if row["seeds"] > 1 else f"{mean:.3f}"
-                )
+                count = key.startswith("neurons")  # 678, not 678.000
+                if row["seeds"] == 1:
+                    cells.append(f"{mean:.0f}" if count else f"{mean:.3f}")
+                else:
+                    d = 1 if count else 3
+                    cells.append(f"{mean:.{d}f} ± {spread:.{d}f}")
             lines.append(
                 f"| {row['protocol']} | {row['width']} | {row['setting']} | "
                 + " | ".join(cells)
