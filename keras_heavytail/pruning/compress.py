@@ -36,6 +36,7 @@ from keras_heavytail.pruning.checkpoints import fingerprint
 from keras_heavytail.pruning.checkpoints import weights_digest
 from keras_heavytail.pruning.distillation import DistillationLoss
 from keras_heavytail.pruning.distillation import as_logits
+from keras_heavytail.pruning.inputs import check_data
 
 
 def _hand_back(small, dense):
@@ -104,38 +105,6 @@ def _measure(model, kinds, x_calibration):
     return measured
 
 
-def _check_data(data, name, classes):
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise ValueError(
-            f"`{name}` must be a tuple (x, y) of numpy arrays: one input array "
-            f"and integer labels. Received: {type(data).__name__}"
-        )
-    x, y = np.asarray(data[0]), np.asarray(data[1])
-    if x.dtype.kind not in "fiub":
-        raise ValueError(f"`{name}` inputs must be numbers. Received: dtype={x.dtype}")
-    if y.ndim != 1 or y.dtype.kind not in "iu" and not (
-        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-    ):
-        raise ValueError(
-            f"`{name}` labels must be integer class ids, one per example (not "
-            f"one-hot, not fractions). Received: shape={y.shape}, dtype={y.dtype}"
-        )
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(
-            f"`{name}` must hold the same number (> 0) of inputs and labels. "
-            f"Received: {len(x)} inputs and {len(y)} labels"
-        )
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise ValueError(f"`{name}` inputs hold NaN or inf: fine-tuning would diverge.")
-    y = y.astype("int64")
-    if y.min() < 0 or y.max() >= classes:
-        raise ValueError(
-            f"`{name}` labels must be in [0, {classes}) for a model with {classes} "
-            f"outputs. Received: labels from {y.min()} to {y.max()}"
-        )
-    return x, y
-
-
 def compress(
     model,
     train_data,
@@ -162,8 +131,10 @@ def compress(
     Args:
         model: a Sequential or functional Keras 3 classifier (not modified).
         train_data: `(x, y)` arrays for fine-tuning, BatchNormalization
-            recalibration and (`importance="taylor"`) gradients.
-        validation_data: `(x, y)` arrays; the accuracy reported.
+            recalibration and (`importance="taylor"`) gradients, or a finite
+            dataset of `(x, y)` batches (`tf.data.Dataset`,
+            `keras.utils.PyDataset`, any iterable), read once into memory.
+        validation_data: the same kinds; the accuracy reported.
         budget: a `Budget`, e.g. `Budget(macs=0.25)`.
         importance: `"bn_scale"` (a group's BatchNormalization scales, its
             magnitude where it has none), `"magnitude"`, `"l1"`, `"path"` or
@@ -227,8 +198,8 @@ def compress(
             f"{len(model.outputs)} outputs"
         )
     classes = int(model.outputs[0].shape[-1])
-    x, y = _check_data(train_data, "train_data", classes)
-    x_val, y_val = _check_data(validation_data, "validation_data", classes)
+    x, y = check_data(train_data, "train_data", classes)
+    x_val, y_val = check_data(validation_data, "validation_data", classes)
     start = time.perf_counter()
     dense_cost, dense = search.costs(model)
     dense.update(_measure(model, budget.measured(), x))

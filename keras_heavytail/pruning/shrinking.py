@@ -73,7 +73,8 @@ def _rebuilt(layer, graph, keep, units):
 def _assemble(graph, new_layers):
     """The new layers wired as the model's layers are (Sequential for chains)."""
     model = graph.model
-    name = f"{model.name}_shrunk"
+    # Shrunk again (compress's rounds): one suffix, not one per round.
+    name = model.name if model.name.endswith("_shrunk") else f"{model.name}_shrunk"
     if graph.chain is not None:
         inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
         return keras.Sequential([inputs] + [new for _, new in new_layers], name=name)
