@@ -446,7 +446,7 @@ class NoisySGD(NoiseUpdate):
             learning_rate = float(learning_rate)  # Keras refuses numpy scalars
         super().__init__(
             learning_rate=learning_rate,
-            momentum=float(momentum),
+            momentum=checks.check_fraction(momentum, "momentum"),
             nesterov=nesterov,
             name=name or type(self).__name__,
             **kwargs,

@@ -40,7 +40,8 @@ def as_stateless_seed(seed):
 
     Args:
         seed: an int in [0, 2**31 - 1), `None`, a `keras.random.SeedGenerator`,
-            or an integer tensor of shape `(2,)`.
+            or a pair of ints (a list, an array or an integer tensor of shape
+            `(2,)`).
 
     Returns:
         An integer tensor of shape `(2,)` usable by `fold_in`.
@@ -56,6 +57,20 @@ def as_stateless_seed(seed):
                 f"An int `seed` must be in [0, {checks.SEED_LIMIT}). Received: seed={seed}"
             )
         return ops.convert_to_tensor([seed, 0], dtype="int32")
+    if isinstance(seed, (str, bytes, list, tuple, np.ndarray)):
+        pair = np.asarray(seed)
+        if pair.shape != (2,) or pair.dtype.kind not in "iu" or not (
+            np.all(pair >= 0) and np.all(pair < checks.SEED_LIMIT)
+        ):
+            raise ValueError(
+                "`seed` must be an int, a SeedGenerator, or a pair of ints in "
+                f"[0, {checks.SEED_LIMIT}) (a stateless seed). Received: seed={seed!r}"
+            )
+        return ops.convert_to_tensor(pair, dtype="int32")
+    if getattr(seed, "shape", None) is not None and tuple(seed.shape) != (2,):
+        raise ValueError(
+            f"A seed tensor must have shape (2,). Received: shape={tuple(seed.shape)}"
+        )
     return seed
 
 
