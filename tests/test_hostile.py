@@ -280,6 +280,8 @@ API_ROWS = [
      seed=[1, 2, 3]), ValueError, "Received: seed=[1, 2, 3]"),
     ("sampler seed tensor of shape (3,)", lambda d: kht.optimizers.symmetric_stable(
      (3,), 1.5, seed=keras.ops.ones((3,), "int32")), ValueError, "Received: shape=(3,)"),
+    ("pruning curve on no examples", lambda d: kht.experiments.pruning_curve(
+     tiny_mlp(), tiny_data()[0][:0], tiny_data()[1][:0]), ValueError, "Received: 0 inputs and 0 labels"),
     ("momentum a string", lambda d: kht.HeavyTailSGD(momentum="0.9"), ValueError,
      "Received: momentum='0.9'"),
     ("sampler shape None", lambda d: kht.optimizers.symmetric_stable(None, 1.5, seed=1),

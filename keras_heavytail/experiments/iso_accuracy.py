@@ -44,6 +44,11 @@ def pruning_curve(
         A list of dicts with `ratio`, `remaining_parameters`, `loss`,
         `accuracy`, one per ratio.
     """
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            "pruning_curve needs the same number (> 0) of inputs and labels. "
+            f"Received: {len(x)} inputs and {len(y)} labels"
+        )
     work = copy_model(model)
     original = model.get_weights()
     total = model.count_params()
@@ -136,6 +141,11 @@ def iso_accuracy_ratio(
         raise ValueError(
             "`x` and `y` must hold the same number (> 0) of examples, one integer "
             f"label each. Received: {len(x)} inputs and {len(y)} labels"
+        )
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            "pruning_curve needs the same number (> 0) of inputs and labels. "
+            f"Received: {len(x)} inputs and {len(y)} labels"
         )
     work = copy_model(model)
     original = model.get_weights()
