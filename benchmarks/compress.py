@@ -55,10 +55,10 @@ def images(x, arch):
     return np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))) if arch == "mobilenet" else x
 
 
-def optimizer(name, seed):
+def optimizer(name, seed, lr=0.05):
     if name == "SGD":
-        return keras.optimizers.SGD(0.05, momentum=0.9)
-    return kht.HeavyTailSGD(0.05, momentum=0.9, seed=seed)
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    return kht.HeavyTailSGD(lr, momentum=0.9, seed=seed)
 
 
 def litert(model, x_cal, x_test, y_test, quantize, runs=100):
@@ -130,6 +130,8 @@ def main():
     parser.add_argument("--optimizers", nargs="+", default=["SGD", "HeavyTailSGD"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=0.05,
+                        help="of the dense model's SGD (momentum 0.9)")  # fmt: skip
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.25])
     parser.add_argument("--importances", nargs="+", default=["magnitude", "bn_scale", "taylor"])
     parser.add_argument("--distill", nargs="+", type=float, default=[0.0, 0.5])
@@ -169,7 +171,7 @@ def main():
             train_s = None
         else:
             model = architecture(arch, x.shape[1:], data.num_classes, seed)
-            model.compile(optimizer(opt, seed),
+            model.compile(optimizer(opt, seed, args.lr),
                           keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
             model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=64, verbose=2)
             train_s = time.perf_counter() - start
