@@ -457,6 +457,7 @@ def test_datasets_of_batches_compress_as_their_arrays_do(trained):
     (lambda t: t.map(lambda x, y: (x, y, 1.0)), "a tuple of 3 items"),
     (lambda t: t.map(lambda x, y: x), "Received: ndarray"),
     (lambda t: t.take(0), "yielded no batches"),
+    (lambda t: t.unbatch(), r"needs `.batch\(n\)`"),
 ])  # fmt: skip
 def test_datasets_compress_cannot_read_are_refused(trained, make, message):
     import tensorflow as tf

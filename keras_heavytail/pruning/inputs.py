@@ -43,8 +43,16 @@ def _read(data, name):
                 f"Each batch of `{name}` must be a pair (inputs, labels): sample "
                 f"weights and unlabelled batches are not taken. Received: {kind}"
             )
-        xs.append(np.asarray(batch[0]))
-        ys.append(np.asarray(batch[1]))
+        x, y = np.asarray(batch[0]), np.asarray(batch[1])
+        if y.ndim != 1 or x.ndim < 1 or len(x) != len(y):
+            raise ValueError(
+                f"Each batch of `{name}` must hold as many inputs as labels, the "
+                "labels one integer class id per example (a dataset of single "
+                "examples needs `.batch(n)`). Received: a batch of inputs shaped "
+                f"{x.shape} and labels shaped {y.shape}"
+            )
+        xs.append(x)
+        ys.append(y)
     if not xs:
         raise ValueError(f"`{name}` yielded no batches.")
     if len({x.shape[1:] for x in xs}) > 1:
