@@ -28,12 +28,31 @@ def proxy_kind(kind):
     return {"bytes": "params", "latency_ms": "macs"}.get(kind, kind)
 
 
+class Workbench:
+    """One working copy of a model and its graph, for many candidates.
+
+    A search tries a dozen ratios on the same model: each candidate resets
+    the copy to the model's weights, zeroes what `group_masks` drops and
+    shrinks it, instead of cloning the model (and walking the clone) again.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.weights = model.get_weights()
+        self.copy = copy_model(model)
+        self.graph = ModelGraph(self.copy)
+
+    def candidate(self, ratio, options):
+        """A shrunk model with `ratio` of the channels pruned (`group_masks`)."""
+        self.copy.set_weights(self.weights)
+        masks = group_masks(self.graph, ratio, **options)
+        return shrink(apply_masks(self.copy, masks, self.graph))
+
+
 def candidate(model, ratio, options):
     """A shrunk copy of `model` with `ratio` of its channels pruned (`group_masks`)."""
-    copy = copy_model(model)
-    graph = ModelGraph(copy)
-    masks = group_masks(graph, ratio, **options)
-    return shrink(apply_masks(copy, masks, graph))
+    bench = model if isinstance(model, Workbench) else Workbench(model)
+    return bench.candidate(ratio, options)
 
 
 def meets(cost, targets):
@@ -49,6 +68,7 @@ def prune_to(model, targets, options, steps=8, close=0.98):
     def near(cost):
         return all(cost[k] >= close * t for k, t in targets.items())
 
+    model = model if isinstance(model, Workbench) else Workbench(model)
     lo, hi, best, near_enough = 0.0, 1.0, None, False
     for _ in range(steps):
         mid = (lo + hi) / 2
@@ -75,7 +95,8 @@ def refine(model, targets, options, lo, hi, best, steps):
     0.6x to 0.2x the MACs): `k` groups take `hi` and the rest `lo`, the first
     `k` or the last `k` in graph order, each with a bisection on `k`; the
     candidate that meets the targets at the highest cost wins."""
-    count = len(prunable_groups(ModelGraph(model), options.get("exclude"))[1])
+    model = model if isinstance(model, Workbench) else Workbench(model)
+    count = len(prunable_groups(model.graph, options.get("exclude"))[1])
     found = []
     for first in (True, False):
         low, high, pick = 0, count, best  # k = count is `hi`, which meets
