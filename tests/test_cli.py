@@ -136,13 +136,20 @@ def test_export_calibrates_on_the_dataset_the_model_was_trained_on(tmp_path, cap
     assert card["dataset"]["name"] == "teacher_student"
     assert card["bytes"] == tflite.stat().st_size
     assert card["training"]["dataset"]["name"] == "teacher_student"
-    # t.keras -> t.tflite: t.json is the data card; it stays, no model card.
+    # t.keras -> t.tflite: t.json is t.keras's data card; the model card
+    # written there keeps its fields, so it still tells how t.keras was trained.
     assert cli.main(["export", model, "--output", str(tmp_path / "t.tflite")]) == 0
-    assert "No model card" in capsys.readouterr().out
-    assert (tmp_path / "t.json").read_bytes() == data_card
+    assert "Model card:" in capsys.readouterr().out
+    merged = json.loads((tmp_path / "t.json").read_text())
+    for key, value in json.loads(data_card).items():
+        assert merged[key] == value, key
+    assert merged["model"] == "t.tflite" and merged["export"]["quantization"] == "float32"
+    assert cli.main(["export", model, "--output", str(tflite), "--quantize", "int8",
+                     "--limit", "120", "--overwrite"]) == 0  # fmt: skip
+    assert "the dataset the model was trained on" in capsys.readouterr().out
 
 
-def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
+def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatch):
     model = str(tmp_path / "m.keras")
     common = ["--width", "32", "--epochs", "1", "--limit", "200"]
     assert cli.main(["train", "--output", model, "--sigma", "0.01", *common]) == 0
@@ -188,6 +195,10 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     assert "median_ms" in capsys.readouterr().out
     # compress to half the parameters: one line, a data card, no backup left.
     half = tmp_path / "half.keras"
+    from keras_heavytail.pruning import compress as compress_lib
+
+    seen, real = [], compress_lib.compress
+    monkeypatch.setattr(compress_lib, "compress", lambda *a, **k: seen.append(a) or real(*a, **k))
     assert cli.main(["compress", model, "--params", "0.5", "--steps", "1",
                      "--fine-tune-epochs", "0", "--limit", "200", "--output", str(half)]) == 0  # fmt: skip
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -196,6 +207,14 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys):
     assert card["params"] <= 0.5 * keras.saving.load_model(model).count_params()
     assert card["params"] == keras.saving.load_model(half).count_params()
     assert sorted(p.name for p in tmp_path.glob(".*")) == []
+    # It fine-tunes on what `train` fitted on and judges on what it held out.
+    seed = json.loads(Path(model).with_suffix(".json").read_text())["seed"]
+    x_fit, y_fit, x_val, y_val = kht.experiments.load_dataset(
+        "digits", limit=200).validation_split(seed=seed)  # fmt: skip
+    (_, (xf, yf), (xv, yv), _) = seen[0]
+    np.testing.assert_array_equal(yv, y_val)
+    np.testing.assert_array_equal(xv.reshape(x_val.shape), x_val)
+    np.testing.assert_array_equal(yf, y_fit)
 
 
 @pytest.mark.parametrize(

@@ -289,14 +289,18 @@ def cmd_compress(args):
         raise CommandError(str(error)) from None
     model = cli_io.load_model(args.model)
     data = _export_data(args)
-    x = _fitting(data.x_train, model, "training")
+    # The validation split `train` held out (its seed is on the data card):
+    # fine-tuning on it, or judging the budget on training data, would mislead.
+    card = (None if args.ignore_card else _data_card(args.model)) or {}
+    x_fit, y_fit, x_val, y_val = data.validation_split(seed=card.get("seed", 0))
+    x_fit = _fitting(x_fit, model, "training")
+    x_val = _fitting(x_val, model, "validation")
     x_test = _fitting(data.x_test, model, "test")
-    cut = max(1, int(len(x) * defaults.VALIDATION_FRACTION))
     # A killed run, rerun with the same arguments, resumes after its last round.
     backup = output.parent / f".{output.name}.compress-backup"
     try:
         result = compress_lib.compress(
-            model, (x[cut:], data.y_train[cut:]), (x[:cut], data.y_train[:cut]), budget,
+            model, (x_fit, y_fit), (x_val, y_val), budget,
             importance=args.importance, steps=args.steps, round_to=args.round_to,
             fine_tune_epochs=args.fine_tune_epochs, distill=args.distill, backup_dir=backup,
         )  # fmt: skip
@@ -308,7 +312,6 @@ def cmd_compress(args):
     before = metrics.accuracy(model, x_test, data.y_test)
     after = metrics.accuracy(result.model, x_test, data.y_test)
     files.save_model(result.model, output)
-    card = (None if args.ignore_card else _data_card(args.model)) or {}
     card["compress"] = {
         "source": str(args.model), "budget": dict(budget.items()),
         "importance": args.importance, "macs": result.cost.macs,
@@ -318,7 +321,7 @@ def cmd_compress(args):
     files.write_text(card_file, json.dumps(card, indent=1) + "\n")
     print(
         f"{result.summary()}; test accuracy {before:.4f} -> {after:.4f}; "
-        f"saved {output} (and its data card {output.with_suffix('.json').name})"
+        f"saved {output} (and its card {output.with_suffix('.json').name})"
     )
 
 
@@ -372,14 +375,18 @@ def _export_data(args):
     return cli_io.load_data(args)
 
 
-def _model_card_path(output):
-    """`<output>.json` if free or an earlier export's card of this file, else None.
-
-    `m.keras -> m.tflite` in one folder: `m.json` is the .keras file's data
-    card, never replaced.
+def _model_card_path(output, model_path):
+    """`<output>.json` if free, an earlier export's card of this file, or the
+    data card of the model exported (`m.keras -> m.tflite` in one folder: the
+    model card then keeps the data card's fields, so it still serves
+    `m.keras`); else None (another file's card, never replaced).
     """
     path = output.with_suffix(".json")
     if not path.exists():
+        return path
+    if path.resolve() == Path(model_path).with_suffix(".json").resolve() and _data_card(
+        model_path
+    ):
         return path
     try:
         card = json.loads(path.read_text())
@@ -394,7 +401,7 @@ def cmd_export(args):
     from keras_heavytail.export import litert as export
 
     output = cli_io.output_file(args.output, args.overwrite, ".tflite")
-    card_file = _model_card_path(output)
+    card_file = _model_card_path(output, args.model)
     model = cli_io.load_model(args.model)
     data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
     report = export.export_tflite(
@@ -412,16 +419,23 @@ def cmd_export(args):
         )
         print(json.dumps(evaluation, indent=1, allow_nan=False, default=str))
     if card_file is None:
-        print(f"No model card: {output.with_suffix('.json')} holds another file (a "
-              ".keras file's data card?); export to another name for one.")  # fmt: skip
+        print(f"No model card: {output.with_suffix('.json')} is another model's card; "
+              "export to another name for one.")  # fmt: skip
         return
+    training = None if args.ignore_card else _data_card(args.model)
+    # Written over the exported model's own data card: keep what it says.
+    own = training is not None and card_file == Path(args.model).with_suffix(".json")
+    reserved = {"model", "source", "bytes", "training", "export", "litert_evaluation",
+                "litert_latency", "versions", "dataset"}  # fmt: skip
+    kept = {k: v for k, v in training.items() if k not in reserved} if own else {}
     cards.model_card(
         output,
         source=f"keras-heavytail export {args.model}",
-        training=None if args.ignore_card else _data_card(args.model),
+        training=training,
         export=report,
         evaluation=evaluation,
-        dataset=None if data is None else data.summary(),
+        dataset=(training or {}).get("dataset") if data is None else data.summary(),
+        **kept,
     )
     print(f"Model card: {card_file}")
 
