@@ -441,6 +441,8 @@ def test_datasets_of_batches_compress_as_their_arrays_do(trained):
     kwargs = {"steps": 1, "fine_tune_epochs": 1, "verbose": False}
     reference = kht.compress(model, train, val, kht.Budget(macs=0.5), **kwargs)
     streams = [
+        # Labels shaped (n, 1), as keras.datasets gives them, read as (n,).
+        ((train[0], train[1][:, None]), (val[0], val[1][:, None])),
         (tf.data.Dataset.from_tensor_slices(train).batch(48), _Batches(*val, 50)),
         ((batch for batch in _Batches(*train, 100)), iter(list(_Batches(*val, 7)))),
     ]
@@ -470,6 +472,13 @@ def test_datasets_compress_cannot_read_are_refused(trained, make, message):
         kht.compress(model, train[0], val, kht.Budget(macs=0.5), verbose=False)
     with pytest.raises(ValueError, match=r"iter\(batches\).*a list of 3 items"):
         kht.compress(model, list(_Batches(*train, 100)), val, kht.Budget(macs=0.5))
+    two = [(train[0][:100], train[1][:100]), (train[0][100:], train[1][100:])]
+    with pytest.raises(ValueError, match=r"iter\(batches\)`\)\. Reading it failed"):
+        kht.compress(model, two, val, kht.Budget(macs=0.5))
+    with pytest.raises(ValueError, match="given as a dict"):
+        kht.compress(model, ({"x": train[0]}, train[1]), val, kht.Budget(macs=0.5))
+    with pytest.raises(ValueError, match="not booleans"):
+        kht.compress(model, (train[0] > 0, train[1]), val, kht.Budget(macs=0.5))
 
 
 def test_compress_refuses_a_bad_learning_rate_and_two_outputs(trained):

@@ -282,6 +282,18 @@ API_ROWS = [
      (3,), 1.5, seed=keras.ops.ones((3,), "int32")), ValueError, "Received: shape=(3,)"),
     ("pruning curve on no examples", lambda d: kht.experiments.pruning_curve(
      tiny_mlp(), tiny_data()[0][:0], tiny_data()[1][:0]), ValueError, "Received: 0 inputs and 0 labels"),
+    ("sampler seed a float tensor", lambda d: kht.optimizers.symmetric_stable((3,), 1.5,
+     seed=keras.ops.convert_to_tensor([1.9, 2.9])), ValueError,
+     "must hold integers. Received: dtype=float32"),
+    ("pruning curve on fractional labels", lambda d: kht.experiments.pruning_curve(
+     tiny_mlp(), tiny_data()[0], tiny_data()[1] + 0.7), ValueError, "integer class ids"),
+    ("pruning curve on label -1", lambda d: kht.experiments.pruning_curve(
+     tiny_mlp(), tiny_data()[0], tiny_data()[1] * 0 - 1), ValueError,
+     "labels must be in [0, 3)"),
+    ("iso-accuracy on NaN inputs", lambda d: kht.experiments.iso_accuracy_ratio(
+     tiny_mlp(), tiny_data()[0] * np.nan, tiny_data()[1], 0.5), ValueError, "NaN or inf"),
+    ("pruning curve from_logits a string", lambda d: kht.experiments.pruning_curve(
+     tiny_mlp(), *tiny_data(), from_logits="no"), ValueError, "Received: 'no'"),
     ("momentum a string", lambda d: kht.HeavyTailSGD(momentum="0.9"), ValueError,
      "Received: momentum='0.9'"),
     ("sampler shape None", lambda d: kht.optimizers.symmetric_stable(None, 1.5, seed=1),

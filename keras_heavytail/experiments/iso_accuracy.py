@@ -10,9 +10,23 @@ import numpy as np
 from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail import metrics
+from keras_heavytail.pruning.inputs import check_data
 from keras_heavytail.pruning.one_shot import apply_masks
 from keras_heavytail.pruning.one_shot import copy_model
 from keras_heavytail.pruning.one_shot import pruning_masks
+
+
+def _checked(model, x, y, from_logits=False):
+    """`(x, y)` checked as `compress` checks its data (`inputs.check_data`)."""
+    if not isinstance(from_logits, bool):
+        raise ValueError(f"`from_logits` must be True or False. Received: {from_logits!r}")
+    classes = int(model.outputs[0].shape[-1])
+    if classes < 2:
+        raise ValueError(
+            "Accuracy here is the argmax over one output per class: give a model "
+            f"with two or more outputs. Received: {classes} output(s)"
+        )
+    return check_data((x, y), "(x, y)", classes)
 
 
 def pruning_curve(
@@ -44,11 +58,7 @@ def pruning_curve(
         A list of dicts with `ratio`, `remaining_parameters`, `loss`,
         `accuracy`, one per ratio.
     """
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(
-            "pruning_curve needs the same number (> 0) of inputs and labels. "
-            f"Received: {len(x)} inputs and {len(y)} labels"
-        )
+    x, y = _checked(model, x, y, from_logits)
     work = copy_model(model)
     original = model.get_weights()
     total = model.count_params()
@@ -136,17 +146,7 @@ def iso_accuracy_ratio(
     target_accuracy = checks.check_fraction(target_accuracy, "target_accuracy")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive int. Received: steps={steps!r}")
-    y = np.asarray(y).astype("int64").ravel()
-    if len(y) == 0 or len(y) != len(x):
-        raise ValueError(
-            "`x` and `y` must hold the same number (> 0) of examples, one integer "
-            f"label each. Received: {len(x)} inputs and {len(y)} labels"
-        )
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(
-            "pruning_curve needs the same number (> 0) of inputs and labels. "
-            f"Received: {len(x)} inputs and {len(y)} labels"
-        )
+    x, y = _checked(model, x, y)
     work = copy_model(model)
     original = model.get_weights()
 

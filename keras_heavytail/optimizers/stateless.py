@@ -71,6 +71,9 @@ def as_stateless_seed(seed):
         raise ValueError(
             f"A seed tensor must have shape (2,). Received: shape={tuple(seed.shape)}"
         )
+    dtype = keras.backend.standardize_dtype(getattr(seed, "dtype", "int32"))
+    if "int" not in dtype:  # a float tensor would be truncated to another seed
+        raise ValueError(f"A seed tensor must hold integers. Received: dtype={dtype}")
     return seed
 
 

@@ -92,8 +92,10 @@ class RoundBackup:
         if key != self.key:
             raise BackupError(
                 f"{str(self.folder)!r} holds the backup of another compression (other "
-                "model, data or arguments): give another `backup_dir`, or delete it "
-                "to start again"
+                "model, data or arguments; data in another order counts as other "
+                "data, so a dataset that reshuffles every pass never resumes: shuffle "
+                "with a seed and `reshuffle_each_iteration=False`): rerun with what "
+                "made it, give another `backup_dir`, or delete it to start again"
             )
         return keras.saving.load_model(model_file, compile=False), points
 

@@ -10,6 +10,27 @@ into arrays in memory: the whole split must fit there.
 import numpy as np
 
 
+def _pair(x, y, name):
+    """`x` and `y` as numpy arrays; labels of shape (n, 1) as (n,)."""
+    if isinstance(x, dict) or isinstance(y, dict):
+        raise ValueError(
+            f"`{name}`: inputs or labels given as a dict (named inputs) are not "
+            "taken: `compress` takes a model with one input; pass its array."
+        )
+    try:
+        x, y = np.asarray(x), np.asarray(y)
+    except ValueError as error:  # ragged: e.g. a list of two batches as (x, y)
+        raise ValueError(
+            f"`{name}` must be a pair (x, y) of arrays (batches go in a dataset or an "
+            f"iterator, e.g. `iter(batches)`). Reading it failed: {error}"
+        ) from None
+    if y.ndim == 2 and y.shape[1] == 1:  # Keras' sparse labels may be (n, 1)
+        y = y[:, 0]
+    if x.dtype.kind == "b":
+        raise ValueError(f"`{name}` inputs must be numbers, not booleans: cast them.")
+    return x, y
+
+
 def _batches(data, name):
     """The `(x, y)` batches of a dataset-like `data`, as numpy arrays."""
     if hasattr(data, "as_numpy_iterator"):  # tf.data.Dataset
@@ -27,6 +48,11 @@ def _batches(data, name):
                 f"`{name}` is a PyDataset without a length (`num_batches` is None): "
                 "`compress` reads its data once into memory and needs an end."
             )
+        if not isinstance(data.num_batches, int):
+            raise ValueError(
+                f"`{name}` is a PyDataset whose `num_batches` is not an int. "
+                f"Received: {data.num_batches!r}"
+            )
         return (data[i] for i in range(data.num_batches))
     return iter(data)
 
@@ -43,7 +69,7 @@ def _read(data, name):
                 f"Each batch of `{name}` must be a pair (inputs, labels): sample "
                 f"weights and unlabelled batches are not taken. Received: {kind}"
             )
-        x, y = np.asarray(batch[0]), np.asarray(batch[1])
+        x, y = _pair(batch[0], batch[1], f"a batch of {name}")
         if y.ndim != 1 or x.ndim < 1 or len(x) != len(y):
             raise ValueError(
                 f"Each batch of `{name}` must hold as many inputs as labels, the "
@@ -82,7 +108,7 @@ def check_data(data, name, classes):
                 "(batches go in a dataset or an iterator, e.g. `iter(batches)`). "
                 f"Received: a {type(data).__name__} of {len(data)} items"
             )
-        x, y = np.asarray(data[0]), np.asarray(data[1])
+        x, y = _pair(data[0], data[1], name)
     elif isinstance(data, (np.ndarray, dict, str, bytes)) or not (
         hasattr(data, "__iter__") or hasattr(data, "as_numpy_iterator")
     ):
