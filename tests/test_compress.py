@@ -1,6 +1,7 @@
 """`count_macs`, `ModelGraph`, custom layers, and `compress` to a budget."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -309,6 +310,24 @@ def test_rounding_does_not_make_every_group_jump_at_once():
     widths = sorted(result.model.get_layer(f"h{i}").units for i in range(3))
     assert result.cost.macs <= 0.8 * 1088 and result.cost.macs > 416, result.cost
     assert widths[0] == 8 and widths[-1] == 16, widths
+
+
+def test_a_result_far_under_its_budget_or_far_less_accurate_warns(trained):
+    model, train, val = trained
+    kwargs = {"steps": 1, "fine_tune_epochs": 0, "verbose": False}
+    # round_to=8 on groups of 8-24 channels: the nearest step is far below.
+    with pytest.warns(UserWarning, match="only 0.4.x of its budget .* round_to=8"):
+        kht.compress(model, train, val, kht.Budget(macs=0.7), round_to=8, **kwargs)
+    # The accuracy check on its own numbers (how far a tiny model falls
+    # varies with what ran before in the process).
+    from keras_heavytail.pruning import compress as compress_lib
+
+    with pytest.warns(UserWarning, match="fell from 0.9000 to 0.8000") as caught:
+        compress_lib._warn_if_far({"macs": 95}, {"macs": 100}, 8, 0.8, 0.9)
+    assert len(caught) == 1  # 0.95x of the budget is close enough
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compress_lib._warn_if_far({"macs": 95}, {"macs": 100}, 8, 0.86, 0.9)
 
 
 def test_a_budget_that_cannot_be_met_is_an_error(trained):

@@ -244,6 +244,7 @@ def compress(
         backup.delete()
     current = _hand_back(current, model)
     accuracy = metrics.accuracy(current, x_val, y_val)
+    _warn_if_far(values, targets, round_to, accuracy, dense_accuracy)
     if verbose:
         print(f"compress: done in {time.perf_counter() - start:.0f} s", flush=True)
     return CompressResult(
@@ -252,6 +253,33 @@ def compress(
         measured={"targets": targets, **values, "seconds": time.perf_counter() - start},
         points=points,
     )  # fmt: skip
+
+
+def _warn_if_far(values, targets, round_to, accuracy, dense_accuracy):
+    """Warns when the result lands far under its budget or far below the
+    dense model's accuracy: both are worth a second call."""
+    under = {k: values[k] / t for k, t in targets.items() if k in values and t > 0}
+    if under and max(under.values()) < 0.8:
+        warnings.warn(
+            f"The compressed model uses only {max(under.values()):.2f}x of its budget "
+            f"{ {k: round(t, 3) for k, t in targets.items()} }"
+            + (
+                f": with round_to={round_to} channel counts move in steps of "
+                f"{round_to}, too coarse for this model. round_to=1 (or a smaller one) "
+                "gets closer."
+                if round_to > 1
+                else ": the channel groups gave no finer step."
+            ),
+            stacklevel=3,
+        )
+    if dense_accuracy - accuracy > 0.05:
+        warnings.warn(
+            f"Validation accuracy fell from {dense_accuracy:.4f} to {accuracy:.4f}: "
+            "more fine-tuning (`fine_tune_epochs`, `steps`), a larger budget or "
+            "another `importance` may keep more. (`keras.utils.set_random_seed` "
+            "makes a rerun repeat the fine-tuning.)",
+            stacklevel=3,
+        )
 
 
 def _resume(backup_dir, model, data, verbose, settings):
