@@ -239,8 +239,9 @@ def test_iso_accuracy_refuses_single_output_models_and_bad_data():
     x, y = np.ones((10, 4), "float32"), np.zeros(10)
     with pytest.raises(ValueError, match="two or more outputs"):
         kht.experiments.iso_accuracy_ratio(binary, x, y, 0.5)
+    two = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="Received: 0 inputs and 0 labels"):
-        kht.experiments.iso_accuracy_ratio(binary, x[:0], y[:0], 0.5)
+        kht.experiments.iso_accuracy_ratio(two, x[:0], y[:0], 0.5)
     with pytest.raises(ValueError, match="Received: steps=0"):
         kht.experiments.iso_accuracy_ratio(binary, x, y, 0.5, steps=0)
 
