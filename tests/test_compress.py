@@ -500,6 +500,18 @@ def test_datasets_compress_cannot_read_are_refused(trained, make, message):
         kht.compress(model, (train[0] > 0, train[1]), val, kht.Budget(macs=0.5))
 
 
+def test_an_endless_stream_is_refused_before_it_fills_the_memory(trained, monkeypatch):
+    import itertools
+
+    from keras_heavytail.pruning import inputs
+
+    model, train, val = trained
+    monkeypatch.setattr(inputs, "memory_limit", lambda: 10 * train[0].nbytes)
+    endless = itertools.cycle([(train[0][:64], train[1][:64])])
+    with pytest.raises(ValueError, match=r"has given [\d,]+ examples .* and not ended"):
+        kht.compress(model, endless, val, kht.Budget(macs=0.5), verbose=False)
+
+
 def test_compress_refuses_a_bad_learning_rate_and_two_outputs(trained):
     model, train, val = trained
     with pytest.raises(ValueError, match="Received: learning_rate=nan"):

@@ -4,8 +4,12 @@
 re-estimation, each round's fine-tuning, the distillation targets, the key of
 its backups), so a `tf.data.Dataset`, a `keras.utils.PyDataset`, a PyTorch
 `DataLoader` or any other finite iterable of `(x, y)` batches is read once
-into arrays in memory: the whole split must fit there.
+into arrays in memory: the whole split must fit there. A stream that fills
+half the machine's memory without ending is refused, not read until the
+machine runs out.
 """
+
+import os
 
 import numpy as np
 
@@ -57,9 +61,19 @@ def _batches(data, name):
     return iter(data)
 
 
+def memory_limit():
+    """Bytes a stream may fill before it is taken for one that never ends:
+    half the machine's memory (8 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, OSError, ValueError):
+        return 8 * 2**30
+
+
 def _read(data, name):
     """Concatenates the `(x, y)` batches of `data` into two arrays."""
     xs, ys = [], []
+    size, limit = 0, memory_limit()
     for batch in _batches(data, name):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
             kind = type(batch).__name__
@@ -79,6 +93,14 @@ def _read(data, name):
             )
         xs.append(x)
         ys.append(y)
+        size += x.nbytes + y.nbytes
+        if size > limit:  # an endless stream (a generator, `cycle`, ...)
+            raise ValueError(
+                f"`{name}` has given {sum(map(len, ys)):,} examples ({size / 2**30:.1f} "
+                "GiB, half this machine's memory) and not ended: `compress` reads its "
+                "data once into memory. Pass a finite dataset (`dataset.take(n)`, "
+                "`itertools.islice(batches, n)`) or arrays."
+            )
     if not xs:
         raise ValueError(f"`{name}` yielded no batches.")
     if len({x.shape[1:] for x in xs}) > 1:
