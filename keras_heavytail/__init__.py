@@ -49,7 +49,7 @@ _WHERE = {
     "count_macs": "pruning.macs",
     "evaluate_tflite": "export.litert",
     "export_tflite": "export.litert",
-    "paper_exclusions": "optimizers.noise_update",
+    "paper_exclusions": "optimizers.exclusions",
     "prune": "pruning.one_shot",
     "shrink": "pruning.shrinking",
     "tail_index": "compressibility",
@@ -159,9 +159,9 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.export.litert import benchmark_tflite
     from keras_heavytail.export.litert import evaluate_tflite
     from keras_heavytail.export.litert import export_tflite
+    from keras_heavytail.optimizers.exclusions import paper_exclusions
     from keras_heavytail.optimizers.heavy_tail import HeavyTailNoise
     from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
-    from keras_heavytail.optimizers.noise_update import paper_exclusions
     from keras_heavytail.pruning.budget import Budget
     from keras_heavytail.pruning.compress import compress
     from keras_heavytail.pruning.graph import ModelGraph

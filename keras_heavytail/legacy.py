@@ -23,7 +23,7 @@ except ImportError as error:  # pragma: no cover - tf-keras is a dependency
         "keras_heavytail.legacy needs tf-keras: pip install tf-keras"
     ) from error
 
-from keras_heavytail.optimizers.noise_update import NOISE_ARGS
+from keras_heavytail.optimizers.noise_args import NOISE_ARGS
 from keras_heavytail.optimizers.noise_update import NoisySGD
 from keras_heavytail.pruning.graph import ModelGraph
 

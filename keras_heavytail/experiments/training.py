@@ -20,10 +20,10 @@ import numpy as np
 from keras_heavytail.experiments.protocol import Split
 from keras_heavytail.experiments.protocol import build_model
 from keras_heavytail.metrics import accuracy
+from keras_heavytail.optimizers.divergence import DIVERGENCE_ADVICE
+from keras_heavytail.optimizers.divergence import DivergenceWarning
+from keras_heavytail.optimizers.exclusions import paper_exclusions
 from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
-from keras_heavytail.optimizers.noise_update import DIVERGENCE_ADVICE
-from keras_heavytail.optimizers.noise_update import DivergenceWarning
-from keras_heavytail.optimizers.noise_update import paper_exclusions
 
 
 class StopAtTrainAccuracy(keras.callbacks.Callback):

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 from keras_heavytail import lazy
 
 _WHERE = {
-    "DivergenceWarning": "noise_update",
+    "DivergenceWarning": "divergence",
     "HeavyTailNoise": "heavy_tail",
     "HeavyTailSGD": "heavy_tail",
     "SymmetricStable": "distribution",
     "min_alpha": "noise",
-    "paper_exclusions": "noise_update",
+    "paper_exclusions": "exclusions",
     "positive_stable": "noise",
     "stable_noise": "noise",
     "symmetric_stable": "noise",
@@ -39,14 +39,14 @@ __getattr__, __dir__ = lazy.attach(
 
 if TYPE_CHECKING:
     from keras_heavytail.optimizers.distribution import SymmetricStable
+    from keras_heavytail.optimizers.divergence import DivergenceWarning
+    from keras_heavytail.optimizers.exclusions import paper_exclusions
     from keras_heavytail.optimizers.heavy_tail import HeavyTailNoise
     from keras_heavytail.optimizers.heavy_tail import HeavyTailSGD
     from keras_heavytail.optimizers.noise import min_alpha
     from keras_heavytail.optimizers.noise import positive_stable
     from keras_heavytail.optimizers.noise import stable_noise
     from keras_heavytail.optimizers.noise import symmetric_stable
-    from keras_heavytail.optimizers.noise_update import DivergenceWarning
-    from keras_heavytail.optimizers.noise_update import paper_exclusions
 
 __all__ = [
     "DivergenceWarning",

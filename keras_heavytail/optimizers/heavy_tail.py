@@ -14,12 +14,12 @@ import keras
 from keras import ops
 
 from keras_heavytail import defaults
-from keras_heavytail.optimizers.noise_update import NOISE_ARGS
-from keras_heavytail.optimizers.noise_update import UPDATE_RULE
+from keras_heavytail.optimizers.divergence import check_finite_weights
+from keras_heavytail.optimizers.noise_args import NOISE_ARGS
+from keras_heavytail.optimizers.noise_args import UPDATE_RULE
+from keras_heavytail.optimizers.noise_args import paper_noise
 from keras_heavytail.optimizers.noise_update import NoiseUpdate
 from keras_heavytail.optimizers.noise_update import NoisySGD
-from keras_heavytail.optimizers.noise_update import check_finite_weights
-from keras_heavytail.optimizers.noise_update import paper_noise
 
 
 @keras.saving.register_keras_serializable(package="keras_heavytail")

@@ -1,0 +1,46 @@
+"""Divergence: a run whose weights are no longer finite says so.
+
+Heavy-tailed noise makes divergence a normal event. The optimizers check
+their weights once per `fit` (`check_finite_weights`) and the research
+harness checks its loss; both give the same advice.
+"""
+
+import sys
+import warnings
+
+import numpy as np
+
+from keras_heavytail import arrays
+from keras_heavytail.optimizers.exclusions import variable_path
+
+# What to do about a diverged run (the optimizers and the harness say it alike).
+DIVERGENCE_ADVICE = "Lower sigma or the learning rate, or raise alpha."
+
+
+class DivergenceWarning(RuntimeWarning):
+    """`fit` ended with non-finite trainable weights.
+
+    Left a warning on purpose: an exception at the end of `fit` would skip
+    the callbacks' `on_train_end`, and `BackupAndRestore` would then resume
+    the next `fit` from the diverged weights.
+    """
+
+
+def check_finite_weights(optimizer, var_list):
+    """Warns (`DivergenceWarning`) naming the first non-finite variable of `var_list`.
+
+    A warning, not an error: an error here would skip the callbacks' end of
+    training (`BackupAndRestore` would keep a backup of the diverged run).
+    """
+    if sys.exc_info()[0] is not None:
+        return  # fit is unwinding from another error: let that one through
+    for variable in var_list:
+        if not np.all(np.isfinite(arrays.as_array(variable))):
+            warnings.warn(
+                f"Training with {type(optimizer).__name__} diverged: variable "
+                f"{variable_path(variable)!r} is not finite after step "
+                f"{int(optimizer.iterations)}. {DIVERGENCE_ADVICE}",
+                DivergenceWarning,
+                stacklevel=2,
+            )
+            return
