@@ -1,8 +1,8 @@
 """The `keras-heavytail` command (also `python -m keras_heavytail`).
 
 Subcommands: `demo` (the main job), `reproduce` (the paper's protocol),
-`sweep` (a grid of noise settings), `train`, `analyze`, `prune`, `export` and
-`benchmark`. Bad arguments, missing data and files that would be overwritten
+`sweep` (a grid of noise settings), `train`, `analyze`, `prune`, `compress`,
+`export` and `benchmark`. Bad arguments, missing data and files that would be overwritten
 end with one line on stderr and exit code 2, never a traceback. Parsing the
 arguments imports no Keras: `--help` answers at once.
 """
@@ -13,52 +13,10 @@ import sys
 from pathlib import Path
 
 from keras_heavytail import defaults
+from keras_heavytail.experiments import cli_cards
 from keras_heavytail.experiments import cli_io
 from keras_heavytail.experiments.parser import CommandError
 from keras_heavytail.experiments.parser import build_parser
-
-# ----------------------------------------------------------------------------
-
-
-def _protocol(args, **extra):
-    from keras_heavytail.experiments import runner as experiments
-
-    fields = (
-        "architecture", "width", "depth", "lr", "momentum", "weight_decay",
-        "batch_size", "epochs", "target_train_accuracy", "fine_tune_epochs",
-    )  # fmt: skip
-    overrides = {
-        name: getattr(args, name)
-        for name in fields
-        if getattr(args, name, None) is not None
-    }
-    if getattr(args, "no_bias", False):
-        overrides["use_bias"] = False
-    return experiments.Protocol.preset(
-        getattr(args, "protocol", "default"), **overrides, **extra
-    )
-
-
-def _settings(args, baseline=True):
-    from keras_heavytail.experiments import runner as experiments
-
-    settings = [experiments.Setting("SGD")] if baseline else []
-    for noise in args.noise:
-        label = f"HeavyTailSGD({noise}, alpha={args.alpha:g}, sigma={args.sigma:g}"
-        label += ", fan_in" if args.sigma_scale == "fan_in" else ""
-        label += ", annealed)" if args.anneal else ")"
-        settings.append(
-            experiments.Setting(
-                label, noise, args.alpha, args.sigma, args.anneal, args.sigma_scale
-            )
-        )
-    return settings
-
-
-# ----------------------------------------------------------------------------
-# Commands
-# ----------------------------------------------------------------------------
-
 
 # What `demo` and `reproduce` write into --output (beside their run log).
 REPORT_FILES = ("report.md", "report.json", "pruning_curves.png", "neuron_norm_tails.png", "models")
@@ -122,7 +80,7 @@ def cmd_reproduce(args):
     output = cli_io.output_folder(args.output, REPORT_FILES)
     data = cli_io.load_data(args)
     result = experiments.run_protocol(
-        data, _settings(args), _protocol(args, scores=("magnitude", "path")),
+        data, cli_io.settings(args), cli_io.protocol(args, scores=("magnitude", "path")),
         tuple(args.seeds), output=output,
     )  # fmt: skip
     for line in result.headline():
@@ -180,10 +138,10 @@ def cmd_train(args):
         raise CommandError(
             f"train trains one model: give one --noise. Received: {' '.join(args.noise)}"
         )
-    setting = _settings(args, baseline=False)[0]
+    setting = cli_io.settings(args, baseline=False)[0]
     if args.sigma == 0:
         setting = experiments.Setting("SGD")
-    protocol = _protocol(args, validation_fraction=defaults.VALIDATION_FRACTION)
+    protocol = cli_io.protocol(args, validation_fraction=defaults.VALIDATION_FRACTION)
     split = experiments.Split.of(data, protocol, args.seed)
     history = keras.callbacks.History()  # its first epoch says if it resumed
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
@@ -229,7 +187,7 @@ def cmd_prune(args):
             "(entry pruning leaves no neuron empty)"
         )
     output = cli_io.output_file(args.output, args.overwrite, ".keras")
-    source_card = _data_card(args.model)
+    source_card = cli_cards.data_card(args.model)
     card_file = cli_io.card_file(output, args.overwrite) if source_card else None
     model = cli_io.load_model(args.model)
     pruned = pruning.prune(
@@ -288,10 +246,10 @@ def cmd_compress(args):
     except ValueError as error:
         raise CommandError(str(error)) from None
     model = cli_io.load_model(args.model)
-    data = _export_data(args)
+    data = cli_cards.training_data(args)
     # The validation split `train` held out (its seed is on the data card):
     # fine-tuning on it, or judging the budget on training data, would mislead.
-    card = (None if args.ignore_card else _data_card(args.model)) or {}
+    card = (None if args.ignore_card else cli_cards.data_card(args.model)) or {}
     x_fit, y_fit, x_val, y_val = data.validation_split(seed=card.get("seed", 0))
     x_fit = _fitting(x_fit, model, "training")
     x_val = _fitting(x_val, model, "validation")
@@ -325,85 +283,18 @@ def cmd_compress(args):
     )
 
 
-def _read_card(path):
-    """The data card `train` wrote beside a .keras file, as a dict."""
-    try:
-        card = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CommandError(
-            f"{str(path)!r} is not a data card ({error}); pass --ignore-card"
-        ) from None
-    if not isinstance(card, dict):
-        raise CommandError(f"{str(path)!r} is not a data card; pass --ignore-card")
-    return card
-
-
-def _data_card(model_path):
-    """The data card beside a .keras file (what `train` wrote), or None.
-
-    Another `.json` there (an export's model card) is no data card.
-    """
-    path = Path(model_path).with_suffix(".json")
-    if not path.is_file():
-        return None
-    card = _read_card(path)
-    return card if "raw_pixels" in card and "dataset" in card else None
-
-
-def _export_data(args):
-    """The dataset for int8 calibration and --evaluate, as the model was trained."""
-    card_path = Path(args.model).with_suffix(".json")
-    card = None if args.ignore_card else _data_card(args.model)
-    if card is not None:
-        trained_on = (card.get("dataset") or {}).get("name")
-        if args.dataset is None and trained_on in defaults.DATASETS:
-            args.dataset = trained_on
-            print(f"Using the dataset the model was trained on ({card_path}): {trained_on}.")
-        if card.get("raw_pixels") is not None and card["raw_pixels"] != args.raw_pixels:
-            print(
-                f"Using the preprocessing the model was trained with ({card_path}): "
-                f"raw pixels {card['raw_pixels']}.",
-            )  # on stdout, as below
-            args.raw_pixels = card["raw_pixels"]
-    args.dataset = args.dataset or defaults.DATASET
-    if card is None and not args.ignore_card:
-        print(
-            f"No data card beside {args.model} ({card_path.name}): using --dataset "
-            f"{args.dataset}{' from ' + args.data if args.data else ''}, "
-            f"{'raw pixels' if args.raw_pixels else 'standardised'}.",
-        )  # on stdout: a failure that follows stays one line on stderr
-    return cli_io.load_data(args)
-
-
-def _model_card_path(output, model_path):
-    """`<output>.json` if free, an earlier export's card of this file, or the
-    data card of the model exported (`m.keras -> m.tflite` in one folder: the
-    model card then keeps the data card's fields, so it still serves
-    `m.keras`); else None (another file's card, never replaced).
-    """
-    path = output.with_suffix(".json")
-    if not path.exists():
-        return path
-    if path.resolve() == Path(model_path).with_suffix(".json").resolve() and _data_card(
-        model_path
-    ):
-        return path
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    ours = isinstance(card, dict) and card.get("model") == output.name and "export" in card
-    return path if ours else None
-
-
 def cmd_export(args):
     from keras_heavytail.export import cards
     from keras_heavytail.export import litert as export
 
     output = cli_io.output_file(args.output, args.overwrite, ".tflite")
-    card_file = _model_card_path(output, args.model)
+    card_file = cli_cards.model_card_path(output, args.model)
     model = cli_io.load_model(args.model)
-    data = _export_data(args) if (args.quantize == "int8" or args.evaluate) else None
+    data = (
+        cli_cards.training_data(args)
+        if (args.quantize == "int8" or args.evaluate)
+        else None
+    )
     report = export.export_tflite(
         model,
         output,
@@ -422,7 +313,7 @@ def cmd_export(args):
         print(f"No model card: {output.with_suffix('.json')} is another model's card; "
               "export to another name for one.")  # fmt: skip
         return
-    training = None if args.ignore_card else _data_card(args.model)
+    training = None if args.ignore_card else cli_cards.data_card(args.model)
     # Written over the exported model's own data card: keep what it says.
     own = training is not None and card_file == Path(args.model).with_suffix(".json")
     reserved = {"model", "source", "bytes", "training", "export", "litert_evaluation",
@@ -477,7 +368,10 @@ def main(argv=None):
             failed = True
     if failed:
         print("".join(log), file=sys.stderr)
-        print(f"keras-heavytail {args.command}: error: cannot import Keras", file=sys.stderr)
+        print(
+            f"keras-heavytail {args.command}: error: cannot import Keras",
+            file=sys.stderr,
+        )
         return 2
 
     try:

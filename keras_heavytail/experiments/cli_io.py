@@ -103,3 +103,40 @@ def load_model(path):
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for broken files
         raise CommandError(f"cannot load {path!r}: {error}") from None
+
+
+def protocol(args, **extra):
+    """The protocol preset `--protocol` names, with the options given."""
+    from keras_heavytail.experiments import runner as experiments
+
+    fields = (
+        "architecture", "width", "depth", "lr", "momentum", "weight_decay",
+        "batch_size", "epochs", "target_train_accuracy", "fine_tune_epochs",
+    )  # fmt: skip
+    overrides = {
+        name: getattr(args, name)
+        for name in fields
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "no_bias", False):
+        overrides["use_bias"] = False
+    return experiments.Protocol.preset(
+        getattr(args, "protocol", "default"), **overrides, **extra
+    )
+
+
+def settings(args, baseline=True):
+    """The settings to run: SGD (with `baseline`) and one per `--noise`."""
+    from keras_heavytail.experiments import runner as experiments
+
+    settings = [experiments.Setting("SGD")] if baseline else []
+    for noise in args.noise:
+        label = f"HeavyTailSGD({noise}, alpha={args.alpha:g}, sigma={args.sigma:g}"
+        label += ", fan_in" if args.sigma_scale == "fan_in" else ""
+        label += ", annealed)" if args.anneal else ")"
+        settings.append(
+            experiments.Setting(
+                label, noise, args.alpha, args.sigma, args.anneal, args.sigma_scale
+            )
+        )
+    return settings
