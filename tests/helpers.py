@@ -5,10 +5,14 @@ through: config, JSON and (for optimizers) a `.keras` file. `run_python` is
 the one way tests start processes.
 """
 
+import atexit
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 
 import keras
 import numpy as np
@@ -83,13 +87,22 @@ def ks_ok(samples, cdf):
     assert statistic < 1.95 / np.sqrt(n), statistic
 
 
-def run_python(code=None, args=(), env=None, timeout=HANG_GUARD_S, cwd=None, check=True):
+def run_python(
+    code=None, args=(), env=None, timeout=HANG_GUARD_S, cwd=None, check=True, warm=False
+):
     """Runs Python in a fresh process (a script's code, or `args` after `python`).
 
     The one way tests start processes: TensorFlow's C++ logs off, the
     backend TensorFlow unless `env` says otherwise, `helpers` importable,
-    output captured. With
-    `check`, a non-zero exit fails the test with the end of stderr.
+    output captured. With `check`, a non-zero exit fails the test with the
+    end of stderr.
+
+    With `warm`, a TensorFlow-backend run is a child forked from a process
+    that has already imported TensorFlow and Keras (`_Zygote`): the same
+    program, arguments, environment and working folder, minus the seconds of
+    that import. With `TF_USE_LEGACY_KERAS=1` in `env`, the zygote imported
+    tf_keras and tfmot instead of Keras 3. Runs on another backend start cold;
+    so does every test that checks what a fresh start imports.
     """
     full_env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     full_env.pop("TF_USE_LEGACY_KERAS", None)
@@ -97,10 +110,153 @@ def run_python(code=None, args=(), env=None, timeout=HANG_GUARD_S, cwd=None, che
     here = os.path.dirname(os.path.abspath(__file__))
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     full_env.update(env or {})
-    command = [sys.executable, *(["-c", code] if code is not None else []), *args]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
-    )
+    argv = [*(["-c", code] if code is not None else []), *map(str, args)]
+    if warm and _Zygote.fits(full_env, argv):
+        result = _Zygote.run(argv, full_env, cwd, timeout)
+    else:
+        result = subprocess.run(
+            [sys.executable, *argv],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd,
+        )
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+# What a zygote runs: import TensorFlow and Keras once (no op runs, so no
+# thread pool exists yet), then fork one child per request. The child takes
+# the request's folder, environment, sys.path, argv and output files, runs the
+# code or script as `__main__`, and exits through the normal interpreter exit.
+ZYGOTE = r"""
+import importlib, json, os, runpy, sys, traceback
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+base_path = [p for p in sys.path[1:] if p not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid:
+        print(json.dumps({"pid": pid}), flush=True)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}),
+              flush=True)
+        continue
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
+    sys.stdin = sys.__stdin__ = open(0, closefd=False)
+    sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    argv = request["argv"]
+    first = "" if argv[0] == "-c" else os.path.dirname(os.path.abspath(argv[0]))
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [first, *extra, *base_path]
+    sys.argv = argv[1:] if argv[0] == "-c" else argv
+    if argv[0] == "-c":
+        sys.argv[0] = "-c"
+    code = 0
+    try:
+        if argv[0] == "-c":
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exit:
+        code = exit.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.exit(code)
+"""
+
+
+class _Zygote:
+    """A Python that imported TensorFlow and Keras, forking a child per run.
+
+    Each costs one import; a pool keeps idle ones for the next run (two runs
+    at once take two). They end when the test process does.
+    """
+
+    # Environment variables read while TensorFlow and Keras import: a run
+    # that sets them differently starts cold.
+    IMPORT_TIME = ("KERAS_BACKEND", "TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL",
+                   "XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES", "KERAS_HOME")  # fmt: skip
+    idle = {}  # idle zygotes by the value of TF_USE_LEGACY_KERAS
+    lock = threading.Lock()
+
+    @classmethod
+    def fits(cls, env, argv):
+        ours = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+        ours["TF_USE_LEGACY_KERAS"] = env.get("TF_USE_LEGACY_KERAS")
+        if ours["TF_USE_LEGACY_KERAS"] not in (None, "1"):
+            return False
+        same = all(env.get(k) == ours.get(k) for k in cls.IMPORT_TIME)
+        return same and bool(argv) and argv[0] != "-m" and not argv[0].startswith("-X")
+
+    @classmethod
+    def run(cls, argv, env, cwd, timeout):
+        kind = env.get("TF_USE_LEGACY_KERAS")
+        with cls.lock:
+            zygote = cls.idle.get(kind, []).pop() if cls.idle.get(kind) else None
+        zygote = zygote or cls(env)
+        try:
+            result = zygote.call(argv, env, cwd, timeout)
+        except BaseException:
+            zygote.process.kill()  # its state is unknown now: never reused
+            raise
+        with cls.lock:
+            cls.idle.setdefault(kind, []).append(zygote)
+        return result
+
+    def __init__(self, env):
+        zygote_env = dict(env)
+        zygote_env["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
+        legacy = env.get("TF_USE_LEGACY_KERAS") == "1"
+        preload = ["numpy", "tensorflow"]
+        preload += ["tf_keras", "tensorflow_model_optimization"] if legacy else ["keras"]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=zygote_env,
+        )
+        assert self.process.stdout.readline() == "ready\n", "the zygote did not start"
+        atexit.register(self.process.kill)
+
+    def call(self, argv, env, cwd, timeout):
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = os.path.join(folder, "out"), os.path.join(folder, "err")
+            for path in (out, err):
+                open(path, "w").close()
+            request = {"argv": argv, "env": env, "cwd": os.fspath(cwd or os.getcwd()),
+                       "stdout": out, "stderr": err}  # fmt: skip
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = json.loads(self.process.stdout.readline() or '{"pid": null}')["pid"]
+            if pid is None:
+                raise RuntimeError("the zygote ended: run this test with warm=False to see why")
+            fired = threading.Event()
+
+            def kill():
+                fired.set()
+                os.kill(pid, signal.SIGKILL)
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            try:
+                returncode = json.loads(self.process.stdout.readline())["returncode"]
+            finally:
+                timer.cancel()
+            with open(out) as o, open(err) as e:
+                stdout, stderr = o.read(), e.read()
+        if fired.is_set():
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
+        return subprocess.CompletedProcess([sys.executable, *argv], returncode, stdout, stderr)

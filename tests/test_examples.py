@@ -32,6 +32,8 @@ EXAMPLES = {
         "--limit", "120",
     ],
 }
+# Examples that switch to tf_keras (`TF_USE_LEGACY_KERAS`).
+USES_TF_KERAS = {"tfmot_pruning.py": {"TF_USE_LEGACY_KERAS": "1"}}
 EXPECT = {
     "quickstart.py": "What to conclude:",
     "one_hidden_layer.py": "| 64 | HeavyTailSGD |",
@@ -77,10 +79,13 @@ def ran(tmp_path_factory):
     commands = {}
     for name, args in EXAMPLES.items():
         commands[name] = [str(copy / "examples" / name), *args]
-    # Two at a time: each is mostly one core's work.
+    # Two at a time: each is mostly one core's work. Each is forked from a
+    # process that imported TensorFlow and Keras (`warm`), or tf_keras for an
+    # example that switches to it (it sets the variable itself too).
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {
-            name: pool.submit(run_python, args=args, env=env, cwd=copy, check=False)
+            name: pool.submit(run_python, args=args, cwd=copy, check=False, warm=True,
+                              env={**env, **USES_TF_KERAS.get(name, {})})  # fmt: skip
             for name, args in commands.items()
         }
         outputs = {name: future.result() for name, future in futures.items()}

@@ -540,7 +540,7 @@ def test_sigkill_during_save_leaves_the_previous_model(tmp_path):
         files.save_model(model, path)
         good = path.read_bytes()
         result = run_python(KILL_DURING_SAVE, args=[str(path), how], timeout=HANG_GUARD_S,
-                            check=False)  # fmt: skip
+                            check=False, warm=True)  # fmt: skip
         assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         if how == "plain":  # the kill lands mid-save: an in-place save is lost
             assert path.read_bytes() != good
@@ -577,7 +577,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path, capsys):
               "--batch-size", "32", "--noise", "entry", "--sigma", "0.05"]  # fmt: skip
     resumed, straight = tmp_path / "resumed.keras", tmp_path / "straight.keras"
     argv = common + ["--output", str(resumed)]
-    killed = run_python(KILL_MID_EPOCH, args=[*argv, "12"], timeout=HANG_GUARD_S, check=False)
+    killed = run_python(
+        KILL_MID_EPOCH, args=[*argv, "12"], timeout=HANG_GUARD_S, check=False, warm=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not resumed.exists()
     assert len(list(tmp_path.glob(".resumed.keras.backup-*"))) == 1  # epoch 1 kept

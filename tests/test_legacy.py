@@ -1,19 +1,17 @@
 """The tf_keras path: LegacyHeavyTailSGD and tfmot pruning, then LiteRT.
 
-Each test runs in a fresh interpreter: importing tfmot sets
+Each test runs in a process of its own: importing tfmot sets
 TF_USE_LEGACY_KERAS=1 for the whole process, which must not leak into the
 Keras 3 tests. The KS tolerance is the one of `test_noise.py` (0.1% critical
 value, fixed seed).
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from helpers import HANG_GUARD_S
+from helpers import run_python
 
 # find_spec, not importorskip: importing tfmot here would set
 # TF_USE_LEGACY_KERAS=1 in the test process itself.
@@ -37,18 +35,11 @@ model = tf_keras.Sequential([
 
 
 def run(code, prelude=""):
-    """Runs `prelude` then the dedented `code` in a fresh interpreter."""
+    """Runs `prelude` then the dedented `code` in a process of its own, forked
+    from one that imported tf_keras and tfmot (`run_python`'s `warm`)."""
     code = prelude + "\n" + textwrap.dedent(code)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=HANG_GUARD_S,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    return run_python(code, env=env, timeout=HANG_GUARD_S, warm=True).stdout
 
 
 def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):

@@ -7,8 +7,6 @@ fixed, so the tests are deterministic.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import zipfile
 
@@ -18,6 +16,7 @@ import pytest
 from helpers import HANG_GUARD_S
 from helpers import assert_round_trips
 from helpers import ks_ok
+from helpers import run_python
 from helpers import tiny_data
 from helpers import tiny_mlp
 from scipy import stats
@@ -574,15 +573,7 @@ MIRRORED = textwrap.dedent(
 
 
 def test_mirrored_replicas_draw_identical_noise():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=HANG_GUARD_S,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_python(MIRRORED, timeout=HANG_GUARD_S, warm=True)
     assert "replicas identical" in result.stdout
 
 

@@ -49,7 +49,10 @@ def test_every_block_has_an_expectation():
 def test_readme_block_runs(index, tmp_path, monkeypatch, capsys):
     code = BLOCKS[index] + (BOARD_CHECK if "def litert_predict" in BLOCKS[index] else "")
     if "TF_USE_LEGACY_KERAS" in code:
-        stdout = run_python(code, cwd=tmp_path, timeout=HANG_GUARD_S).stdout
+        # Forked from a process that imported tf_keras (`warm`): the block
+        # sets the variable itself, as a user's script would.
+        env = {"TF_USE_LEGACY_KERAS": "1"}
+        stdout = run_python(code, env=env, cwd=tmp_path, timeout=HANG_GUARD_S, warm=True).stdout
     else:
         monkeypatch.chdir(tmp_path)
         exec(compile(code, f"README block {index}", "exec"), {"__name__": "__main__"})

@@ -415,5 +415,5 @@ def test_mirrored_strategy_and_jax_keep_pruned_weights_zero():
         print("zeros kept on", os.environ["KERAS_BACKEND"])
     """
     for backend in ("tensorflow", "jax"):
-        out = run_python(textwrap.dedent(code), env={"KERAS_BACKEND": backend})
+        out = run_python(textwrap.dedent(code), env={"KERAS_BACKEND": backend}, warm=True)
         assert f"zeros kept on {backend}" in out.stdout
