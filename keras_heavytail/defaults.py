@@ -34,6 +34,8 @@ PRUNE_RATIOS = (0.5, 0.7, 0.9)
 CURVE_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MAX_REL_SQ_ERROR = 0.1
 ISO_TOLERANCE = 0.01
+# Masked fine-tuning epochs at each step of the iso-accuracy search.
+ISO_FINE_TUNE_EPOCHS = 1
 PRUNE_STRUCTURES = ("entry", "neuron")
 PRUNE_SCOPES = ("layer", "global")
 # Importance criteria of channels (`pruning.importance`); entries use magnitude.

@@ -33,7 +33,9 @@ def cmd_demo(args):
     )
     data = datasets.load_dataset("digits", seed=0)
     settings = experiments.default_settings()
-    protocol = experiments.Protocol(width=args.width, epochs=args.epochs)
+    protocol = experiments.Protocol(
+        width=args.width, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs
+    )
     seeds = tuple(range(args.seeds))
     print(
         f"Training {len(settings)} settings x {len(seeds)} seeds on the embedded "

@@ -190,6 +190,11 @@ def _demo_command(sub):
     )
     p.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds")
     p.add_argument(
+        "--fine-tune-epochs", type=_nonnegative_int, default=defaults.ISO_FINE_TUNE_EPOCHS,
+        help="masked fine-tune epochs at each step of the iso-accuracy search "
+        "(0: measure pruning without fine-tuning, faster)",
+    )  # fmt: skip
+    p.add_argument(
         "--runs", type=_positive_int, default=200, help="timed LiteRT invocations"
     )
 

@@ -186,7 +186,7 @@ class Protocol:
     max_rel_sq_error: float = defaults.MAX_REL_SQ_ERROR
     iso_tolerance: float = defaults.ISO_TOLERANCE
     iso_steps: int = 10
-    fine_tune_epochs: int = 1
+    fine_tune_epochs: int = defaults.ISO_FINE_TUNE_EPOCHS
 
     def __post_init__(self):
         checks.check_choice(self.architecture, "architecture", ARCHITECTURES)
