@@ -542,3 +542,33 @@ def test_a_budget_the_model_already_meets_says_so(trained):
         result = kht.compress(model, train, val, kht.Budget(params=10**9), steps=1,
                               fine_tune_epochs=0, verbose=False)  # fmt: skip
     assert result.cost.params == model.count_params()
+
+
+def _shapes_model():
+    """Flatten into Dense, a depthwise multiplier, a transposed and a 1-D
+    convolution, EinsumDense: the layers whose MACs `cost` reads off shapes."""
+    keras.utils.set_random_seed(2)
+    x = keras.Input((8, 8, 3))
+    h = L.Conv2D(12, 3, name="c1")(x)
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(h)
+    h = L.Conv2DTranspose(10, 3, strides=2, name="up")(h)
+    h = L.Reshape((9, 10))(L.Conv2D(10, 2, strides=4, name="c2")(h))
+    h = L.Conv1D(9, 2, name="c3")(h)
+    h = L.EinsumDense("abc,cd->abd", output_shape=(8, 7), name="ein")(h)
+    return keras.Model(x, L.Dense(3, name="out")(L.Dense(11, name="fc")(L.Flatten()(h))))
+
+
+@pytest.mark.parametrize("make", [_bn_residual_cnn, _shapes_model], ids=["residual", "shapes"])
+def test_a_candidates_cost_is_the_cost_of_the_model_it_builds(make):
+    # The search costs a dozen candidates without building them; the one it
+    # builds must cost what was read off its shapes, whatever the ratios.
+    bench = kht.pruning.search.Workbench(make())
+    groups = len(kht.pruning.one_shot.prunable_groups(bench.graph)[1])
+    for ratio, round_to, scope in [(0.3, 1, "layer"), (0.7, 8, "layer"), (0.5, 1, "global"),
+                                   (1.0, 1, "layer"), ([0.9, 0.1] * groups, 4, "layer")]:  # fmt: skip
+        options = {"score": "magnitude", "scope": scope, "normalized": True,
+                   "round_to": round_to, "min_channels": 1, "exclude": None}  # fmt: skip
+        ratio = ratio[:groups] if isinstance(ratio, list) else ratio
+        built = kht.count_macs(bench.candidate(ratio, options))
+        assert bench.cost(ratio, options) == {"macs": built.macs, "params": built.params}
+        assert built.macs < kht.count_macs(bench.model).macs

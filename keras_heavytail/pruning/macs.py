@@ -124,6 +124,22 @@ def layer_macs(layer):
     return 0
 
 
+def mac_kernels(layer):
+    """The kernels whose sizes a layer's MACs are proportional to.
+
+    Every layer `layer_macs` counts costs its positions (output or input
+    positions, which channel pruning leaves alone) times the summed size of
+    these kernels; so a pruned layer's MACs follow from its new kernel shapes.
+    """
+    if not layer_macs(layer):
+        return []
+    if isinstance(layer, (_L.SeparableConv1D, _L.SeparableConv2D)):
+        return [layer.depthwise_kernel, layer.pointwise_kernel]
+    if channels.is_producer(layer) and not isinstance(layer, channels.PRODUCERS):
+        return [channels.kernel_of(layer)]
+    return [layer.kernel]
+
+
 def count_macs(model):
     """Multiply-accumulates, parameters and weight bytes of a model at batch 1.
 

@@ -8,13 +8,18 @@ Bytes and latency, measured in LiteRT, are steered by parameters and MACs
 (`proxy_kind`, `proxy_target`).
 """
 
+import math
+
 from keras_heavytail.pruning.graph import ModelGraph
 from keras_heavytail.pruning.macs import count_macs
+from keras_heavytail.pruning.macs import layer_macs
+from keras_heavytail.pruning.macs import mac_kernels
 from keras_heavytail.pruning.one_shot import apply_masks
 from keras_heavytail.pruning.one_shot import copy_model
 from keras_heavytail.pruning.one_shot import group_masks
 from keras_heavytail.pruning.one_shot import prunable_groups
 from keras_heavytail.pruning.shrinking import shrink
+from keras_heavytail.pruning.shrinking import shrunk_shapes
 
 
 def costs(model):
@@ -32,8 +37,11 @@ class Workbench:
     """One working copy of a model and its graph, for many candidates.
 
     A search tries a dozen ratios on the same model: each candidate resets
-    the copy to the model's weights, zeroes what `group_masks` drops and
-    shrinks it, instead of cloning the model (and walking the clone) again.
+    the copy to the model's weights and zeroes what `group_masks` drops,
+    instead of cloning the model (and walking the clone) again. `cost`
+    reads the candidate's MACs and parameters off the shapes its weights
+    would have once shrunk (`shrunk_shapes`); only the winner is built
+    (`candidate`).
     """
 
     def __init__(self, model):
@@ -41,12 +49,32 @@ class Workbench:
         self.weights = model.get_weights()
         self.copy = copy_model(model)
         self.graph = ModelGraph(self.copy)
+        # A counted layer's MACs are its positions times its kernels' summed
+        # size (`mac_kernels`); pruning channels leaves the positions alone.
+        self.positions = []
+        for layer in self.graph.layers:
+            kernels = mac_kernels(layer)
+            if kernels:
+                size = sum(math.prod(k.shape) for k in kernels)
+                self.positions.append((layer_macs(layer) // size, [id(k) for k in kernels]))
+
+    def masked(self, ratio, options):
+        """The working copy with `ratio` of the channels zeroed (`group_masks`)."""
+        self.copy.set_weights(self.weights)
+        return apply_masks(self.copy, group_masks(self.graph, ratio, **options), self.graph)
+
+    def cost(self, ratio, options):
+        """`{"macs": ..., "params": ...}` of `candidate(ratio, options)`, unbuilt."""
+        self.masked(ratio, options)
+        shapes = shrunk_shapes(self.graph)
+        return {
+            "macs": sum(p * sum(math.prod(shapes[k]) for k in ks) for p, ks in self.positions),
+            "params": sum(math.prod(shape) for shape in shapes.values()),
+        }
 
     def candidate(self, ratio, options):
         """A shrunk model with `ratio` of the channels pruned (`group_masks`)."""
-        self.copy.set_weights(self.weights)
-        masks = group_masks(self.graph, ratio, **options)
-        return shrink(apply_masks(self.copy, masks, self.graph))
+        return shrink(self.masked(ratio, options))
 
 
 def candidate(model, ratio, options):
@@ -68,57 +96,58 @@ def prune_to(model, targets, options, steps=8, close=0.98):
     def near(cost):
         return all(cost[k] >= close * t for k, t in targets.items())
 
-    model = model if isinstance(model, Workbench) else Workbench(model)
+    bench = model if isinstance(model, Workbench) else Workbench(model)
     lo, hi, best, near_enough = 0.0, 1.0, None, False
     for _ in range(steps):
         mid = (lo + hi) / 2
-        small = candidate(model, mid, options)
-        cost = costs(small)[1]
+        cost = bench.cost(mid, options)
         if meets(cost, targets):
-            hi, best, near_enough = mid, small, near(cost)
+            hi, best, near_enough = mid, mid, near(cost)
             if near_enough:
                 break
         else:
             lo = mid
     if best is None:
-        small = candidate(model, 1.0, options)
-        if meets(costs(small)[1], targets):
-            return small
+        if not meets(bench.cost(1.0, options), targets):
+            return None
+        best = 1.0
     elif options["scope"] == "layer" and lo > 0 and not near_enough:
-        best = refine(model, targets, options, lo, hi, best, steps)
-    return best
+        best = refine(bench, targets, options, lo, hi, steps)
+    return bench.candidate(best, options)
 
 
-def refine(model, targets, options, lo, hi, best, steps):
+def refine(model, targets, options, lo, hi, steps):
     """Between a ratio that misses (`lo`) and one that meets (`hi`), rounding
     to `round_to` can make every group jump at once (on a small network, from
     0.6x to 0.2x the MACs): `k` groups take `hi` and the rest `lo`, the first
     `k` or the last `k` in graph order, each with a bisection on `k`; the
-    candidate that meets the targets at the highest cost wins."""
-    model = model if isinstance(model, Workbench) else Workbench(model)
-    count = len(prunable_groups(model.graph, options.get("exclude"))[1])
-    found = []
+    ratios that meet the targets at the highest cost win."""
+    bench = model if isinstance(model, Workbench) else Workbench(model)
+    count = len(prunable_groups(bench.graph, options.get("exclude"))[1])
+    found = [(hi, bench.cost(hi, options))]
     for first in (True, False):
-        low, high, pick = 0, count, best  # k = count is `hi`, which meets
+        low, high = 0, count  # k = count is `hi`, which meets
         for _ in range(min(steps, max(count.bit_length(), 1))):
             if high - low <= 1:
                 break
             k = (low + high) // 2
             ratios = [hi] * k + [lo] * (count - k)
-            small = candidate(model, ratios if first else ratios[::-1], options)
-            if meets(costs(small)[1], targets):
-                high, pick = k, small
+            ratios = ratios if first else ratios[::-1]
+            cost = bench.cost(ratios, options)
+            if meets(cost, targets):
+                high = k
+                found.append((ratios, cost))
             else:
                 low = k
-        found.append(pick)
-    return max(found, key=lambda m: sum(costs(m)[1][k] / t for k, t in targets.items()))
+    pick = max(found, key=lambda f: sum(f[1][k] / t for k, t in targets.items()))
+    return pick[0]
 
 
 def check_reachable(model, targets, options):
     """Raises a ValueError if even the smallest pruning misses `targets`."""
     # The smallest model does not depend on the ranking: no gradients needed.
     options = dict(options, score="magnitude", gradients=None)
-    floor = costs(candidate(model, 1.0, options))[1]
+    floor = Workbench(model).cost(1.0, options)
     if not meets(floor, targets):
         raise ValueError(
             f"The budget cannot be met: pruning every prunable channel group "

@@ -36,6 +36,23 @@ def kept_channels(graph):
     return keep
 
 
+def shrunk_shapes(model):
+    """`{id(variable): shape}` of every weight as `shrink(model)` would leave it.
+
+    The same channels go as in `shrink`, read off the same graph, but no
+    layer is built: what a search needs to cost a dozen candidates.
+    """
+    walker = model_graph(model)
+    graph = walker.channels(values=True)
+    keep = kept_channels(graph)
+    shapes = {id(w): list(w.shape) for w in walker.model.weights}
+    for member in graph.members:
+        kept = keep[graph.component[member.nodes]]
+        for variable, axis, slots, _ in member.weights:
+            shapes[id(variable)][axis] = int(kept[slots].sum())
+    return {key: tuple(shape) for key, shape in shapes.items()}
+
+
 def _new_weights(graph, keep):
     """`{layer name: (weights, kept units or None)}` with dropped slots removed."""
     out = {}
