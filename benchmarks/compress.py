@@ -136,7 +136,7 @@ def main():
     parser.add_argument("--importances", nargs="+", default=["magnitude", "bn_scale", "taylor"])
     parser.add_argument("--distill", nargs="+", type=float, default=[0.0, 0.5])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--fine-tune-epochs", type=int, default=1)
+    parser.add_argument("--fine-tune-epochs", type=int, default=2)
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--limit", type=int, help="examples per split (a quick run)")
     parser.add_argument("--output", default="results/compress")

@@ -152,7 +152,9 @@ def compress(
         steps: prune-and-fine-tune rounds. Defaults to `3`
             (`defaults.COMPRESS_STEPS`).
         fine_tune_epochs: epochs of fine-tuning after each round (0 for
-            none). Defaults to `1`.
+            none). Defaults to `2` (`defaults.COMPRESS_FINE_TUNE_EPOCHS`:
+            one epoch cost MobileNetV2 2.3 points more, `benchmarks/RESULTS.md`
+            §10.1).
         distill: weight of the distillation loss from the dense model (0 for
             plain cross-entropy; `benchmarks/RESULTS.md` §10 says why that is
             the default). Defaults to `0.0`.
