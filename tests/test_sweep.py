@@ -20,7 +20,8 @@ import sys
 import keras_heavytail as kht
 from keras_heavytail.experiments import sweep
 data = kht.experiments.load_dataset("digits", limit=200)
-grid = sweep.Grid(sigma=[{sigma}], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2)
+grid = sweep.Grid(sigma=[{sigma}], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2,
+                  fine_tune_epochs=0)
 sweep.run_sweep(data, grid, sys.argv[1], progress=False)
 print("sweep done")
 """
@@ -55,7 +56,8 @@ def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
     assert len(before) >= 1
     # The rerun, in this process: what it reads is all on disk.
     data = load_dataset("digits", limit=200)
-    grid = sweep.Grid(sigma=[0.01], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2)
+    grid = sweep.Grid(sigma=[0.01], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2,
+                      fine_tune_epochs=0)  # fmt: skip
     sweep.run_sweep(data, grid, str(output), progress=False)
     after = _rows(log)
     assert len(after) == 3  # SGD and two noisy settings
@@ -69,7 +71,8 @@ def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
     assert re.fullmatch(r"0\.\d{3}", cells[3]) and re.fullmatch(r"\d+", cells[4]), cells
     assert not (output / "runs.jsonl.lock").exists()
     # Another grid into the same folder: refused before training, nothing changed.
-    grid = sweep.Grid(sigma=[0.02], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2)
+    grid = sweep.Grid(sigma=[0.02], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2,
+                      fine_tune_epochs=0)  # fmt: skip
     with pytest.raises(files.RunLogError, match="different job"):
         sweep.run_sweep(data, grid, str(output), progress=False)
     assert _rows(log) == after

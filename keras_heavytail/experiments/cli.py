@@ -103,6 +103,7 @@ def cmd_sweep(args):
         sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,
         sigma_scale=args.sigma_scale, width=args.width, protocol=args.protocol, seeds=args.seeds,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        fine_tune_epochs=args.fine_tune_epochs,
     )  # fmt: skip
     result = sweep.run_sweep(data, grid, output)
     print(result.markdown())

@@ -253,6 +253,10 @@ def _sweep_command(sub):
         "--lr", type=_positive, help="learning rate (default: the protocol's)"
     )
     p.add_argument("--batch-size", type=_positive_int, help="minibatch size")
+    p.add_argument(
+        "--fine-tune-epochs", type=_nonnegative_int,
+        help="masked fine-tune epochs at iso-accuracy (default: the protocol's)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="seeds")
     p.add_argument(
         "--output", default="results/sweep", help="folder for the runs, table and plot"

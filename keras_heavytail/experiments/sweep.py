@@ -33,6 +33,7 @@ class Grid:
     lr: float = None
     batch_size: int = None
     sigma_scale: str = defaults.PAPER_SIGMA_SCALE
+    fine_tune_epochs: int = None
 
     def __post_init__(self):
         for name in ("sigma", "alpha", "noise", "anneal", "width", "protocol", "seeds"):
@@ -78,6 +79,7 @@ class Grid:
                 ("epochs", self.epochs),
                 ("lr", self.lr),
                 ("batch_size", self.batch_size),
+                ("fine_tune_epochs", self.fine_tune_epochs),
             )
             if v is not None
         }
@@ -144,6 +146,8 @@ def run_sweep(dataset, grid, output, progress=True):
     grid_key = dataclasses.asdict(grid)
     if grid_key["sigma_scale"] == defaults.PAPER_SIGMA_SCALE:
         del grid_key["sigma_scale"]  # as 0.3 wrote it, so its logs resume
+    if grid_key["fine_tune_epochs"] is None:
+        del grid_key["fine_tune_epochs"]  # as 0.3 wrote it
     header = {"dataset": dataset.summary(), "grid": grid_key}
     rows = []
     with files.RunLog(output / "runs.jsonl", header) as log:

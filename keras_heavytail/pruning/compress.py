@@ -203,18 +203,7 @@ def compress(
     x, y = check_data(train_data, "train_data", classes)
     x_val, y_val = check_data(validation_data, "validation_data", classes)
     start = time.perf_counter()
-    dense_cost, dense = search.costs(model)
-    dense.update(_measure(model, budget.measured(), x))
-    targets = budget.targets(dense)
-    if all(dense[k] <= t for k, t in targets.items()):
-        warnings.warn(
-            f"The model already meets the budget ({ {k: dense[k] for k in targets} } <= "
-            f"{targets}): nothing is pruned, the result is a fine-tuned copy. An "
-            "absolute budget counts MACs, parameters, bytes or ms; a fraction is in "
-            "(0, 1).",
-            UserWarning,
-            stacklevel=2,
-        )
+    dense_cost, dense, targets = _dense_and_targets(model, budget, x)
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
     if from_logits is None:
         from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
@@ -226,11 +215,7 @@ def compress(
     config = {"temperature": temperature, "distill": distill, "from_logits": from_logits,
               "optimizer": optimizer, "learning_rate": learning_rate,
               "batch_size": batch_size, "fine_tune_epochs": fine_tune_epochs}  # fmt: skip
-    proxy = {}  # {macs or params: absolute target}, tightened for bytes and latency
-    for kind, target in targets.items():
-        key = search.proxy_kind(kind)
-        value = target if key == kind else dense[key] * target / dense[kind]
-        proxy[key] = min(proxy.get(key, value), value)
+    proxy = _proxy_targets(targets, dense)
     search.check_reachable(model, proxy, options)
     backup, current, points = _resume(backup_dir, model, (x, y, x_val, y_val), verbose, dict(
         budget=budget.get_config(), options=options, steps=steps,
@@ -255,6 +240,35 @@ def compress(
         measured={"targets": targets, **values, "seconds": time.perf_counter() - start},
         points=points,
     )  # fmt: skip
+
+
+def _dense_and_targets(model, budget, x):
+    """The dense model's `ModelCost`, its costs (counted and measured) and the
+    budget's absolute targets; warns when the model already meets them."""
+    dense_cost, dense = search.costs(model)
+    dense.update(_measure(model, budget.measured(), x))
+    targets = budget.targets(dense)
+    if all(dense[k] <= t for k, t in targets.items()):
+        warnings.warn(
+            f"The model already meets the budget ({ {k: dense[k] for k in targets} } <= "
+            f"{targets}): nothing is pruned, the result is a fine-tuned copy. An "
+            "absolute budget counts MACs, parameters, bytes or ms; a fraction is in "
+            "(0, 1).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return dense_cost, dense, targets
+
+
+def _proxy_targets(targets, dense):
+    """`{macs or params: absolute target}`: the counted costs that steer the
+    budget, tightened where bytes or latency are steered by them."""
+    proxy = {}
+    for kind, target in targets.items():
+        key = search.proxy_kind(kind)
+        value = target if key == kind else dense[key] * target / dense[kind]
+        proxy[key] = min(proxy.get(key, value), value)
+    return proxy
 
 
 def _warn_if_far(values, targets, round_to, accuracy, dense_accuracy):
