@@ -154,7 +154,10 @@ def test_schedules_match_tfmot_and_tf_keras_objects_are_refused():
             raise AssertionError("a tfmot schedule was accepted")
         print("refused")
     """
-    out = run_python(textwrap.dedent(code)).stdout
+    # Forked from a process that imported tf_keras and tfmot (`warm`), as the
+    # tfmot import here would set TF_USE_LEGACY_KERAS=1 anyway.
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    out = run_python(textwrap.dedent(code), env=env, warm=True).stdout
     assert "schedules match" in out and "refused" in out
 
 
