@@ -350,6 +350,13 @@ def test_budget_refuses_bad_values(kwargs, message):
         kht.Budget(**kwargs)
 
 
+def test_budget_config_round_trips_and_refuses_unknown_keys():
+    budget = kht.Budget(macs=0.25, bytes=20_000)
+    assert kht.Budget.from_config(budget.get_config()) == budget
+    with pytest.raises(ValueError, match=r"Unknown Budget config keys \['mac'\]"):
+        kht.Budget.from_config({"mac": 0.25})
+
+
 def test_latency_ms_is_milliseconds_and_latency_a_fraction():
     dense = {"macs": 1000, "params": 500, "bytes": 4000, "latency_ms": 0.2}
     assert kht.Budget(latency_ms=0.05).targets(dense) == {"latency_ms": 0.05}

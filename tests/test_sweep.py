@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from helpers import HANG_GUARD_S
 
@@ -97,3 +98,10 @@ def test_grid_validation():
         sweep.Grid(anneal=["maybe"])
     with pytest.raises(ValueError, match="`sigma` needs at least one value"):
         sweep.Grid(sigma=[])
+
+
+def test_numpy_values_label_settings_as_python_numbers():
+    grid = sweep.Grid(alpha=np.array([1.5, 1.75]), sigma=[np.float64(0.01)], width=[np.int64(8)])
+    labels = [s.label for s in grid.settings()]
+    assert labels[1:] == ["neuron, alpha=1.5, sigma=0.01", "neuron, alpha=1.75, sigma=0.01"]
+    assert type(grid.width[0]) is int

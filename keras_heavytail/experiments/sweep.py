@@ -37,7 +37,8 @@ class Grid:
 
     def __post_init__(self):
         for name in ("sigma", "alpha", "noise", "anneal", "width", "protocol", "seeds"):
-            values = list(getattr(self, name))
+            # numpy scalars as Python numbers: labels read `1.5`, not `np.float64(1.5)`.
+            values = [getattr(v, "item", lambda v=v: v)() for v in getattr(self, name)]
             if not values:
                 raise ValueError(f"`{name}` needs at least one value. Received: []")
             if len(set(values)) != len(values):

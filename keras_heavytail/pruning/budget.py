@@ -94,6 +94,14 @@ class Budget:
 
     @classmethod
     def from_config(cls, config):
+        if not isinstance(config, dict):
+            raise ValueError(f"A Budget config is a dict. Received: {config!r}")
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"Unknown Budget config keys {unknown}: a budget has "
+                f"{[f.name for f in dataclasses.fields(cls)]}. Received: {config!r}"
+            )
         return cls(**config)
 
 
