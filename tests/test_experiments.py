@@ -55,6 +55,12 @@ def test_protocol_rows_and_table(protocol_run):
     assert row["iso_neuron_ratio_vs_sgd"][0] == pytest.approx(np.mean(ratios))
     assert result.table[0]["iso_neuron_ratio_vs_sgd"] == (1.0, 0.0)
     assert len(result.markdown().splitlines()) == 2 + len(labels)
+    # The demo's columns: none fine-tuned here (no column of "nan"), counts
+    # with one decimal over two seeds.
+    summary = result.markdown(kht.experiments.report.SUMMARY_COLUMNS)
+    assert "nan" not in summary and "finetuned" not in summary, summary
+    sgd_row = summary.splitlines()[2].split(" | ")
+    assert re.fullmatch(r"\d+\.\d ± \d+\.\d", sgd_row[2]), sgd_row
     # One line per noisy setting (one-shot; the README's protocol block
     # checks the fine-tuned line).
     assert len(result.headline()) == 2 and "ratio" in result.headline()[0]

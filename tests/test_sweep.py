@@ -70,6 +70,8 @@ def test_a_killed_sweep_resumes_and_another_grid_is_refused(tmp_path):
     # One seed: the neuron counts are whole numbers, accuracies 3 decimals.
     cells = next(x for x in table.splitlines() if "| SGD |" in x).split(" | ")
     assert re.fullmatch(r"0\.\d{3}", cells[3]) and re.fullmatch(r"\d+", cells[4]), cells
+    # Without fine-tuning, no fine-tuned columns (not columns of "nan").
+    assert "fine-tuned" not in table and "nan" not in table, table
     assert not (output / "runs.jsonl.lock").exists()
     # Another grid into the same folder: refused before training, nothing changed.
     grid = sweep.Grid(sigma=[0.02], alpha=[1.5, 1.75], seeds=[0], width=[24], epochs=2,

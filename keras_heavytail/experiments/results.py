@@ -7,6 +7,7 @@ says when the spread over seeds makes a difference no conclusion.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class ProtocolResult:
     def markdown(self, columns=None):
         """The table as markdown: `mean ± sample std` over seeds."""
         columns = columns or [c for c in self.table[0] if c not in ("setting", "seeds")]
+        columns = [c for c in columns if any(c in row for row in self.table)]
         lines = [
             "| setting | " + " | ".join(columns) + " |",
             "| --- |" + " ---: |" * len(columns),
@@ -34,9 +36,14 @@ class ProtocolResult:
             cells = []
             for column in columns:
                 mean, spread = row.get(column, (float("nan"), 0.0))
-                cells.append(
-                    f"{mean:.3f} ± {spread:.3f}" if row["seeds"] > 1 else f"{mean:.3f}"
-                )
+                d = 1 if column.startswith(("neurons", "params")) else 3  # counts
+                d = 0 if d == 1 and row["seeds"] == 1 else d
+                if not math.isfinite(mean):
+                    cells.append("-")  # not measured here, or a diverged run
+                elif row["seeds"] > 1:
+                    cells.append(f"{mean:.{d}f} ± {spread:.{d}f}")
+                else:
+                    cells.append(f"{mean:.{d}f}")
             lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 

@@ -11,6 +11,7 @@ refused.
 import dataclasses
 import itertools
 import json
+import math
 from pathlib import Path
 
 from keras_heavytail import defaults
@@ -101,6 +102,8 @@ class SweepResult:
             ("neurons_at_iso_accuracy_finetuned", "neurons, fine-tuned"),
             ("iso_neuron_ratio_vs_sgd_finetuned", "x SGD, fine-tuned"),
         ]
+        # Fine-tuned columns only where the protocol fine-tuned.
+        columns = [c for c in columns if any(c[0] in row for row in self.rows)]
         lines = [
             "| protocol | width | setting | "
             + " | ".join(t for _, t in columns)
@@ -112,7 +115,9 @@ class SweepResult:
             for key, _ in columns:
                 mean, spread = row.get(key, (float("nan"), 0.0))
                 count = key.startswith("neurons")  # 678, not 678.000
-                if row["seeds"] == 1:
+                if not math.isfinite(mean):
+                    cells.append("-")  # not measured, or a run that diverged
+                elif row["seeds"] == 1:
                     cells.append(f"{mean:.0f}" if count else f"{mean:.3f}")
                 else:
                     d = 1 if count else 3
