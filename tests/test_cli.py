@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -151,10 +152,23 @@ def test_export_calibrates_on_the_dataset_the_model_was_trained_on(tmp_path, cap
     assert "the dataset the model was trained on" in capsys.readouterr().out
 
 
+def test_train_says_when_batch_norm_statistics_are_stale(tmp_path, capsys):
+    # Four steps leave BatchNorm's moving averages (momentum 0.99) far from
+    # the batch statistics: re-estimated, the same weights score far higher.
+    model = tmp_path / "r.keras"
+    assert cli.main(["train", "--architecture", "resnet", "--epochs", "1", "--limit", "200",
+                     "--output", str(model)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    match = re.search(r"test accuracy is (0\.\d+), not (0\.\d+)", printed)
+    assert match and float(match[1]) > float(match[2]) + 0.02, printed
+    assert f"test accuracy {match[2]};" in printed  # the model saved, as trained
+
+
 def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatch):
     model = str(tmp_path / "m.keras")
     common = ["--width", "32", "--epochs", "1", "--limit", "200"]
     assert cli.main(["train", "--output", model, "--sigma", "0.01", *common]) == 0
+    assert "BatchNormalization" not in capsys.readouterr().out  # none in an MLP
     assert json.loads(Path(model).with_suffix(".json").read_text())["raw_pixels"] is False
     assert cli.main(["analyze", model, "--json"]) == 0
     out = capsys.readouterr().out

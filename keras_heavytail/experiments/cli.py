@@ -163,6 +163,30 @@ def cmd_train(args):
         f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
         f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"
     )
+    _batch_norm_hint(model, split.x_fit, data, accuracy)
+
+
+def _batch_norm_hint(model, x_fit, data, accuracy):
+    """Says so when re-estimated BatchNormalization statistics (on a copy)
+    would score much better: noise moves the weights after every step, and
+    the moving averages lag behind."""
+    from keras_heavytail import metrics
+    from keras_heavytail.pruning import batch_norm
+    from keras_heavytail.pruning import one_shot
+    from keras_heavytail.pruning.graph import ModelGraph
+
+    if not batch_norm.batch_norm_layers(ModelGraph(model)):
+        return
+    copy = one_shot.copy_model(model)
+    batch_norm.recalibrate_batch_norm(copy, x_fit)
+    fresh = metrics.accuracy(copy, data.x_test, data.y_test)
+    if fresh - accuracy > 0.02:
+        print(
+            f"Its BatchNormalization statistics are stale: re-estimated on the training "
+            f"data, test accuracy is {fresh:.4f}, not {accuracy:.4f} (the model saved "
+            "keeps them as trained). `keras-heavytail compress` re-estimates them; in "
+            "Python, kht.pruning.batch_norm.recalibrate_batch_norm(model, x_train)."
+        )
 
 
 def cmd_analyze(args):

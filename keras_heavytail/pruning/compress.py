@@ -359,6 +359,7 @@ def _rounds(current, proxy, dense, steps, run, points):
     validation, teacher, verbose = run["validation"], run["teacher"], run["verbose"]
     x, y = train
     now = search.costs(current)[1]
+    total = len(points) + steps
     for i in range(1, steps + 1):
         start = time.perf_counter()
         step_target = {
@@ -384,7 +385,7 @@ def _rounds(current, proxy, dense, steps, run, points):
             run["backup"].save(current, points)
         if verbose:
             print(
-                f"compress: round {len(points)}: MACs {cost['macs']:,} "
+                f"compress: round {len(points)}/{total}: MACs {cost['macs']:,} "
                 f"({cost['macs'] / dense['macs']:.2f}x), params {cost['params']:,}, "
                 f"val accuracy {accuracy:.4f} ({points[-1]['seconds']:.0f} s)",
                 flush=True,
