@@ -100,6 +100,11 @@ def test_grid_validation():
         sweep.Grid(anneal=["maybe"])
     with pytest.raises(ValueError, match="`sigma` needs at least one value"):
         sweep.Grid(sigma=[])
+    # Protocol fields are checked when the grid is made, not when a run log
+    # already exists (a bad value would then block the corrected rerun).
+    with pytest.raises(ValueError, match="Received: fine_tune_epochs=-1"):
+        sweep.Grid(fine_tune_epochs=-1)
+    assert sweep.Grid(fine_tune_epochs=np.int64(0)).fine_tune_epochs == 0
 
 
 def test_numpy_values_label_settings_as_python_numbers():

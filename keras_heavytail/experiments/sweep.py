@@ -53,6 +53,11 @@ class Grid:
                 raise ValueError(
                     f"`anneal` values are 'off' or 'on'. Received: {value!r}"
                 )
+        for name in ("epochs", "lr", "batch_size", "fine_tune_epochs"):
+            value = getattr(self, name)
+            setattr(self, name, getattr(value, "item", lambda v=value: v)())
+        for name, width in self.groups():
+            self.protocol_for(name, width)  # checked now, before a run log is made
 
     def groups(self):
         """`(protocol name, width)` pairs: each trains its own SGD baseline."""
