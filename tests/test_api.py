@@ -76,3 +76,18 @@ def test_release_0_2_flat_names_still_work_with_a_warning():
     assert load is keras_heavytail.experiments.load_dataset
     with pytest.warns(DeprecationWarning, match="'norm' is called 'magnitude'"):
         keras_heavytail.pruning.importance.check_importance("norm")
+
+
+def test_names_that_left_noise_update_still_resolve_with_a_warning():
+    from keras_heavytail.optimizers import divergence
+    from keras_heavytail.optimizers import exclusions
+    from keras_heavytail.optimizers import noise_args
+    from keras_heavytail.optimizers import noise_update
+
+    for name, home in [("fan_in", noise_args), ("check_sigma", noise_args),
+                       ("paper_exclusions", exclusions), ("DIVERGENCE_ADVICE", divergence),
+                       ("DivergenceWarning", divergence)]:  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=f"moved to `{home.__name__}.{name}`"):
+            assert getattr(noise_update, name) is getattr(home, name)
+    with pytest.raises(AttributeError):
+        noise_update.no_such_name  # noqa: B018

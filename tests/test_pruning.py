@@ -1,6 +1,7 @@
 """Tests of one-shot pruning, pruning curves and shrink (Keras 3)."""
 
 import os
+import re
 import warnings
 
 import keras
@@ -310,3 +311,45 @@ def test_filter_is_neuron_for_prune_as_for_gradual_pruning():
     by_neuron = kht.prune(model, 0.5, structure="neuron", batch_norm_data=x)
     for a, b in zip(by_filter.get_weights(), by_neuron.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ratio": -0.2}, "Received: ratio=-0.2"),
+    ({"ratio": 1.5}, "Received: ratio=1.5"),
+    ({"ratio": True}, "Received: ratio=True"),
+    ({"ratio": 0.5, "scope": "glob"}, "Received: scope='glob'"),
+    ({"ratio": 0.5, "round_to": 0}, "Received: round_to=0"),
+    ({"ratio": 0.5, "min_channels": -1}, "Received: min_channels=-1"),
+    ({"ratio": [0.5]}, "one ratio per prunable group"),
+])  # fmt: skip
+def test_group_masks_refuse_what_they_cannot_mean(kwargs, message):
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8),
+                              keras.layers.Dense(6), keras.layers.Dense(3)])  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kht.pruning.one_shot.group_masks(model, **kwargs)
+
+
+def test_a_model_nested_in_a_functional_model_is_named_not_a_key_error():
+    inner_in = keras.Input((6, 6, 8))
+    inner = keras.Model(inner_in, keras.layers.Conv2D(7, 3, padding="same")(inner_in),
+                        name="inner")  # fmt: skip
+    x = keras.Input((8, 8, 3))
+    h = inner(keras.layers.Conv2D(8, 3)(x))
+    model = keras.Model(x, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    with pytest.raises(ValueError, match="cannot rewire layer 'inner'"):
+        kht.shrink(model)
+
+
+def test_channels_first_layers_keep_their_channels():
+    # Their channels are on axis 1, which the graph does not follow: frozen,
+    # so a shrink can never cut the wrong axis.
+    x = keras.Input((3, 6, 3))
+    h = keras.layers.Conv2D(3, (3, 1), data_format="channels_first", name="cf")(x)
+    h = keras.layers.Dense(6, name="fc")(keras.layers.Flatten()(h))
+    model = keras.Model(x, keras.layers.Dense(3)(h))
+    prunable = [g.layers for g in kht.channel_groups(model) if g.prunable]
+    assert prunable == [("fc",)], kht.channel_groups(model)
+    pruned = kht.prune(model, 0.5, structure="neuron")
+    x = np.random.default_rng(0).normal(size=(4, 3, 6, 3)).astype("float32")
+    np.testing.assert_allclose(kht.shrink(pruned).predict(x, verbose=0),
+                               pruned.predict(x, verbose=0), atol=1e-5)  # fmt: skip

@@ -297,12 +297,13 @@ class NoisySGD(NoiseUpdate):
 # Release 0.2 names that moved to the modules above: kept one release.
 _MOVED = {
     **dict.fromkeys(
-        ("check_sigma", "check_max_noise", "check_rate", "check_seed", "UPDATE_RULE",
-         "NOISE_ARGS", "paper_noise"),
+        ("check_sigma", "check_max_noise", "check_rate", "check_seed", "fan_in",
+         "FLOAT32_MAX", "UPDATE_RULE", "NOISE_ARGS", "paper_noise"),
         "noise_args",
     ),
     **dict.fromkeys(("variable_path", "paper_exclusions"), "exclusions"),
-    **dict.fromkeys(("DivergenceWarning", "check_finite_weights"), "divergence"),
+    **dict.fromkeys(("DivergenceWarning", "check_finite_weights", "DIVERGENCE_ADVICE"),
+                    "divergence"),
 }  # fmt: skip
 
 

@@ -325,6 +325,8 @@ def _visit(graph, layer, ins):
             return nodes, 1, np.concatenate([z for _, _, z in ins])
         return None
     nodes, positions, zero = ins[0]
+    if getattr(layer, "data_format", None) == "channels_first":
+        return None  # channels on axis 1: unknown here, its channels stay
     rule = rule_of(layer)
     if rule is not None:
         return _registered(graph, layer, rule, nodes, positions, zero)

@@ -313,6 +313,9 @@ def _resume(backup_dir, model, data, verbose, settings):
     return (backup, *saved)
 
 
+INT32_MAX = 2**31 - 1
+
+
 def _check_arguments(budget, scope, distill, temperature, learning_rate, counts):
     if not isinstance(budget, Budget):
         raise ValueError(f"`budget` must be a Budget. Received: budget={budget!r}")
@@ -321,6 +324,10 @@ def _check_arguments(budget, scope, distill, temperature, learning_rate, counts)
         low = 0 if name == "fine_tune_epochs" else 1
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+        if value > INT32_MAX:  # a tensor shape or loop count beyond int32
+            raise ValueError(
+                f"`{name}` must be at most {INT32_MAX}. Received: {name}={value!r}"
+            )
     checks.check_fraction(distill, "distill")
     checks.check_positive(temperature, "temperature")
     checks.check_positive(learning_rate, "learning_rate")

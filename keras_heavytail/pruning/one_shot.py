@@ -198,7 +198,20 @@ def group_masks(model, ratio, scope="layer", exclude=None, score="magnitude",
     Returns:
         A dict of boolean arrays, one per unit of each producer.
     """
+    checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
+    for name, value, low in (("round_to", round_to, 1), ("min_channels", min_channels, 0)):
+        if not checks.is_integer(value) or value < low:
+            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
     structure, groups = prunable_groups(model_graph(model), exclude)
+    if isinstance(ratio, (list, tuple, np.ndarray)) and scope == "layer":
+        if len(ratio) != len(groups):
+            raise ValueError(
+                f"`ratio` as a list needs one ratio per prunable group ({len(groups)}). "
+                f"Received: {len(ratio)} ratios"
+            )
+        ratio = [checks.check_fraction(r, "ratio") for r in ratio]
+    else:
+        ratio = checks.check_fraction(ratio, "ratio")
     scores = importance_lib.group_scores(structure, score, gradients)
     dropped = np.zeros(scores.size, dtype=bool)
     if scope == "layer":

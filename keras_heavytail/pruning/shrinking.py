@@ -99,6 +99,13 @@ def _assemble(graph, new_layers):
         id(t): keras.Input(shape=t.shape[1:], dtype=t.dtype) for t in model.inputs
     }
     for old, new in new_layers:
+        if not all(id(t) in tensors for t in keras.tree.flatten(old.input)):
+            raise ValueError(
+                f"shrink cannot rewire layer {old.name!r} of model {model.name!r}: its "
+                "input is not a tensor of the model (a model nested in a functional "
+                "model). Call the nested model's layers on the outer tensors instead, "
+                "or prune and shrink the nested model on its own."
+            )
         args = keras.tree.map_structure(lambda t: tensors[id(t)], old.input)
         result = new(args)
         for a, b in zip(keras.tree.flatten(old.output), keras.tree.flatten(result)):
