@@ -19,6 +19,11 @@ from keras_heavytail import files
 from keras_heavytail.experiments import runner as experiments
 
 
+def _plain(value):
+    """A numpy scalar as a Python number (labels read `1.5`, not `np.float64(1.5)`)."""
+    return value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value
+
+
 @dataclasses.dataclass
 class Grid:
     """The values a sweep combines; `None` takes the protocol's own."""
@@ -38,8 +43,7 @@ class Grid:
 
     def __post_init__(self):
         for name in ("sigma", "alpha", "noise", "anneal", "width", "protocol", "seeds"):
-            # numpy scalars as Python numbers: labels read `1.5`, not `np.float64(1.5)`.
-            values = [getattr(v, "item", lambda v=v: v)() for v in getattr(self, name)]
+            values = [_plain(v) for v in getattr(self, name)]
             if not values:
                 raise ValueError(f"`{name}` needs at least one value. Received: []")
             if len(set(values)) != len(values):
@@ -54,8 +58,7 @@ class Grid:
                     f"`anneal` values are 'off' or 'on'. Received: {value!r}"
                 )
         for name in ("epochs", "lr", "batch_size", "fine_tune_epochs"):
-            value = getattr(self, name)
-            setattr(self, name, getattr(value, "item", lambda v=value: v)())
+            setattr(self, name, _plain(getattr(self, name)))
         for name, width in self.groups():
             self.protocol_for(name, width)  # checked now, before a run log is made
 

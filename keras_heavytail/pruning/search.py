@@ -77,12 +77,6 @@ class Workbench:
         return shrink(self.masked(ratio, options))
 
 
-def candidate(model, ratio, options):
-    """A shrunk copy of `model` with `ratio` of its channels pruned (`group_masks`)."""
-    bench = model if isinstance(model, Workbench) else Workbench(model)
-    return bench.candidate(ratio, options)
-
-
 def meets(cost, targets):
     """Whether every cost in `targets` is at or under its target."""
     return all(cost[kind] <= target for kind, target in targets.items())
