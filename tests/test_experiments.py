@@ -92,6 +92,30 @@ def test_params_at_iso_counts_the_shrunk_model(digits, fine_tune):
     assert point["params_at_iso_accuracy"] == 64 * kept + kept + kept * 10 + 10
 
 
+
+def test_a_reused_fine_tuning_copy_gives_what_a_fresh_one_gives(digits):
+    # The bisection fine-tunes every candidate in one compiled copy; nothing
+    # (momentum, step count, the last candidate's weights or masks) may leak
+    # from one candidate into the next.
+    protocol = kht.experiments.Protocol(width=16, epochs=1, momentum=0.9, fine_tune_epochs=1)
+    split = ex.Split.of(digits, protocol)
+    model, *_ = ex.train_one(digits, kht.experiments.Setting("SGD"), protocol, 0, split=split)
+    first, second = (pruning.pruning_masks(model, r, "neuron") for r in (0.25, 0.5))
+    reused = ex._Candidates(model, protocol, split, 0, fine_tune=True)
+    reused(first)
+    after_another = [w.copy() for w in reused(second).get_weights()]
+    fresh = ex._Candidates(model, protocol, split, 0, fine_tune=True)(second).get_weights()
+    assert reused.tuned.optimizer.iterations.numpy() == fresh_steps(split, protocol)
+    for a, b in zip(after_another, fresh):
+        np.testing.assert_array_equal(a, b)
+    kept = second["hidden1"]
+    assert not np.any(after_another[0][:, ~kept]), "the masks held"
+    assert np.any(after_another[0] != model.get_weights()[0]), "it trained"
+
+
+def fresh_steps(split, protocol):
+    return -(-len(split.x_fit) // protocol.batch_size) * protocol.fine_tune_epochs
+
 def test_stop_at_train_accuracy_stops_at_the_first_check_above():
     x, y = tiny_data(n=96, inputs=8, classes=3)
     x = x + 3.0 * keras.ops.convert_to_numpy(keras.ops.one_hot(y, 8))  # separable

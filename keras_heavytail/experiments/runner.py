@@ -47,13 +47,14 @@ class _HoldMasks(keras.callbacks.Callback):
     The model is walked once per training, not once per step.
     """
 
-    def __init__(self, masks):
+    def __init__(self, masks, graph=None):
         super().__init__()
         self.masks = masks
-        self.graph = None
+        self.graph = graph
 
     def on_train_begin(self, logs=None):
-        self.graph = model_graph(self.model)
+        if self.graph is None:
+            self.graph = model_graph(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         pruning.apply_masks(self.model, self.masks, self.graph)
@@ -63,25 +64,49 @@ def _hidden_units(model):
     return sum(layer.kernel.shape[-1] for layer in pruning.prunable_layers(model))
 
 
-def _fine_tuned(model, masks, protocol, split, seed):
-    """A masked copy of `model` trained `fine_tune_epochs` more with plain SGD."""
-    tuned = pruning.apply_masks(pruning.copy_model(model), masks)
-    keras.utils.set_random_seed(seed)
-    tuned.compile(
-        optimizer=keras.optimizers.SGD(
-            protocol.effective_lr, momentum=protocol.momentum
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    tuned.fit(
-        split.x_fit,
-        split.y_fit,
-        batch_size=protocol.batch_size,
-        epochs=protocol.fine_tune_epochs,
-        verbose=0,
-        callbacks=[_HoldMasks(masks)],
-    )
-    return tuned
+class _Candidates:
+    """Masked copies of one model, trained `fine_tune_epochs` more if `fine_tune`.
+
+    One copy serves every candidate of a bisection: each call loads the
+    model's weights, applies the masks and (fine-tuning) restores the
+    optimizer's fresh state, so Keras traces its functions once, not once per
+    candidate. Each call gives what a fresh copy compiled from scratch would.
+    """
+
+    def __init__(self, model, protocol, split, seed, fine_tune):
+        self.model, self.protocol, self.split, self.seed = model, protocol, split, seed
+        self.tuned = pruning.copy_model(model)
+        self.graph = model_graph(self.tuned)
+        self.fine_tune = fine_tune
+        if not fine_tune:
+            return
+        self.tuned.compile(
+            optimizer=keras.optimizers.SGD(protocol.effective_lr, momentum=protocol.momentum),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        optimizer = self.tuned.optimizer
+        optimizer.build(self.tuned.trainable_variables)
+        self.fresh = [np.array(as_array(v)) for v in optimizer.variables]
+
+    def __call__(self, masks):
+        """The masked (and fine-tuned) model: the same object on every call."""
+        tuned = self.tuned
+        tuned.set_weights(self.model.get_weights())
+        pruning.apply_masks(tuned, masks, self.graph)
+        if not self.fine_tune:
+            return tuned
+        for variable, value in zip(tuned.optimizer.variables, self.fresh):
+            variable.assign(value)
+        keras.utils.set_random_seed(self.seed)
+        tuned.fit(
+            self.split.x_fit,
+            self.split.y_fit,
+            batch_size=self.protocol.batch_size,
+            epochs=self.protocol.fine_tune_epochs,
+            verbose=0,
+            callbacks=[_HoldMasks(masks, self.graph)],
+        )
+        return tuned
 
 
 def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=False):
@@ -100,11 +125,10 @@ def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=F
     target = max(0.0, reference_accuracy - protocol.iso_tolerance)
     score = protocol.scores[0]
 
+    candidate = _Candidates(model, protocol, split, seed, fine_tune)
+
     def pruned_at(ratio):
-        masks = pruning.pruning_masks(model, ratio, "neuron", score=score)
-        if fine_tune:
-            return _fine_tuned(model, masks, protocol, split, seed)
-        return pruning.apply_masks(pruning.copy_model(model), masks)
+        return candidate(pruning.pruning_masks(model, ratio, "neuron", score=score))
 
     def passes(ratio):
         return accuracy(pruned_at(ratio), split.x_val, split.y_val) >= target
