@@ -75,8 +75,44 @@ def make_optimizer(name, lr, momentum, seed, model):
         optimizer = kht.HeavyTailSGD.paper(lr, momentum=momentum, seed=seed)
         optimizer.exclude_from_noise(kht.paper_exclusions(model))
         return optimizer
+    if name.startswith("default-skip-"):
+        optimizer = kht.HeavyTailSGD(lr, momentum=momentum, seed=seed)
+        optimizer.exclude_from_noise(skipped(model, name.removeprefix("default-skip-")))
+        return optimizer
     scale, sigma = name.split("=")
     return kht.HeavyTailSGD(lr, momentum=momentum, seed=seed, sigma=float(sigma), sigma_scale=scale)
+
+
+def skipped(model, what):
+    """The variables `default-skip-WHAT` keeps noise-free.
+
+    `depthwise`: DepthwiseConv2D kernels; `classifier`: the output layers;
+    `bn`: kernel layers whose units meet a BatchNormalization in their
+    channel group (kernels a BatchNormalization makes scale-invariant);
+    `bnparams`: BatchNormalization's own gamma and beta.
+    """
+    graph = kht.pruning.ModelGraph(model)
+    if what == "depthwise":
+        layers = [la for la in graph.kernel_layers if isinstance(la, keras.layers.DepthwiseConv2D)]
+    elif what == "classifier":
+        layers = graph.output_layers
+    elif what == "bnparams":
+        layers = [la for la in graph.layers if isinstance(la, keras.layers.BatchNormalization)]
+    elif what == "bn":
+        structure = graph.channels()
+        normalised = {
+            int(c)
+            for m in structure.members
+            if m.role == "channel" and isinstance(m.layer, keras.layers.BatchNormalization)
+            for c in structure.component[m.nodes]
+        }
+        layers = [
+            m.layer for m in structure.members
+            if m.role == "out" and normalised.intersection(int(c) for c in structure.component[m.nodes])
+        ]  # fmt: skip
+    else:
+        raise ValueError(f"Unknown default-skip-{what}")
+    return [v for layer in layers for v in layer.trainable_variables]
 
 
 def largest_kernel(model):
@@ -158,7 +194,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--optimizers", nargs="+", default=["SGD", "default", "paper"],
-                        help="SGD, default, paper, or fan_in=SIGMA / absolute=SIGMA")  # fmt: skip
+                        help="SGD, default, paper, default-skip-{depthwise,classifier,bn,bnparams}, "
+                        "or fan_in=SIGMA / absolute=SIGMA")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--output", default="results/noise_defaults")
