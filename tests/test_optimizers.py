@@ -604,3 +604,33 @@ def test_heavy_tail_noise_wraps_an_inner_optimizer_and_reads_0_2_configs():
     with pytest.warns(DeprecationWarning, match="inner_optimizer"):
         again = kht.HeavyTailNoise(optimizer=inner, seed=3)
     assert again.inner_optimizer is inner and again.get_config() == config
+
+
+def test_paper_exclusions_on_keras_applications_name_the_stem_and_the_classifier():
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+    )
+    excluded = [v.path for v in kht.paper_exclusions(model)]
+    assert excluded == ["Conv1/kernel", "predictions/kernel", "predictions/bias"]
+
+
+def test_the_wrapper_around_sgd_draws_what_heavy_tail_sgd_draws_at_each_step():
+    # Both draw the noise of iteration k at step k (on TensorFlow the wrapper
+    # once read the counter after the inner step had incremented it).
+    x = np.random.default_rng(0).normal(size=(12, 5)).astype("float32")
+    y = np.arange(12) % 3
+    weights = []
+    for make in (lambda: kht.HeavyTailSGD(0.1, sigma=0.5, seed=4),
+                 lambda: kht.HeavyTailNoise(keras.optimizers.SGD(0.1), sigma=0.5, seed=4)):  # fmt: skip
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="out")])
+        model.compile(make(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        weights.append(model.get_layer("out").kernel.numpy())
+    np.testing.assert_allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_wrapper_refuses_to_wrap_a_loss_scale_optimizer():
+    inner = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match=r"LossScaleOptimizer\(HeavyTailNoise\(inner\)\)"):
+        kht.HeavyTailNoise(inner)

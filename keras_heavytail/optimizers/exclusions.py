@@ -49,13 +49,26 @@ def paper_exclusions(model):
     Args:
         model: a built Keras 3 or tf_keras model.
 
+    "The classifier" is every output layer: the kernel layers whose units
+    reach a model output unchanged (through activations, BatchNormalization
+    or pooling), one per head; "the first convolution" is the first kernel
+    layer with a spatial kernel. On `keras.applications.MobileNetV2` they
+    are `Conv1` and `predictions`; on `ResNet50`, `conv1_conv` and
+    `predictions`. Read the paths back to see what a model gets.
+
+    Args:
+        model: a built Keras 3 or tf_keras model.
+
     Returns:
         A list of variables (the kernels and biases of those layers).
 
     Example:
 
     >>> opt = HeavyTailSGD(learning_rate=0.01)
-    >>> opt.exclude_from_noise(paper_exclusions(model))  # doctest: +SKIP
+    >>> excluded = paper_exclusions(model)  # doctest: +SKIP
+    >>> [v.path for v in excluded]  # doctest: +SKIP
+    ['Conv1/kernel', 'predictions/kernel', 'predictions/bias']
+    >>> opt.exclude_from_noise(excluded)  # doctest: +SKIP
 
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)

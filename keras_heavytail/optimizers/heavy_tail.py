@@ -149,6 +149,15 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
                 "`inner_optimizer` must be a Keras 3 `keras.optimizers.Optimizer`. "
                 f"Received: inner_optimizer={optimizer!r}"
             )
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "HeavyTailNoise cannot wrap a LossScaleOptimizer: it would read the "
+                "wrapper's learning rate (0) and add noise on the steps the loss "
+                "scaling skips. Wrap the other way, "
+                "LossScaleOptimizer(HeavyTailNoise(inner)), which is what "
+                "`model.compile` does under mixed precision. Received: "
+                f"inner_optimizer={optimizer!r}"
+            )
         if getattr(optimizer, "gradient_accumulation_steps", None):
             raise ValueError(
                 "HeavyTailNoise adds noise once per call, so with gradient "
@@ -210,7 +219,9 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
         # this step, both read before the inner step increments them.
         learning_rate = _current_learning_rate(self.inner_optimizer)
         sigma = self.current_sigma()
-        iteration = ops.convert_to_tensor(self.iterations)
+        # A copy: on TensorFlow `convert_to_tensor` hands back the variable
+        # itself, which would be read after the inner step increments it.
+        iteration = ops.copy(self.iterations)
         self.inner_optimizer.apply(grads, trainable_variables)
         if self.sigma == 0.0:
             return
