@@ -83,7 +83,7 @@ def main(argv=None):
         f"shrunk to {small.count_params()} parameters from {model.count_params()}, "
         f"max |shrunk - pruned| = {gap:.1e}"
     )
-    print("| LiteRT model | bytes | accuracy | median latency (ms) |")
+    print("| LiteRT model | bytes | accuracy | median latency |")
     print("| --- | ---: | ---: | ---: |")
     for name, quantize in (("shrunk_float32", None), ("shrunk_int8", "int8")):
         report = kht.export_tflite(
@@ -96,7 +96,7 @@ def main(argv=None):
             report.path, data.x_test, data.y_test, from_logits=True
         )
         latency = kht.benchmark_tflite(report.path, runs=50)["median_ms"]
-        print(f"| {name} | {report.bytes} | {result['accuracy']:.3f} | {latency:.3f} |")
+        print(f"| {name} | {report.bytes} | {result['accuracy']:.3f} | {kht.export.format_latency(latency)} |")
     print(f"Files in {args.output}. Measurements over seeds: benchmarks/RESULTS.md.")
     return 0
 

@@ -149,7 +149,7 @@ def main(argv=None):
                                    "budget": {"macs": args.macs}, "importance": "bn_scale",
                                    "round_to": 8, "points": result.points}))  # fmt: skip
     print("\n| optimizer | variant | MACs | parameters | bytes | LiteRT accuracy "
-          "| 1-thread ms | what it shows |")  # fmt: skip
+          "| 1-thread latency | what it shows |")  # fmt: skip
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     dense = {r["optimizer"]: r["accuracy"] for r in rows if r["variant"] == "dense float32"}
     for r in rows:
@@ -159,7 +159,7 @@ def main(argv=None):
             change = 100 * (r["accuracy"] - dense[r["optimizer"]])
             meaning = f"{change:+.1f} points against its dense model"
         print(f"| {r['optimizer']} | {r['variant']} | {r['macs']:,} | {r['params']:,} | "
-              f"{r['bytes']:,} | {r['accuracy']:.4f} | {r['ms']:.3f} | {meaning} |")  # fmt: skip
+              f"{r['bytes']:,} | {r['accuracy']:.4f} | {kht.export.format_latency(r['ms'])} | {meaning} |")  # fmt: skip
     plot(rows, out / "accuracy_vs_macs.png")
     print(f"\nWrote the .tflite files, their model cards (.json) and accuracy_vs_macs.png to {out}")
 

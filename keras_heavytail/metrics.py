@@ -40,6 +40,12 @@ def log_probabilities(outputs, from_logits):
         A float64 array of log-probabilities.
     """
     outputs = np.asarray(outputs, dtype="float64")
+    if from_logits and np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-6):
+        raise ValueError(
+            "`from_logits=True` expects logits, but the model's outputs are "
+            "probabilities (>= 0, summing to 1 per example; a softmax output): "
+            "pass `from_logits=False`, or the loss would be of a second softmax."
+        )
     if from_logits:
         shifted = outputs - outputs.max(-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -55,6 +61,12 @@ def log_probabilities(outputs, from_logits):
 def loss_and_accuracy(outputs, y, from_logits):
     """Mean cross-entropy and accuracy of classifier `outputs` on labels `y`."""
     y = np.asarray(y).astype("int64").ravel()
+    classes = np.shape(outputs)[-1]
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(
+            f"Labels must be class ids in [0, {classes}) for a model with {classes} "
+            f"outputs. Received: labels from {y.min()} to {y.max()}"
+        )
     log_p = log_probabilities(outputs, from_logits)
     loss = float(-np.mean(log_p[np.arange(y.size), y]))
     accuracy = float(np.mean(np.argmax(outputs, -1) == y))

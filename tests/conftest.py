@@ -20,3 +20,19 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+# The files that take longest (measured with `--durations`), handed to the
+# two workers first: `--dist loadfile` deals whole files in collection
+# order, and a long file dealt last leaves the other worker idle at the end.
+LONGEST_FIRST = (
+    "test_examples.py", "test_distributed.py", "test_readme.py", "test_cli.py",
+    "test_export.py", "test_compress.py", "test_sparsity.py", "test_light_import.py",
+    "test_legacy.py", "test_gpu_benchmark.py", "test_jax_backend.py",
+    "test_optimizers.py", "test_torch_backend.py", "test_channels.py", "test_api.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

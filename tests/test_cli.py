@@ -69,6 +69,8 @@ def test_help_imports_no_keras_and_the_module_entry_point_works():
     code = code.replace("'--help']", f"'benchmark', {str(tflite)!r}, '--runs', '3']")
     result = run_python(code)
     assert "heavy: []" in result.stdout and "median_ms" in result.stdout
+    # A line to read (3 significant figures and a unit), then the JSON.
+    assert re.search(r"median \d\.\d\d µs|median \d+(\.\d+)? (µs|ms), p90 ", result.stdout)
 
 
 @pytest.mark.slow

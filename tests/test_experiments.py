@@ -252,6 +252,8 @@ def test_bisect_ratio_is_within_its_resolution():
          "Received repeats: 0"),
         (lambda d: kht.experiments.run_protocol(d, [kht.experiments.Setting("SGD"), kht.experiments.Setting("SGD")],
                                     kht.experiments.Protocol(width=8, epochs=1)), "Received repeats: SGD"),
+        (lambda d: kht.experiments.run_protocol(d, [kht.experiments.Setting("SGD"), kht.experiments.Setting("sgd", "neuron", 1.5, 0.1)],
+                                    kht.experiments.Protocol(width=8, epochs=1)), "'SGD' and 'sgd'"),
         (lambda d: kht.experiments.run_protocol(d, None, kht.experiments.Protocol(width=8, epochs=1), seeds=()),
          "at least one of the seeds"),
         (lambda d: kht.experiments.Protocol(validation_fraction=0.999), "validation_fraction=0.999"),

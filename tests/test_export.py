@@ -182,3 +182,14 @@ def test_deploy_variants_are_read_back_when_the_weights_did_not_change(trained, 
     deploy.export_variants(changed, tmp_path, *args, from_logits=True, runs=3)
     new_keys = [json.loads(p.read_text())["variants_key"] for p in tmp_path.glob("*.json")]
     assert len(keys) == 1 and len(new_keys) == 4 and not keys & set(new_keys)
+
+
+@pytest.mark.parametrize(
+    "ms,text",
+    [(0.005379, "5.38 µs"), (0.0512, "51.2 µs"), (0.9996, "1.00 ms"), (12.345, "12.3 ms"),
+     (123.4, "123 ms"), (2500.0, "2.50 s"), (0.0, "0.00 µs"), (None, "-"), (float("nan"), "-")],
+)  # fmt: skip
+def test_latencies_are_written_with_three_significant_figures_and_a_unit(ms, text):
+    from keras_heavytail.export import litert
+
+    assert litert.format_latency(ms) == text

@@ -344,7 +344,53 @@ API_ROWS = [
      ["just text"]), files.RunLogError, "is not a keras-heavytail run log"),
     ("run log held by a live process", lambda d: locked_run_log(d / "held.jsonl"),
      files.RunLogError, "is being written by another job"),
+    ("a decay of power 0 never prunes", lambda d: kht.pruning.sparsity.PolynomialDecay(
+     0.0, 0.8, 0, 100, power=0), ValueError, "Received: power=0"),
+    ("a decay of negative power", lambda d: kht.pruning.sparsity.PolynomialDecay(
+     0.0, 0.8, 0, 100, power=-1.0), ValueError, "Received: power=-1.0"),
+    ("evaluate_tflite with a label -1", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((3, 8, 8, 1), "float32"), [0, -1, 2]),
+     ValueError, "Received: a label -1"),
+    ("evaluate_tflite with fractional labels", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0.7, 1.0]),
+     ValueError, "not fractions"),
+    ("evaluate_tflite with label 10 of 10 classes", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0, 10]),
+     ValueError, "in [0, 10) for a model with 10 outputs. Received: labels from 0 to 10"),
+    ("evaluate_tflite on NaN inputs", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.full((2, 8, 8, 1), np.nan, "float32"), [0, 1]),
+     ValueError, "`x` holds NaN or inf in 128 values"),
+    ("evaluate_tflite batch_size 0", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0, 1], batch_size=0),
+     ValueError, "Received: batch_size=0"),
+    ("evaluate_tflite batch_size None", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0, 1], batch_size=None),
+     ValueError, "Received: batch_size=None"),
+    ("from_logits=True on probabilities", lambda d: kht.metrics.loss_and_accuracy(
+     np.array([[0.2, 0.8], [0.5, 0.5]]), [1, 0], from_logits=True), ValueError,
+     "pass `from_logits=False`"),
+    ("HeavyTailNoise around a LossScaleOptimizer", lambda d: kht.HeavyTailNoise(
+     keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())), ValueError,
+     "Wrap the other way"),
 ]  # fmt: skip
+
+
+def test_int8_calibration_on_constant_inputs_warns(tmp_path):
+    with pytest.warns(UserWarning, match="inputs that are all the same value"):
+        kht.export_tflite(digits_model(), tmp_path / "q.tflite", quantize="int8",
+                          representative_data=np.zeros((16, 8, 8, 1), "float32"))  # fmt: skip
+
+
+def test_a_schedule_that_begins_after_training_says_nothing_was_pruned():
+    x, y = tiny_data()
+    model = tiny_mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    schedule = kht.pruning.sparsity.ConstantSparsity(0.5, begin_step=1000)
+    callback = kht.pruning.sparsity.GradualPruning(schedule)
+    with pytest.warns(UserWarning, match="before the schedule's begin_step=1000, so nothing"):
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert all(np.all(w != 0) for w in model.get_weights() if w.ndim == 2)
 
 
 @pytest.mark.parametrize(

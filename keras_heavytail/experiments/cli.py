@@ -363,12 +363,13 @@ def cmd_benchmark(args):
 
     if not Path(args.model).is_file():
         raise CommandError(f"no .tflite file at {args.model!r}")
+    timing = export.benchmark_tflite(args.model, args.threads, args.warmup, args.runs)
     print(
-        json.dumps(
-            export.benchmark_tflite(args.model, args.threads, args.warmup, args.runs),
-            indent=1,
-        )
+        f"{args.model}: median {export.format_latency(timing['median_ms'])}, "
+        f"p90 {export.format_latency(timing['p90_ms'])} per example over "
+        f"{timing['runs']} runs, {timing['num_threads']} thread(s), {timing['runtime']}"
     )
+    print(json.dumps(timing, indent=1))
 
 
 # `benchmark` runs a .tflite file in LiteRT alone: no Keras, no TensorFlow.

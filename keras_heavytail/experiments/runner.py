@@ -265,6 +265,7 @@ def run_protocol(
     seeds = tuple(seeds)
     _check_unique(labels, "setting labels")
     _check_unique(seeds, "seeds")
+    _check_distinct_files(labels)
     if baseline in labels and labels.index(baseline) != 0:
         settings = sorted(settings, key=lambda s: s.label != baseline)
     config = {
@@ -320,6 +321,21 @@ def _check_unique(values, what):
         raise ValueError(
             f"The {what} must be distinct: a repeat would be counted as another "
             f"independent run. Received repeats: {', '.join(repeated)}"
+        )
+
+
+def _check_distinct_files(labels):
+    """Labels that name the same model files (`SGD` and `sgd`, `a b` and `a_b`)."""
+    by_file = {}
+    for label in labels:
+        by_file.setdefault(_slug(label), []).append(label)
+    clashes = [names for names in by_file.values() if len(names) > 1]
+    if clashes:
+        raise ValueError(
+            "Setting labels name their model files (case and punctuation "
+            "dropped), so these would share one file: "
+            f"{'; '.join(' and '.join(repr(n) for n in names) for names in clashes)}. "
+            "Rename one of each."
         )
 
 

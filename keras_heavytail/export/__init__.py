@@ -3,7 +3,8 @@
 - `export_tflite`: float32, dynamic, float16 or calibrated full-int8 files,
   optionally with sparse storage.
 - `predict_tflite`, `evaluate_tflite`, `benchmark_tflite`: the interpreter,
-  as an edge device runs it (one thread by default).
+  as an edge device runs it (one thread by default); `format_latency` writes
+  a time with 3 significant figures and its unit.
 - `model_card`: a JSON card beside each exported file.
 - `export_variants`: the four edge variants of a model, with their cards.
 
@@ -20,6 +21,7 @@ _WHERE = {
     "evaluate_tflite": "litert",
     "export_tflite": "litert",
     "export_variants": "deploy",
+    "format_latency": "litert",
     "library_versions": "cards",
     "load_interpreter": "litert",
     "model_card": "cards",
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from keras_heavytail.export.litert import benchmark_tflite
     from keras_heavytail.export.litert import evaluate_tflite
     from keras_heavytail.export.litert import export_tflite
+    from keras_heavytail.export.litert import format_latency
     from keras_heavytail.export.litert import load_interpreter
     from keras_heavytail.export.litert import predict_tflite
 
@@ -46,6 +49,7 @@ __all__ = [
     "evaluate_tflite",
     "export_tflite",
     "export_variants",
+    "format_latency",
     "library_versions",
     "load_interpreter",
     "model_card",

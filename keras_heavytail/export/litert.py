@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,16 @@ def export_tflite(
                 "`representative_data` must hold at least one input, all finite "
                 f"(NaN or inf calibrate nothing). Received: {samples.size} values, "
                 f"{int(np.sum(~np.isfinite(samples)))} not finite"
+            )
+        if quantize == "int8" and (len(samples) < 2 or np.ptp(samples) == 0):
+            warnings.warn(
+                "int8 calibration on one input, or on inputs that are all the same "
+                f"value ({samples.size} values): the activation ranges it measures "
+                "will not hold for real inputs, and the int8 model can lose most of "
+                "its accuracy. Pass a few hundred typical inputs as "
+                "`representative_data`.",
+                UserWarning,
+                stacklevel=2,
             )
     for variable in model.weights:
         if not np.all(np.isfinite(np.asarray(variable.numpy()))):
@@ -305,13 +316,33 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
         `{"accuracy", "loss", "examples", "runtime"}`; `runtime` says whether
         the default XNNPACK delegate or the builtin kernels ran the model.
     """
+    from keras_heavytail import checks
     from keras_heavytail.metrics import loss_and_accuracy
 
-    y = np.asarray(y).astype("int64").ravel()
+    if not checks.is_integer(batch_size) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
+    y = np.asarray(y)
+    whole = y.dtype.kind in "iu" or (
+        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    )
+    if not whole:
+        raise ValueError(
+            "`y` must hold integer class ids (not fractions, not one-hot). "
+            f"Received: dtype={y.dtype}, shape={y.shape}"
+        )
+    y = y.astype("int64").ravel()
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(
             "`x` and `y` must hold the same number (> 0) of examples. "
             f"Received: {len(x)} and {len(y)}"
+        )
+    if y.min() < 0:
+        raise ValueError(f"`y` must hold class ids >= 0. Received: a label {y.min()}")
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(
+            f"`x` holds NaN or inf in {int(np.sum(~np.isfinite(x)))} values: the "
+            "scores would be of garbage inputs (an int8 model quantises NaN silently)."
         )
     outputs, runtime = predict_tflite(path, x, batch_size, num_threads)
     bad = int(np.sum(~np.all(np.isfinite(outputs.reshape(len(outputs), -1)), axis=1)))
@@ -329,6 +360,21 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
     }
 
 
+def format_latency(ms):
+    """A latency given in milliseconds, as text: 3 significant figures and a unit.
+
+    Microseconds below 1 ms, milliseconds below 1 s, then seconds: 0.005379
+    gives `"5.38 µs"`, 12.345 gives `"12.3 ms"`; `None` or NaN gives `"-"`.
+    """
+    if ms is None or not np.isfinite(ms):
+        return "-"
+    for unit, value in (("µs", ms * 1e3), ("ms", ms), ("s", ms / 1e3)):
+        value = float(f"{value:.3g}")  # 3 significant figures, then their decimals
+        if value < 1000 or unit == "s":
+            decimals = max(0, 2 - int(np.floor(np.log10(abs(value))))) if value else 2
+            return f"{value:.{decimals}f} {unit}"
+
+
 def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
     """Single-example latency in LiteRT, as an edge device runs it.
 
@@ -340,7 +386,8 @@ def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
         seed: of the random input. Defaults to `0`.
 
     Returns:
-        `{"median_ms", "p90_ms", "runs", "num_threads", "runtime"}`.
+        `{"median_ms", "p90_ms", "runs", "num_threads", "runtime"}`: times in
+        milliseconds (`format_latency` writes them with a unit).
     """
     for name, value, low in (
         ("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1),

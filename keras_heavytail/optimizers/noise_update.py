@@ -140,6 +140,12 @@ class NoiseUpdate:
         exclusions are saved in `get_config()` (as variable paths and
         patterns), so a reloaded optimizer keeps them.
 
+        A variable path of three parts (`model/layer/kernel`) is matched
+        without its first part, the Sequential model's name that a reloaded
+        model drops. In a functional model holding two sub-models `a` and
+        `b`, excluding `a/fc/kernel` therefore also excludes `b/fc/kernel`:
+        give layers distinct names when only one of them should be excluded.
+
         Args:
             var_list: variables to exclude; a layer or model stands for all
                 its weights. Defaults to `None`.

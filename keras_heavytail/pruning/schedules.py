@@ -11,6 +11,7 @@ References:
 import keras
 import numpy as np
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
 
 
@@ -196,9 +197,10 @@ class PolynomialDecay(PruningSchedule):
         self.begin_step, self.end_step, self.frequency = _check_steps(
             begin_step, end_step, frequency, allow_forever=False
         )
-        if isinstance(power, bool) or not isinstance(power, (int, float)):
-            raise ValueError(f"`power` must be a number. Received: power={power!r}")
-        self.power = power
+        # power 0 would stay at initial_sparsity (0**0 is 1), a negative one
+        # would jump past final_sparsity.
+        checks.check_positive(power, "power")
+        self.power = power.item() if isinstance(power, np.generic) else power
 
     def sparsity(self, step):
         span = self.end_step - self.begin_step

@@ -261,7 +261,16 @@ class GradualPruning(keras.callbacks.Callback):
         self._apply()
 
     def on_train_end(self, logs=None):
-        end = self.schedule.end_step
+        end, begin = self.schedule.end_step, self.schedule.begin_step
+        if self.step is not None and self.step < begin:
+            warnings.warn(
+                f"GradualPruning: training stopped at step {self.step}, before the "
+                f"schedule's begin_step={begin}, so nothing was pruned. Train for "
+                "more steps (epochs * steps per epoch) or lower `begin_step`.",
+                UserWarning,
+                stacklevel=1,
+            )
+            return
         if self.step is None or end < 0 or self.step >= end:
             return
         warnings.warn(
