@@ -628,7 +628,10 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path, capsys):
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not resumed.exists()
-    assert len(list(tmp_path.glob(".resumed.keras.backup-*"))) == 1  # epoch 1 kept
+    (backup,) = tmp_path.glob(".resumed.keras.backup-*")  # epoch 1 kept
+    # A kill while epoch 2's weights were written would leave them cut; the
+    # state still names epoch 1's whole file.
+    (backup / "epoch-2.weights.h5").write_bytes((backup / "epoch-1.weights.h5").read_bytes()[:500])
     assert cli.main(argv) == 0  # the rerun, in this process: all it reads is on disk
     again = capsys.readouterr().out
     assert "Resumed at epoch 2" in again  # epochs 2 to 4 ran, not 1 to 4
@@ -649,3 +652,25 @@ def test_written_files_get_the_permissions_the_umask_gives(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_an_unreadable_backup_is_removed_and_the_run_starts_over(tmp_path):
+    data = datasets.load_dataset("digits", limit=120)
+    protocol = kht.experiments.Protocol(width=8, epochs=2, batch_size=32)
+    setting = kht.experiments.Setting("HT", "entry", 1.5, 0.05)
+    straight, *_ = experiments.train_one(data, setting, protocol, 0)
+    # A state cut short; a state naming weights cut short (edited by hand,
+    # or a disk that lost them).
+    for state, weights in (('{"epoch": 1, "weights": "epoch-1.weigh', None),
+                           ('{"epoch": 1, "weights": "epoch-1.weights.h5"}', b"\x89HDF\r\n")):  # fmt: skip
+        backup = tmp_path / "backup"
+        backup.mkdir()
+        (backup / "state.json").write_text(state)
+        if weights is not None:
+            (backup / "epoch-1.weights.h5").write_bytes(weights)
+        with pytest.warns(UserWarning, match="cannot be read .* starts from the first epoch"):
+            model, _, epochs, _ = experiments.train_one(data, setting, protocol, 0,
+                                                        backup_dir=backup)  # fmt: skip
+        assert epochs == 2 and not backup.exists()
+        for a, b in zip(model.get_weights(), straight.get_weights()):
+            np.testing.assert_array_equal(a, b)

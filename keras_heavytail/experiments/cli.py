@@ -113,7 +113,7 @@ def cmd_sweep(args):
 def _backup_dir(args, output):
     """Where a killed `train` keeps its last epoch: beside `output`, per arguments.
 
-    A rerun with the same arguments resumes from it (`BackupAndRestore`);
+    A rerun with the same arguments resumes from it;
     other arguments get another folder, so they never mix.
     """
     import hashlib

@@ -245,8 +245,7 @@ def run_protocol(
             `output/runs.jsonl` and its model saved in `output/models/`, so
             a crash loses at most the run in progress and a rerun with the
             same arguments resumes (a different job there is refused); the
-            run in progress resumes from its last finished epoch
-            (`keras.callbacks.BackupAndRestore`).
+            run in progress resumes from its last finished epoch.
             Defaults to `None` (nothing written).
         baseline: the label of the noise-free setting. Defaults to `"SGD"`.
 

@@ -4,15 +4,19 @@
 layers noise-free, sigma annealed if asked), and fits on the fit split with
 the paper's stopping rule (`StopAtTrainAccuracy`, on the whole training set),
 divergence detection (`StopOnDivergence`, `check_finite`) and an optional
-exact resume (`keras.callbacks.BackupAndRestore`).
+exact resume from the last finished epoch (written so that a kill at any
+moment leaves a consistent backup).
 
 References:
     - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
 """
 
+import json
 import math
+import shutil
 import time
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -163,11 +167,12 @@ def train_one(
         seed: of the weights, the noise and the data order. Defaults to `0`.
         progress: a tqdm-like bar advanced once per epoch. Defaults to `None`.
         split: the `Split` to train on. Defaults to `None` (`Split.of`).
-        backup_dir: a folder for `keras.callbacks.BackupAndRestore`: a run
-            killed mid-training resumes from its last finished epoch when
-            called again with the same arguments, and ends bit-identical to
-            an uninterrupted run (the noise is a function of the iteration).
-            The folder is deleted when training ends. Defaults to `None`.
+        backup_dir: a folder for the last finished epoch: a run killed
+            mid-training (at any moment, also while the backup is written)
+            resumes from it when called again with the same arguments, and
+            ends bit-identical to an uninterrupted run (the noise is a
+            function of the iteration). The folder is deleted when training
+            ends. Defaults to `None`.
         callbacks: more Keras callbacks. Defaults to `None`.
 
     Raises:
@@ -194,8 +199,11 @@ def train_one(
     )
     divergence = StopOnDivergence()
     callbacks = [divergence, *(callbacks or [])]
+    initial_epoch = 0
     if backup_dir is not None:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+        backup = _EpochBackup(backup_dir)
+        initial_epoch = backup.restore(model)
+        callbacks.insert(0, backup)
     if protocol.target_train_accuracy is not None:
         callbacks.append(
             StopAtTrainAccuracy(
@@ -219,9 +227,10 @@ def train_one(
             verbose=0,
             callbacks=callbacks,
             shuffle=True,
+            initial_epoch=initial_epoch,
         )
     # Epochs done in all (a resumed run counts those before the backup too).
-    ran = history.epoch[-1] + 1 if history.epoch else 0
+    ran = history.epoch[-1] + 1 if history.epoch else initial_epoch
     if progress is not None:  # early stop or resume: count the epochs not run here
         progress.update(protocol.epochs - len(history.epoch))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -232,6 +241,67 @@ def train_one(
             + DIVERGENCE_ADVICE
         )
     return model, time.perf_counter() - start, ran, steps
+
+
+class _EpochBackup(keras.callbacks.Callback):
+    """Keeps the last finished epoch in `directory`, so a killed run resumes.
+
+    As `keras.callbacks.BackupAndRestore`, but a kill at any moment leaves a
+    consistent backup: each epoch's weights (the optimizer's state with
+    them) go to a new file, and only then is `state.json` replaced,
+    atomically, to name that file and the epoch. The folder is deleted when
+    training ends.
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = Path(directory)
+
+    def restore(self, model):
+        """Loads the backed-up epoch into `model`; returns how many epochs it had done.
+
+        A backup that cannot be read (from an older version, or damaged by
+        hand) is reported, removed, and the model is left as it was: 0.
+        """
+        from keras_heavytail import arrays
+
+        state_path = self.directory / "state.json"
+        if not state_path.exists():
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
+        before = [np.array(arrays.as_array(v)) for v in variables]
+        try:
+            state = json.loads(state_path.read_text())
+            model.load_weights(self.directory / state["weights"])
+            return int(state["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            for variable, value in zip(variables, before):
+                variable.assign(value)
+            warnings.warn(
+                f"The backup in {str(self.directory)!r} cannot be read ({error}); "
+                "it was removed and training starts from the first epoch.",
+                UserWarning,
+                stacklevel=2,
+            )
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_heavytail import files
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        self.model.save_weights(self.directory / name, overwrite=True)
+        state = {"epoch": epoch + 1, "weights": name}
+        files.write_text(self.directory / "state.json", json.dumps(state))
+        for old in self.directory.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def check_finite(model, what, steps):
