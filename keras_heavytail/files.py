@@ -115,6 +115,56 @@ class RunLogError(Exception):
     """A run log that cannot be resumed or written (another job, other args)."""
 
 
+class Lock:
+    """Refuses a second writer of `path` while a first one runs.
+
+    A `path.lock` file beside `path` holds the writer's process id; a lock
+    whose process is gone (a killed run) does not block.
+
+    Raises:
+        RunLogError: another live process holds the lock.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.lock = self.path.with_name(self.path.name + ".lock")
+        self._locked = False
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not self._stale():
+                raise RunLogError(
+                    f"{str(self.path)!r} is being written by another job (lock "
+                    f"{str(self.lock)!r}); wait for it, or delete the lock if no "
+                    "job is running."
+                ) from None
+            os.remove(self.lock)
+            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        self._locked = True
+        return self
+
+    def __exit__(self, *exc):
+        if self._locked:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock)
+            self._locked = False
+
+    def _stale(self):
+        try:
+            pid = int(self.lock.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
 class RunLog:
     """A resumable JSON-lines log of finished runs under a header.
 
@@ -134,26 +184,12 @@ class RunLog:
     def __init__(self, path, header):
         self.path = Path(path)
         self.header = json.loads(json.dumps(header, default=str))
-        self.lock = self.path.with_name(self.path.name + ".lock")
+        self._lock = Lock(self.path)
+        self.lock = self._lock.lock
         self.rows = []
-        self._locked = False
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if not self._stale():
-                raise RunLogError(
-                    f"{str(self.path)!r} is being written by another job (lock "
-                    f"{str(self.lock)!r}); wait for it, or delete the lock if no "
-                    "job is running."
-                ) from None
-            os.remove(self.lock)
-            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        self._locked = True
+        self._lock.__enter__()
         try:
             self._open()
         except BaseException:
@@ -162,21 +198,7 @@ class RunLog:
         return self
 
     def __exit__(self, *exc):
-        if self._locked:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.lock)
-            self._locked = False
-
-    def _stale(self):
-        """A lock whose process is gone (killed) does not block."""
-        try:
-            pid = int(self.lock.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, FileNotFoundError):
-            return True
-        except PermissionError:
-            return False
-        return False
+        self._lock.__exit__(*exc)
 
     def _open(self):
         if not self.path.exists() or self.path.stat().st_size == 0:

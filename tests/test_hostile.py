@@ -78,6 +78,7 @@ def place(tmp_path_factory):
     files.save_model(pruned, d / "pruned.keras")
     kht.export_tflite(digits_model(), d / "good.tflite")
     (d / "existing.tflite").write_bytes(b"keep me")
+    (d / "held.keras.lock").write_text(str(os.getpid()))  # a live job writes held.keras
     (d / "afile").write_text("keep me")
     (d / "folder").mkdir()
     (d / "mine").mkdir()  # a user's folder: their report, README and table
@@ -121,6 +122,8 @@ CLI_ROWS = [
      DIVERGED, [], ["t.keras", "t.json"]),
     ("train over an existing file", TRAIN + ["--output", "{d}/good.keras"],
      "pass --overwrite", ["good.keras"], []),
+    ("train into a file another job is writing", TRAIN + ["--output", "{d}/held.keras"],
+     "is being written by another job", ["held.keras.lock"], ["held.keras", "held.json"]),
     ("seed out of range", TRAIN + ["--seed", "2147483647", "--output", "{d}/t.keras"],
      "got '2147483647'", [], ["t.keras"]),
     ("export to a folder", ["export", "{d}/good.keras", "--output", "{d}/folder"],
@@ -632,7 +635,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_bit_identical(tmp_path, capsys):
     # A kill while epoch 2's weights were written would leave them cut; the
     # state still names epoch 1's whole file.
     (backup / "epoch-2.weights.h5").write_bytes((backup / "epoch-1.weights.h5").read_bytes()[:500])
+    assert (tmp_path / "resumed.keras.lock").exists()  # the killed job's, now stale
     assert cli.main(argv) == 0  # the rerun, in this process: all it reads is on disk
+    assert not (tmp_path / "resumed.keras.lock").exists()
     again = capsys.readouterr().out
     assert "Resumed at epoch 2" in again  # epochs 2 to 4 ran, not 1 to 4
     assert "4 epochs (32 steps)" in again

@@ -110,32 +110,18 @@ def cmd_sweep(args):
     print(f"Table and plot: {output / 'sweep.md'}, {output / 'sweep.png'}")
 
 
-def _backup_dir(args, output):
-    """Where a killed `train` keeps its last epoch: beside `output`, per arguments.
-
-    A rerun with the same arguments resumes from it;
-    other arguments get another folder, so they never mix.
-    """
-    import hashlib
-
-    asked = {
-        k: v
-        for k, v in sorted(vars(args).items())
-        if k not in ("output", "overwrite", "verbose")
-    }
-    digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
-    return output.with_name(f".{output.name}.backup-{digest[:12]}")
-
-
 def cmd_train(args):
+    with cli_io.locked_output(args) as (output, card_file):
+        _train(args, output, card_file)
+
+
+def _train(args, output, card_file):
     import keras
 
     from keras_heavytail import files
     from keras_heavytail import metrics
     from keras_heavytail.experiments import runner as experiments
 
-    output = cli_io.output_file(args.output, args.overwrite, ".keras")
-    card_file = cli_io.card_file(output, args.overwrite)
     data = cli_io.load_data(args)
     if len(args.noise) > 1:
         raise CommandError(
@@ -150,7 +136,7 @@ def cmd_train(args):
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
         bar.set_description(setting.label)
         model, seconds, ran, steps = experiments.train_one(
-            data, setting, protocol, args.seed, bar, split, _backup_dir(args, output),
+            data, setting, protocol, args.seed, bar, split, cli_io.backup_dir(args, output),
             callbacks=[history],
         )  # fmt: skip
     accuracy = metrics.accuracy(model, data.x_test, data.y_test)
@@ -255,19 +241,22 @@ def _fitting(x, model, what):
 
 
 def cmd_compress(args):
-    from keras_heavytail import files
-    from keras_heavytail import metrics
-    from keras_heavytail.pruning import compress as compress_lib
-    from keras_heavytail.pruning.checkpoints import BackupError
-
     kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
              "latency_ms": args.latency_ms, "latency": args.latency}  # fmt: skip
     if all(v is None for v in kinds.values()):
         raise CommandError(
             "give a budget: --macs, --params, --bytes, --latency-ms or --latency"
         )
-    output = cli_io.output_file(args.output, args.overwrite, ".keras")
-    card_file = cli_io.card_file(output, args.overwrite)
+    with cli_io.locked_output(args) as (output, card_file):
+        _compress(args, kinds, output, card_file)
+
+
+def _compress(args, kinds, output, card_file):
+    from keras_heavytail import files
+    from keras_heavytail import metrics
+    from keras_heavytail.pruning import compress as compress_lib
+    from keras_heavytail.pruning.checkpoints import BackupError
+
     try:
         budget = compress_lib.Budget(**kinds)
     except ValueError as error:

@@ -5,6 +5,7 @@ nothing a user has is replaced without `--overwrite`.
 """
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -140,3 +141,34 @@ def settings(args, baseline=True):
             )
         )
     return settings
+
+
+@contextlib.contextmanager
+def locked_output(args):
+    """Yields the checked `--output` file and its card while holding their lock.
+
+    Another job writing the same file is refused; the checks are made again
+    once the lock is held, so a job that finished in between is not
+    overwritten.
+    """
+    output = output_file(args.output, args.overwrite, ".keras")
+    with files.Lock(output):
+        output = output_file(args.output, args.overwrite, ".keras")
+        yield output, card_file(output, args.overwrite)
+
+
+def backup_dir(args, output):
+    """Where a killed `train` keeps its last epoch: beside `output`, per arguments.
+
+    A rerun with the same arguments resumes from it;
+    other arguments get another folder, so they never mix.
+    """
+    import hashlib
+
+    asked = {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in ("output", "overwrite", "verbose")
+    }
+    digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
+    return output.with_name(f".{output.name}.backup-{digest[:12]}")
