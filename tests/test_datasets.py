@@ -76,7 +76,28 @@ def test_mnist_npz_from_the_keras_cache(tmp_path, monkeypatch):
         y_test=np.array([4, 5]),
     )
     data = datasets.load_dataset("mnist")
-    assert data.num_classes == 6 and data.source.endswith("mnist.npz")
+    # MNIST has 10 classes, also when these files (or a `limit`) show 6.
+    assert data.num_classes == 10 and data.source.endswith("mnist.npz")
+
+
+@pytest.mark.parametrize(
+    "y_train,message",
+    [(np.arange(3), "the training split has 4 images but 3 labels"),
+     (np.array([0, 1, 255, 3]), "files hold labels from 0 to 255: they are not mnist's")],
+)  # fmt: skip
+def test_images_and_labels_that_do_not_belong_together_are_refused(
+    tmp_path, monkeypatch, y_train, message
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "datasets" / "mnist.npz",
+        x_train=rng.integers(0, 256, (4, 28, 28)).astype(np.uint8), y_train=y_train,
+        x_test=rng.integers(0, 256, (2, 28, 28)).astype(np.uint8), y_test=np.array([4, 5]),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        datasets.load_dataset("mnist")
 
 
 def test_cifar10_pickles(tmp_path):

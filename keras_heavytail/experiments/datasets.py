@@ -229,6 +229,28 @@ def teacher_student(
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+# The standard datasets' class counts: a subset (`limit`) keeps them all.
+_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+def _check_pairs(name, source, x_train, y_train, x_test, y_test):
+    """The number of classes, once images and labels are checked to belong together."""
+    for split, x, y in (("training", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise ValueError(
+                f"{source}: the {split} split has {len(x)} images but {len(y)} labels; "
+                "its image and label files do not belong together."
+            )
+    classes = _CLASSES.get(name, int(max(y_train.max(), y_test.max()) + 1))
+    low, high = min(y_train.min(), y_test.min()), max(y_train.max(), y_test.max())
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{source}: {name} labels are class ids in [0, {classes}), but these "
+            f"files hold labels from {low} to {high}: they are not {name}'s label files."
+        )
+    return classes
+
+
 def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, seed=0):
     """Loads a dataset offline and standardises it.
 
@@ -283,6 +305,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         x_train, x_test = x_train[..., None], x_test[..., None]
     y_train = arrays["y_train"].astype("int64").ravel()
     y_test = arrays["y_test"].astype("int64").ravel()
+    classes = _check_pairs(name, source, x_train, y_train, x_test, y_test)
     if limit is not None:
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.permutation(len(y_train))[:limit])
@@ -307,7 +330,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         y_train=y_train,
         x_test=x_test.astype("float32"),
         y_test=y_test,
-        num_classes=int(max(y_train.max(), y_test.max()) + 1),
+        num_classes=classes,
         preprocessing=preprocessing,
         source=source,
     )
