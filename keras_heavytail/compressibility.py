@@ -339,6 +339,22 @@ class CompressibilityReport:
         return "\n".join(lines)
 
 
+def units_last(layer, kernel):
+    """`kernel` laid out as `(..., units)`: each output channel's weights in one column.
+
+    A Dense or Conv kernel already is. A depthwise kernel `(*spatial, C, M)`
+    has `C * M` output channels of `prod(spatial)` weights each; a
+    transposed convolution's kernel `(*spatial, out, in)` has its output
+    channels on the second-to-last axis.
+    """
+    name = type(layer).__name__
+    if name.startswith("DepthwiseConv"):
+        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
+    if name.startswith("Conv") and name.endswith("Transpose"):
+        return np.moveaxis(kernel, -2, -1)
+    return kernel
+
+
 def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
     """Compressibility numbers of every layer with a kernel, and of the model.
 
@@ -362,9 +378,10 @@ def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
     layers = ModelGraph(model).kernel_layers
     if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with a kernel to measure.")
-    kernels = [as_array(layer.kernel, "float64") for layer in layers]
+    kernels = [units_last(layer, as_array(layer.kernel, "float64")) for layer in layers]
     rows = [
-        kernel_row(layer.name, k, max_rel_sq_error) for layer, k in zip(layers, kernels)
+        {**kernel_row(layer.name, k, max_rel_sq_error), "shape": list(layer.kernel.shape)}
+        for layer, k in zip(layers, kernels)
     ]
     whole = _numbers(kernels, max_rel_sq_error)
     whole = {"layer": "(model)", "shape": None, **whole}

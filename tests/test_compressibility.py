@@ -155,3 +155,20 @@ def test_report_rejects_a_model_without_kernels():
     model = keras.Sequential([keras.Input((3,)), keras.layers.ReLU()])
     with pytest.raises(ValueError, match="no layer with a kernel"):
         cm.compressibility_report(model)
+
+
+def test_the_report_counts_output_channels_of_depthwise_and_transposed_convolutions():
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(inputs)
+    x = keras.layers.Conv2DTranspose(5, 3, name="up")(x)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    report = cm.compressibility_report(model)
+    assert report["dw"]["neurons"] == 8 and report["dw"]["shape"] == [3, 3, 4, 2]
+    assert report["up"]["neurons"] == 5 and report["up"]["shape"] == [3, 3, 5, 8]
+    # Each counted unit is one output channel, with that channel's weights.
+    up, dw = model.get_layer("up"), model.get_layer("dw")
+    norms = cm.neuron_norms(cm.units_last(up, up.kernel.numpy()))
+    np.testing.assert_allclose(norms, np.sqrt((up.kernel.numpy() ** 2).sum(axis=(0, 1, 3))))
+    norms = cm.neuron_norms(cm.units_last(dw, dw.kernel.numpy()))
+    np.testing.assert_allclose(norms, np.sqrt((dw.kernel.numpy() ** 2).sum(axis=(0, 1))).ravel())
