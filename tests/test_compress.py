@@ -579,3 +579,19 @@ def test_a_candidates_cost_is_the_cost_of_the_model_it_builds(make):
         built = kht.count_macs(bench.candidate(ratio, options))
         assert bench.cost(ratio, options) == {"macs": built.macs, "params": built.params}
         assert built.macs < kht.count_macs(bench.model).macs
+
+
+def test_torch_tensors_that_need_grad_or_are_bfloat16_are_read_as_numpy():
+    torch = pytest.importorskip("torch")
+    from keras_heavytail.pruning import inputs
+
+    x = np.arange(12, dtype="float32").reshape(6, 2)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    for tensor in (torch.tensor(x, requires_grad=True), torch.tensor(x).bfloat16()):
+        got_x, got_y = inputs.check_data((tensor, torch.tensor(y)), "train", 3)
+        np.testing.assert_array_equal(got_x, x)  # small integers: exact in bfloat16
+        np.testing.assert_array_equal(got_y, y)
+    batches = [(torch.tensor(x[:3], requires_grad=True), torch.tensor(y[:3])),
+               (torch.tensor(x[3:], requires_grad=True), torch.tensor(y[3:]))]  # fmt: skip
+    got_x, _ = inputs.check_data(iter(batches), "train", 3)
+    np.testing.assert_array_equal(got_x, x)

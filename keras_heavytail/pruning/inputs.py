@@ -14,6 +14,15 @@ import os
 import numpy as np
 
 
+def _plain(value):
+    """A PyTorch tensor as numpy can read it: detached, on the CPU, bfloat16 as float32."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+    return value
+
+
 def _pair(x, y, name):
     """`x` and `y` as numpy arrays; labels of shape (n, 1) as (n,)."""
     if isinstance(x, dict) or isinstance(y, dict):
@@ -21,12 +30,18 @@ def _pair(x, y, name):
             f"`{name}`: inputs or labels given as a dict (named inputs) are not "
             "taken: `compress` takes a model with one input; pass its array."
         )
+    x, y = _plain(x), _plain(y)
     try:
         x, y = np.asarray(x), np.asarray(y)
     except ValueError as error:  # ragged: e.g. a list of two batches as (x, y)
         raise ValueError(
             f"`{name}` must be a pair (x, y) of arrays (batches go in a dataset or an "
             f"iterator, e.g. `iter(batches)`). Reading it failed: {error}"
+        ) from None
+    except (TypeError, RuntimeError) as error:
+        raise ValueError(
+            f"`{name}` cannot be read as numpy arrays ({error}). Pass numpy arrays "
+            "or tensors numpy can read."
         ) from None
     if y.ndim == 2 and y.shape[1] == 1:  # Keras' sparse labels may be (n, 1)
         y = y[:, 0]
