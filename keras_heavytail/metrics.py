@@ -8,25 +8,32 @@ import keras
 import numpy as np
 
 
-def accuracy(model, x, y, batch_size=1024):
-    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks.
+def predict(model, x, batch_size=1024):
+    """`model`'s outputs on `x` as one numpy array, from eager calls in chunks.
 
-    Eager calls work inside a running `fit` (in a callback), where a nested
-    `model.evaluate` would not.
+    Unlike `model.predict`, nothing is traced: many models (a pruning curve,
+    a bisection) in one process do not make TensorFlow warn about
+    retracing, and the calls work inside a running `fit` (in a callback).
     """
+    chunks = [
+        keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
+        for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(chunks)
+
+
+def accuracy(model, x, y, batch_size=1024):
+    """Accuracy of a classifier on `(x, y)`, predicted in eager chunks (`predict`)."""
     if len(y) == 0:
         raise ValueError("Accuracy needs at least one example. Received: 0")
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        outputs = keras.ops.convert_to_numpy(model(x[start : start + batch_size]))
-        if outputs.ndim != 2 or outputs.shape[-1] < 2:
-            raise ValueError(
-                "Accuracy here is the argmax over one output per class: give a "
-                f"model with two or more outputs. Received: outputs of shape "
-                f"{outputs.shape}"
-            )
-        correct += int(np.sum(np.argmax(outputs, -1) == y[start : start + batch_size]))
-    return correct / len(y)
+    outputs = predict(model, x, batch_size)
+    if outputs.ndim != 2 or outputs.shape[-1] < 2:
+        raise ValueError(
+            "Accuracy here is the argmax over one output per class: give a "
+            f"model with two or more outputs. Received: outputs of shape "
+            f"{outputs.shape}"
+        )
+    return float(np.mean(np.argmax(outputs, -1) == np.asarray(y)))
 
 
 def log_probabilities(outputs, from_logits):

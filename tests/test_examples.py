@@ -10,6 +10,7 @@ in `test_cli.py`; here its default output folder is checked to be ignored.
 
 import concurrent.futures
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,6 +103,24 @@ def test_example_runs(name, ran):
     result = ran[0][name]
     assert result.returncode == 0, result.stderr[-3000:]
     assert EXPECT[name] in result.stdout, result.stdout[-2000:]
+
+
+# TensorFlow's and absl's C++ log lines, Keras' export chatter, tf.function's
+# retracing warnings: none belongs in what an example shows its reader.
+NOISE = re.compile(
+    r"^[IWEF]\d{4} |absl::|oneDNN custom operations|cuda drivers|cuInit|"
+    r"Saved artifact at|TensorSpec\(|triggered tf\.function retracing",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_output_holds_no_tensorflow_log_lines(name, ran):
+    result = ran[0][name]
+    for stream in (result.stdout, result.stderr):
+        found = NOISE.search(stream)
+        assert found is None, stream[max(0, found.start() - 300) : found.end() + 300]
 
 
 @pytest.mark.slow

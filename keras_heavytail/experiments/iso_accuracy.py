@@ -73,7 +73,7 @@ def pruning_curve(
             int(np.sum(a == 0) - np.sum(b == 0))
             for a, b in zip(work.get_weights(), original)
         )
-        outputs = work.predict(x, batch_size=batch_size, verbose=0)
+        outputs = metrics.predict(work, x, batch_size)
         loss, accuracy = metrics.loss_and_accuracy(outputs, y, from_logits)
         rows.append(
             {
@@ -153,7 +153,7 @@ def iso_accuracy_ratio(
     def passes(ratio):
         work.set_weights(original)
         apply_masks(work, pruning_masks(model, ratio, structure, scope, score=score))
-        outputs = work.predict(x, batch_size=batch_size, verbose=0)
+        outputs = metrics.predict(work, x, batch_size)
         if outputs.ndim != 2 or outputs.shape[-1] < 2:
             raise ValueError(
                 "The iso-accuracy point takes the argmax over one output per class: "

@@ -7,8 +7,10 @@ models on the TensorFlow backend, and tf_keras models), and models run in
 optimizer or its noise.
 """
 
+import contextlib
 import dataclasses
 import gzip
+import io
 import tempfile
 import time
 import warnings
@@ -46,8 +48,9 @@ def _saved_model(model, directory):
         )
     if isinstance(model, keras.Model):
         model.export(directory, format="tf_saved_model", verbose=False)
-    else:  # tf_keras
-        model.export(directory)
+    else:  # tf_keras, whose export prints its signatures and has no `verbose`
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(directory)
 
 
 def export_tflite(
