@@ -8,6 +8,7 @@ the one way tests start processes.
 import atexit
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,3 +261,12 @@ class _Zygote:
         if fired.is_set():
             raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
         return subprocess.CompletedProcess([sys.executable, *argv], returncode, stdout, stderr)
+
+
+# TensorFlow's and absl's C++ log lines, Keras' export chatter, tf.function's
+# retracing warnings: none belongs in what an example shows its reader.
+NOISE = re.compile(
+    r"^[IWEF]\d{4} |absl::|oneDNN custom operations|cuda drivers|cuInit|"
+    r"Saved artifact at|TensorSpec\(|triggered tf\.function retracing",
+    re.MULTILINE,
+)

@@ -10,12 +10,12 @@ in `test_cli.py`; here its default output folder is checked to be ignored.
 
 import concurrent.futures
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import NOISE
 from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,15 +103,6 @@ def test_example_runs(name, ran):
     result = ran[0][name]
     assert result.returncode == 0, result.stderr[-3000:]
     assert EXPECT[name] in result.stdout, result.stdout[-2000:]
-
-
-# TensorFlow's and absl's C++ log lines, Keras' export chatter, tf.function's
-# retracing warnings: none belongs in what an example shows its reader.
-NOISE = re.compile(
-    r"^[IWEF]\d{4} |absl::|oneDNN custom operations|cuda drivers|cuInit|"
-    r"Saved artifact at|TensorSpec\(|triggered tf\.function retracing",
-    re.MULTILINE,
-)
 
 
 @pytest.mark.slow

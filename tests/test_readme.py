@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import HANG_GUARD_S
+from helpers import NOISE
 from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,18 +47,24 @@ def test_every_block_has_an_expectation():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(EXPECT)))
-def test_readme_block_runs(index, tmp_path, monkeypatch, capsys):
+def test_readme_block_runs(index, tmp_path, monkeypatch, capfd):
     code = BLOCKS[index] + (BOARD_CHECK if "def litert_predict" in BLOCKS[index] else "")
     if "TF_USE_LEGACY_KERAS" in code:
         # Forked from a process that imported tf_keras (`warm`): the block
         # sets the variable itself, as a user's script would.
         env = {"TF_USE_LEGACY_KERAS": "1"}
-        stdout = run_python(code, env=env, cwd=tmp_path, timeout=HANG_GUARD_S, warm=True).stdout
+        result = run_python(code, env=env, cwd=tmp_path, timeout=HANG_GUARD_S, warm=True)
+        stdout, stderr = result.stdout, result.stderr
     else:
         monkeypatch.chdir(tmp_path)
         exec(compile(code, f"README block {index}", "exec"), {"__name__": "__main__"})
-        stdout = capsys.readouterr().out
+        stdout, stderr = capfd.readouterr()  # file descriptors: C++ logs too
     assert EXPECT[index] in stdout, stdout[-2000:]
+    # No TensorFlow or absl line, no export chatter, no retracing warning
+    # (TensorFlow's start-up lines come before this process's first test).
+    for stream in (stdout, stderr):
+        found = NOISE.search(stream)
+        assert found is None, stream[max(0, found.start() - 300) : found.end() + 300]
 
 
 def test_readme_commands_are_the_ci_commands():
