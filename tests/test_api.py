@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 import keras_heavytail
 
@@ -27,10 +28,8 @@ def test_importing_the_package_leaves_tf_keras_alone():
         "assert 'tensorflow_model_optimization' not in sys.modules; "
         "assert os.environ.get('TF_USE_LEGACY_KERAS') is None; print('ok')"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env
-    )
+    # Forked from a process that imported only TensorFlow and Keras (`warm`).
+    out = run_python(code, warm=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
@@ -61,7 +60,7 @@ def test_release_0_2_module_paths_still_import_with_a_warning():
         "        module = importlib.import_module('keras_heavytail.' + old)\n"
         "    print(old, '->', module.__name__, '|', *[w.message for w in caught])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_python(code, warm=True, check=False)  # nothing of ours imported yet
     lines = out.stdout.splitlines()
     assert len(lines) == len(MOVED_MODULES), out.stdout + out.stderr[-2000:]
     for old, line in zip(MOVED_MODULES, lines):
