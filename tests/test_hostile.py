@@ -226,6 +226,14 @@ def nan_model():
     return model
 
 
+def inf_model():
+    model = tiny_mlp()
+    weights = model.get_weights()
+    weights[0][0, 0] = np.inf
+    model.set_weights(weights)
+    return model
+
+
 def run_log(path, header, lines=()):
     Path(path).write_text("".join(json.dumps(line) + "\n" for line in lines))
     with files.RunLog(path, header):
@@ -347,6 +355,8 @@ API_ROWS = [
      ["just text"]), files.RunLogError, "is not a keras-heavytail run log"),
     ("run log held by a live process", lambda d: locked_run_log(d / "held.jsonl"),
      files.RunLogError, "is being written by another job"),
+    ("prune a model with an inf weight", lambda d: kht.prune(inf_model(), 0.5,
+     structure="entry"), ValueError, "Layer 'hidden' has NaN or inf weights"),
     ("a decay of power 0 never prunes", lambda d: kht.pruning.sparsity.PolynomialDecay(
      0.0, 0.8, 0, 100, power=0), ValueError, "Received: power=0"),
     ("a decay of negative power", lambda d: kht.pruning.sparsity.PolynomialDecay(

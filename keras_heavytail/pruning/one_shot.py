@@ -125,6 +125,16 @@ def pruning_masks(
             f"criterion={criterion!r}"
         )
     graph = model_graph(model)
+    diverged = next(
+        (la.name for la in graph.kernel_layers if not np.all(np.isfinite(as_array(la.kernel)))),
+        None,
+    )
+    if diverged is not None:
+        raise ValueError(
+            f"Layer {diverged!r} has NaN or inf weights (the model diverged): "
+            "pruning ranks weights by size and cannot rank those. Train again "
+            "with a lower learning rate or sigma."
+        )
     if structure == "neuron" and criterion is None:
         _check_names(graph, exclude)
         if ratio is None:
