@@ -170,7 +170,10 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     model = str(tmp_path / "m.keras")
     common = ["--width", "32", "--epochs", "1", "--limit", "200"]
     assert cli.main(["train", "--output", model, "--sigma", "0.01", *common]) == 0
-    assert "BatchNormalization" not in capsys.readouterr().out  # none in an MLP
+    printed = capsys.readouterr().out
+    assert "BatchNormalization" not in printed  # none in an MLP
+    # Off a terminal (no live bar) a line per epoch shows progress.
+    assert re.search(r"HeavyTailSGD.* seed 0: epoch 1/1, loss \d\.\d{3} \(\d+ s\)", printed), printed
     assert json.loads(Path(model).with_suffix(".json").read_text())["raw_pixels"] is False
     assert cli.main(["analyze", model, "--json"]) == 0
     out = capsys.readouterr().out

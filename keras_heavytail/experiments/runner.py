@@ -33,6 +33,7 @@ from keras_heavytail.experiments.training import StopAtTrainAccuracy  # noqa: F4
 from keras_heavytail.experiments.training import StopOnDivergence  # noqa: F401
 from keras_heavytail.experiments.training import check_finite  # noqa: F401
 from keras_heavytail.experiments.training import make_optimizer  # noqa: F401
+from keras_heavytail.experiments.training import prints_lines
 from keras_heavytail.experiments.training import progress_bar
 from keras_heavytail.experiments.training import train_one
 from keras_heavytail.metrics import accuracy
@@ -280,6 +281,12 @@ def run_protocol(
     try:
         total = len(settings) * len(seeds) * protocol.epochs
         with progress_bar(total, "epoch", progress) as bar:
+            if prints_lines(bar):
+                print(
+                    f"{len(settings)} setting(s) x {len(seeds)} seed(s), up to "
+                    f"{protocol.epochs} epochs each: a line per epoch and per finished run.",
+                    flush=True,
+                )
             for setting in settings:
                 for seed in seeds:
                     row, model, resumed = _run_one(

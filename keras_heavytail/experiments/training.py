@@ -92,13 +92,27 @@ class StopAtTrainAccuracy(keras.callbacks.Callback):
 
 
 class _EpochProgress(keras.callbacks.Callback):
-    def __init__(self, bar):
+    """Advances the bar once per epoch; off a terminal (no bar), prints a line."""
+
+    def __init__(self, bar, what, epochs):
         super().__init__()
-        self.bar = bar
+        self.bar, self.what, self.epochs = bar, what, epochs
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss", float("nan"))
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.3f}")
+        if prints_lines(self.bar):
+            print(
+                f"  {self.what}: epoch {epoch + 1}/{self.epochs}, loss {loss:.3f} "
+                f"({time.perf_counter() - self.start:.0f} s)",
+                flush=True,
+            )
+        else:
+            self.bar.set_postfix(loss=f"{loss:.3f}")
 
 
 def make_optimizer(setting, protocol, seed, total_steps=None, model=None):
@@ -214,7 +228,7 @@ def train_one(
             )
         )
     if progress is not None:
-        callbacks.append(_EpochProgress(progress))
+        callbacks.append(_EpochProgress(progress, f"{setting.label} seed {seed}", protocol.epochs))
     start = time.perf_counter()
     what = f"{setting.label} seed {seed}"
     with warnings.catch_warnings():  # check_finite below raises instead
@@ -320,9 +334,16 @@ def check_finite(model, what, steps):
 
 
 class _NoBar:
-    """What a run uses of a tqdm bar, for when tqdm is absent or off."""
+    """What a run uses of a tqdm bar, for when tqdm is absent or off.
+
+    `lines`: progress is wanted but there is no live bar (tqdm missing), so
+    runs print a line per epoch instead.
+    """
 
     disable = True
+
+    def __init__(self, lines=False):
+        self.lines = lines
 
     def __enter__(self):
         return self
@@ -341,13 +362,22 @@ class _NoBar:
 
 
 def progress_bar(total, unit, enabled=True):
-    """A tqdm bar on a terminal (none elsewhere, or without tqdm installed)."""
+    """A tqdm bar on a terminal; elsewhere (or without tqdm) a line per epoch.
+
+    `prints_lines(bar)` says which: a log file or a pipe shows progress from
+    the first epoch, not only when a whole run ends.
+    """
     if not enabled:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return _NoBar()
+        return _NoBar(lines=True)
     return tqdm(total=total, unit=unit, disable=None)
+
+
+def prints_lines(bar):
+    """Whether `bar` (from `progress_bar`) wants a printed line per epoch."""
+    return getattr(bar, "lines", None) if isinstance(bar, _NoBar) else bool(bar.disable)
 
 
