@@ -226,6 +226,21 @@ def nan_model():
     return model
 
 
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.hidden, self.out = keras.layers.Dense(4), keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def subclassed_model():
+    model = _Subclassed()
+    model(np.zeros((1, 5), "float32"))
+    return model
+
+
 def inf_model():
     model = tiny_mlp()
     weights = model.get_weights()
@@ -357,6 +372,15 @@ API_ROWS = [
      files.RunLogError, "is being written by another job"),
     ("prune a model with an inf weight", lambda d: kht.prune(inf_model(), 0.5,
      structure="entry"), ValueError, "Layer 'hidden' has NaN or inf weights"),
+    ("shrink a subclassed model", lambda d: kht.shrink(subclassed_model()), ValueError,
+     "is a subclassed model"),
+    ("export a float16 model", lambda d: kht.export_tflite(keras.Sequential(
+     [keras.Input((4,)), keras.layers.Dense(3, dtype="float16")]), d / "q.tflite"),
+     ValueError, "Rebuild it in float32"),
+    ("int8 calibration on strings", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=np.full((4, 8, 8, 1), "a")), ValueError,
+     "`representative_data` must be numbers"),
     ("a decay of power 0 never prunes", lambda d: kht.pruning.sparsity.PolynomialDecay(
      0.0, 0.8, 0, 100, power=0), ValueError, "Received: power=0"),
     ("a decay of negative power", lambda d: kht.pruning.sparsity.PolynomialDecay(

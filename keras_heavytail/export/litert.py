@@ -111,8 +111,26 @@ def export_tflite(
             "`representative_data`: a few hundred typical inputs to calibrate "
             "activation ranges. Received: representative_data=None"
         )
+    compute = {
+        getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        for layer in getattr(model, "layers", [])
+    } | {str(getattr(v, "dtype", "float32")) for v in model.weights}
+    if compute - {"float32", "int32", "int64", "bool"}:
+        raise ValueError(
+            f"`export_tflite` converts float32 models; this one computes or stores "
+            f"{sorted(compute - {'float32', 'int32', 'int64', 'bool'})} (a float16 or "
+            "mixed-precision model). Rebuild it in float32 "
+            "(`keras.mixed_precision.set_global_policy('float32')`), copy the "
+            "weights with `set_weights`, and export that; `quantize='float16'` "
+            "stores float16 weights."
+        )
     if representative_data is not None:
         samples = np.asarray(representative_data)
+        if samples.dtype.kind not in "fiub":
+            raise ValueError(
+                "`representative_data` must be numbers (model inputs). Received: "
+                f"dtype={samples.dtype}"
+            )
         if len(samples) == 0 or not np.all(np.isfinite(samples)):
             raise ValueError(
                 "`representative_data` must hold at least one input, all finite "

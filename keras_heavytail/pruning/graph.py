@@ -144,6 +144,13 @@ class ModelGraph:
 
     def _wire(self):
         model = self.model
+        if not isinstance(model, keras.Sequential) and getattr(model, "inputs", None) is None:
+            raise ValueError(
+                f"Model {model.name!r} is a subclassed model: how its layers connect "
+                "lives in its Python `call`, which the channel graph cannot read. "
+                "Build the same layers as a functional model (`keras.Model(inputs, "
+                "outputs)`) or a `keras.Sequential` to prune channels or shrink it."
+            )
         layers = [
             layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
         ]

@@ -87,13 +87,14 @@ def _criterion_masks(layers, criterion, max_rel_sq_error):
         raise ValueError(
             f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
         )
-    return {
-        layer.name: ~lowest(
-            compressibility.neuron_norms(layer.kernel),
-            compressibility.prunable_neuron_count(layer.kernel, max_rel_sq_error),
+    masks = {}
+    for layer in layers:  # units: output channels (transposed, depthwise too)
+        kernel = compressibility.units_last(layer, as_array(layer.kernel))
+        masks[layer.name] = ~lowest(
+            compressibility.neuron_norms(kernel),
+            compressibility.prunable_neuron_count(kernel, max_rel_sq_error),
         )
-        for layer in layers
-    }
+    return masks
 
 
 def pruning_masks(
