@@ -129,3 +129,15 @@ def test_bad_name_and_corrupt_file(tmp_path):
         f.write(b"not an idx file")
     with pytest.raises(ValueError, match="not an IDX file"):
         datasets.read_idx(bad)
+
+
+def test_the_input_transform_turns_raw_pixels_into_model_inputs():
+    data = datasets.load_dataset("digits")
+    plain = datasets.load_dataset("digits", standardize=False)
+    t = data.input_transform
+    assert t["divide_by"] == 16.0 and plain.input_transform["mean"] == [0.0]
+    raw = plain.x_test * plain.input_transform["divide_by"]  # the 0-16 pixels
+    np.testing.assert_array_equal(raw, np.round(raw))
+    made = (raw / t["divide_by"] - np.array(t["mean"])) / np.array(t["std"])
+    np.testing.assert_allclose(made, data.x_test, rtol=1e-5, atol=1e-5)
+    assert data.summary()["input_transform"] == t

@@ -51,6 +51,10 @@ class Dataset:
     num_classes: int
     preprocessing: str
     source: str
+    # What turns a raw input into a model input, as numbers: `(raw /
+    # divide_by - mean) / std` per channel (mean 0 and std 1 when not
+    # standardised). `None` where the inputs are not pixels (teacher_student).
+    input_transform: dict = None
 
     @property
     def input_shape(self):
@@ -89,6 +93,7 @@ class Dataset:
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "preprocessing": self.preprocessing,
+            "input_transform": self.input_transform,
             "source": self.source,
         }
 
@@ -312,12 +317,18 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         x_train, y_train = x_train[keep], y_train[keep]
         keep = np.sort(rng.permutation(len(y_test))[:limit])
         x_test, y_test = x_test[keep], y_test[keep]
+    channels = x_train.shape[-1]
+    raw_max = 16.0 if name == "digits" else scale  # the digits' pixels are 0..16
+    transform = {"divide_by": raw_max, "mean": [0.0] * channels, "std": [1.0] * channels}
+    if name == "teacher_student":
+        transform = None
     if standardize and name == "teacher_student":
         preprocessing = "none: inputs are already N(0, 1)"
     elif standardize:
         mean = x_train.mean(axis=(0, 1, 2))
         std = x_train.std(axis=(0, 1, 2)) + 1e-7
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        transform.update(mean=[float(m) for m in mean], std=[float(v) for v in std])
         preprocessing = (
             "pixels / max, then per-channel z-score with the training split's "
             f"mean {[round(float(m), 4) for m in mean]} and std {[round(float(v), 4) for v in std]}"
@@ -333,4 +344,5 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         num_classes=classes,
         preprocessing=preprocessing,
         source=source,
+        input_transform=transform,
     )
