@@ -15,15 +15,28 @@ import warnings
 
 
 def check_tensorflow(what):
-    """Raises an ImportError naming `what` unless Keras runs on TensorFlow."""
+    """Raises an ImportError naming `what` unless TensorFlow can serve it.
+
+    LiteRT export converts a TensorFlow SavedModel, which Keras writes on the
+    TensorFlow backend and, through jax2tf, on JAX; PyTorch has no such path
+    here. TensorFlow itself must be installed on either.
+    """
     import keras
 
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
         raise ImportError(
-            f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow and "
-            "`pip install 'keras-heavytail[tensorflow]'`). Received: "
-            f"backend={keras.backend.backend()!r}"
+            f"{what} needs the TensorFlow or JAX backend (LiteRT export goes through "
+            f"a TensorFlow SavedModel). Received: backend={backend!r}. Save the "
+            "model (`model.save`) and export it in a process with KERAS_BACKEND=tensorflow."
         )
+    try:
+        importlib.import_module("tensorflow")
+    except ImportError as error:
+        raise ImportError(
+            f"{what} needs TensorFlow installed (`pip install "
+            f"'keras-heavytail[tensorflow]'`), also on the {backend} backend. ({error})"
+        ) from None
 
 
 def attach(package, where, submodules=(), tensorflow_only=()):

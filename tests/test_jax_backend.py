@@ -74,6 +74,16 @@ CODE = textwrap.dedent(
         for a, b in zip(straight.get_weights(), resumed.get_weights()):
             np.testing.assert_allclose(a, b, atol=1e-6)
         assert not np.allclose(straight.get_weights()[0], weights[1][0])
+
+    # A JAX-trained model exports to LiteRT (Keras writes the SavedModel
+    # through jax2tf) and scores there as in JAX.
+    trained = straight
+    path = os.path.join(tempfile.mkdtemp(), "j.tflite")
+    kht.export_tflite(trained, path)
+    logits, _ = kht.predict_tflite(path, xs)
+    np.testing.assert_allclose(logits, np.asarray(trained.predict(xs, verbose=0)), atol=1e-4)
+    evaluation = kht.evaluate_tflite(path, xs, ys, from_logits=True)
+    assert evaluation["accuracy"] == np.mean(np.argmax(logits, -1) == ys)
     print("jax ok")
     """
 )

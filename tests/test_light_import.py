@@ -49,7 +49,7 @@ assert result.cost.macs <= dense / 2, (result.cost.macs, dense)
 try:
     kht.export_tflite
 except ImportError as error:
-    assert "needs the TensorFlow backend" in str(error), error
+    assert "needs TensorFlow installed" in str(error), error
 else:
     raise AssertionError("export_tflite loaded on JAX")
 heavy = [m for m in ("tensorflow", "tensorflow_probability", "tf_keras") if m in sys.modules]

@@ -1,4 +1,4 @@
-"""LiteRT export of Keras 3 models, checked in the interpreter (TensorFlow only).
+"""LiteRT export of Keras 3 models, checked in the interpreter.
 
 - `export_tflite`: float32, dynamic, float16 or calibrated full-int8 files,
   optionally with sparse storage.
@@ -8,7 +8,9 @@
 - `model_card`: a JSON card beside each exported file.
 - `export_variants`: the four edge variants of a model, with their cards.
 
-Every name here loads TensorFlow on first use and says so on another backend.
+Every name here loads TensorFlow on first use. Export works on the TensorFlow
+backend and on JAX (Keras writes the SavedModel through jax2tf); on PyTorch,
+and without TensorFlow installed, the first use says what to do.
 """
 
 from typing import TYPE_CHECKING
