@@ -202,6 +202,13 @@ def neuron_prune_ratio(kernel, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR, power
 KEEPS = (0.5, 0.2, 0.1)
 
 # What each column of a report means, for tables and report.md.
+# Which way each measurement reads, for the table's legend.
+MORE_COMPRESSIBLE = (
+    "More compressible: lower tail_index and best_k_error, higher "
+    "neuron_prune_ratio and parameter_prune_ratio. tail_index is capped at 2: "
+    "2.000 means Gaussian or lighter tails (no heavy tail to exploit)."
+)
+
 COLUMN_HELP = {
     "layer": "the layer's name; `(model)` pools every kernel",
     "shape": "the kernel's shape (inputs ... x units); none for `(model)`",

@@ -174,7 +174,13 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     assert "BatchNormalization" not in printed  # none in an MLP
     # Off a terminal (no live bar) a line per epoch shows progress.
     assert re.search(r"HeavyTailSGD.* seed 0: epoch 1/1, loss \d\.\d{3} \(\d+ s\)", printed), printed
-    assert json.loads(Path(model).with_suffix(".json").read_text())["raw_pixels"] is False
+    card = json.loads(Path(model).with_suffix(".json").read_text())
+    assert card["raw_pixels"] is False
+    assert card["optimizer"]["class"] == "HeavyTailSGD" and card["optimizer"]["config"]["sigma"] == 0.01
+    assert "Optimizer: HeavyTailSGD(learning_rate=0.05" in printed and "sigma=0.01" in printed
+    assert cli.main(["analyze", model]) == 0
+    legend = capsys.readouterr().out
+    assert "More compressible: lower tail_index" in legend and "- neuron_prune_ratio: " in legend
     assert cli.main(["analyze", model, "--json"]) == 0
     out = capsys.readouterr().out
     rows = json.loads(out[out.index("{") :])["rows"]
@@ -197,6 +203,8 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert '"quantization": "int8"' in printed and '"sparse": false' in printed
+    assert re.search(r"int8 calibrated on \d+ digits training inputs", printed), printed
+    assert re.search(r"Keras 0\.\d{4}, LiteRT 0\.\d{4} \([+-]\d+\.\d\d points\)", printed), printed
     evaluation = json.loads(printed[printed.rindex("{") : printed.rindex("}") + 1])
     # m.json is m.keras's data card: export leaves it and writes no card.
     assert "No model card" in printed

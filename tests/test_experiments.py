@@ -290,3 +290,10 @@ def test_wrapper_refuses_gradient_accumulation_in_the_inner_optimizer():
     inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=4)
     with pytest.raises(ValueError, match="gradient_accumulation_steps=4"):
         kht.HeavyTailNoise(inner)
+
+
+def test_headline_counts_are_whole_only_when_they_are():
+    from keras_heavytail.experiments import results
+
+    # A mean of 12.5 neurons is not "12" (round half to even) next to 13.5.
+    assert [results._count(v) for v in (12.5, 13.5, 12.0, 989.6667)] == ["12.5", "13.5", "12", "989.7"]

@@ -141,10 +141,20 @@ def _train(args, output, card_file):
         )  # fmt: skip
     accuracy = metrics.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
-    card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed}
+    optimizer = model.optimizer
+    config = json.loads(json.dumps(optimizer.get_config(), default=str))
+    card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed,
+            "optimizer": {"class": type(optimizer).__name__, "config": config}}  # fmt: skip
     files.write_text(card_file, json.dumps(card, indent=1) + "\n")
     if history.epoch and history.epoch[0] > 0:
         print(f"Resumed at epoch {history.epoch[0] + 1} from the killed run's backup.")
+    shown = ("learning_rate", "momentum", "alpha", "sigma", "sigma_scale", "noise")
+    settings = ", ".join(
+        f"{k}={config[k]:.6g}" if isinstance(config[k], float) else f"{k}={config[k]}"
+        for k in shown
+        if k in config
+    )
+    print(f"Optimizer: {type(optimizer).__name__}({settings}); all of it on the data card.")
     print(
         f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
         f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"
@@ -181,7 +191,13 @@ def cmd_analyze(args):
     report = compressibility.compressibility_report(
         cli_io.load_model(args.model), args.max_error
     )
-    print(report.to_json(indent=1) if args.json else report)
+    if args.json:
+        print(report.to_json(indent=1))
+        return
+    print(report)
+    print("\n" + compressibility.MORE_COMPRESSIBLE)
+    for column, meaning in compressibility.COLUMN_HELP.items():
+        print(f"- {column}: {meaning}")
 
 
 def cmd_prune(args):
@@ -318,11 +334,25 @@ def cmd_export(args):
         quantize=args.quantize,
         representative_data=None if data is None else data.x_train[:500],
     )
+    print(
+        f"Wrote {report.path}: {report.bytes:,} bytes ({report.gzip_bytes:,} gzipped), "
+        f"{report.quantization}, weight sparsity {report.weight_sparsity:.3f}"
+        + (f", int8 calibrated on {min(500, len(data.x_train))} {data.name} training inputs"
+           if args.quantize == "int8" else "")  # fmt: skip
+    )
     print(json.dumps(report.to_dict(), indent=1))
     evaluation = None
     if args.evaluate:
         evaluation = export.evaluate_tflite(
             report.path, data.x_test, data.y_test, from_logits=not args.probabilities
+        )
+        from keras_heavytail import metrics
+
+        keras_accuracy = metrics.accuracy(model, data.x_test, data.y_test)
+        print(
+            f"Test accuracy on {len(data.y_test):,} {data.name} examples: Keras "
+            f"{keras_accuracy:.4f}, LiteRT {evaluation['accuracy']:.4f} "
+            f"({100 * (evaluation['accuracy'] - keras_accuracy):+.2f} points)"
         )
         print(json.dumps(evaluation, indent=1, allow_nan=False, default=str))
     if card_file is None:
@@ -333,8 +363,11 @@ def cmd_export(args):
     # Written over the exported model's own data card: keep what it says.
     own = training is not None and card_file == Path(args.model).with_suffix(".json")
     reserved = {"model", "source", "bytes", "training", "export", "litert_evaluation",
-                "litert_latency", "versions", "dataset"}  # fmt: skip
+                "litert_latency", "versions", "dataset", "calibration"}  # fmt: skip
     kept = {k: v for k, v in training.items() if k not in reserved} if own else {}
+    if args.quantize == "int8":
+        kept["calibration"] = {"dataset": data.name, "split": "train",
+                               "inputs": min(500, len(data.x_train))}  # fmt: skip
     cards.model_card(
         output,
         source=f"keras-heavytail export {args.model}",

@@ -280,7 +280,14 @@ def _train_command(sub):
 
 
 def _analyze_command(sub):
-    p = _add(sub, "analyze", "compressibility report of a .keras file")
+    p = _add(sub, "analyze", "compressibility report of a .keras file", (
+        "Compressibility report of a .keras file: one row per kernel layer and "
+        "one for the whole model. More compressible reads as a LOWER tail_index "
+        "(2 = Gaussian or lighter, the estimate is capped there), LOWER "
+        "best_k_error@k (the error of keeping the largest k of the entries) and "
+        "a HIGHER neuron_prune_ratio (the paper's criterion: the share of units "
+        "it would remove). The table ends with a line per column."
+    ))  # fmt: skip
     p.add_argument("model", help="a .keras file")
     p.add_argument(
         "--max-error", type=_fraction, default=defaults.MAX_REL_SQ_ERROR,

@@ -61,9 +61,9 @@ class ProtocolResult:
                     continue
                 ratio, spread = row[key]
                 lines.append(
-                    f"{row['setting']} ({how}): {row['neurons_at_iso_accuracy' + suffix][0]:.0f} "
+                    f"{row['setting']} ({how}): {_count(row['neurons_at_iso_accuracy' + suffix][0])} "
                     f"hidden neurons keep {base['setting']}'s accuracy within tolerance, "
-                    f"against {base['neurons_at_iso_accuracy' + suffix][0]:.0f} for "
+                    f"against {_count(base['neurons_at_iso_accuracy' + suffix][0])} for "
                     f"{base['setting']} (means over seeds): per-seed ratio {ratio:.2f} "
                     f"({_verdict(ratio, spread, row['seeds'])})."
                 )
@@ -119,3 +119,8 @@ def aggregate(runs, labels, baseline="SGD"):
                 )
         table.append(row)
     return table
+
+
+def _count(mean):
+    """A mean of counts: whole when it is, else one decimal (12.5, never a rounded 12)."""
+    return f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f}"

@@ -12,6 +12,7 @@ References:
 """
 
 import dataclasses
+import time
 
 import keras
 import numpy as np
@@ -289,6 +290,7 @@ def run_protocol(
                 )
             for setting in settings:
                 for seed in seeds:
+                    started = time.perf_counter()
                     row, model, resumed = _run_one(
                         dataset,
                         setting,
@@ -310,7 +312,9 @@ def run_protocol(
                             f"{row['neurons_at_iso_accuracy']} neurons at iso-accuracy "
                             + (f"(resumed: from the run log, trained before in "
                                f"{row['train_seconds']:.0f} s)" if resumed else
-                               f"(trained in {row['train_seconds']:.0f} s)"),  # fmt: skip
+                               f"(trained in {row['train_seconds']:.0f} s, "
+                               f"{time.perf_counter() - started:.0f} s with its "
+                               "measurements)"),  # fmt: skip
                         )
     finally:
         if log is not None:
