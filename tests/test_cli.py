@@ -170,7 +170,7 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     model = str(tmp_path / "m.keras")
     common = ["--width", "32", "--epochs", "1", "--limit", "200"]
     assert cli.main(["train", "--output", model, "--sigma", "0.01", *common]) == 0
-    printed = capsys.readouterr().out
+    printed = trained = capsys.readouterr().out
     assert "BatchNormalization" not in printed  # none in an MLP
     # Off a terminal (no live bar) a line per epoch shows progress.
     assert re.search(r"HeavyTailSGD.* seed 0: epoch 1/1, loss \d\.\d{3} \(\d+ s\)", printed), printed
@@ -193,7 +193,12 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     assert "zeroed 1,024 of 2,410" in printed and "sparsity 0.432" in printed
     small = str(tmp_path / "small.keras")
     assert cli.main(["prune", model, "--ratio", "0.5", "--shrink", "--output", small]) == 0
-    assert "shrunk to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "shrunk to" in printed and "hidden units 32 -> 16" in printed
+    # Both models scored on the data train used (the card's): the dense
+    # score is the one train printed.
+    trained_score = re.search(r"test accuracy (0\.\d{4})", trained).group(1)
+    assert f"Test accuracy on 200 digits examples: {trained_score} -> " in printed
     assert keras.saving.load_model(small).layers[1].units == 16
     # The pruned model carries the data card: export calibrates as trained.
     assert json.loads(Path(small).with_suffix(".json").read_text())["raw_pixels"] is False

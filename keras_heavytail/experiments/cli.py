@@ -229,9 +229,12 @@ def cmd_prune(args):
         f"zeroed {zeroed:,} of {model.count_params():,} parameters; kernel "
         f"sparsity {ModelGraph(pruned).weight_sparsity():.3f}"
     )
+    units = [_live_units(model), _live_units(pruned)]
+    line += f"; hidden units {units[0]:,} -> {units[1]:,}"
     if args.shrink:
         pruned = shrink(pruned)
         line += f"; shrunk to {pruned.count_params():,} parameters"
+    scores = cli_cards.test_accuracy_before_after(source_card, model, pruned)
     files.save_model(pruned, output)
     if card_file is not None:  # the pruned model was trained on the same data
         files.write_text(card_file, json.dumps(source_card, indent=1) + "\n")
@@ -239,6 +242,21 @@ def cmd_prune(args):
     else:
         line += f"; saved {output}"
     print(line)
+    print(scores)
+
+
+def _live_units(model):
+    """Units of the prunable kernel layers with a nonzero incoming weight."""
+    import numpy as np
+
+    from keras_heavytail import compressibility
+    from keras_heavytail.pruning import one_shot
+
+    count = 0
+    for layer in one_shot.prunable_layers(model):
+        kernel = compressibility.units_last(layer, np.asarray(layer.kernel))
+        count += int(np.sum(np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)))
+    return count
 
 
 def _fitting(x, model, what):

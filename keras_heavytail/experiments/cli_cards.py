@@ -87,3 +87,33 @@ def model_card_path(output, model_path):
         isinstance(card, dict) and card.get("model") == output.name and "export" in card
     )
     return path if ours else None
+
+
+def test_accuracy_before_after(card, model, pruned):
+    """A line with both models' test accuracy on the data the card names.
+
+    The data is loaded as `train` loaded it (the card's dataset, its
+    preprocessing and example count); where it cannot be (no card, data
+    files elsewhere), the line says so instead.
+    """
+    from keras_heavytail import metrics
+    from keras_heavytail.experiments import datasets
+
+    dataset = (card or {}).get("dataset") or {}
+    if dataset.get("name") not in defaults.DATASETS:
+        return "Test accuracy: no data card naming the dataset, not measured."
+    source = Path(str(dataset.get("source", "")))
+    try:
+        data = datasets.load_dataset(
+            dataset["name"],
+            data_dir=source if source.is_dir() else None,
+            standardize=not card.get("raw_pixels", False),
+            limit=dataset.get("train"),
+        )
+        before, after = (metrics.accuracy(m, data.x_test, data.y_test) for m in (model, pruned))
+    except (OSError, ValueError) as error:
+        return f"Test accuracy: not measured ({error})."
+    return (
+        f"Test accuracy on {len(data.y_test):,} {data.name} examples: {before:.4f} -> "
+        f"{after:.4f} ({100 * (after - before):+.2f} points)"
+    )
