@@ -259,21 +259,6 @@ def _live_units(model):
     return count
 
 
-def _fitting(x, model, what):
-    """`x` reshaped to the model's input shape (flat vectors <-> images)."""
-    import numpy as np
-
-    shape = tuple(model.inputs[0].shape[1:])
-    if tuple(x.shape[1:]) == shape:
-        return x
-    if None not in shape and int(np.prod(shape)) == int(np.prod(x.shape[1:])):
-        return x.reshape((len(x),) + shape)
-    raise CommandError(
-        f"the {what} inputs have shape {tuple(x.shape[1:])} but the model takes "
-        f"{shape}: pick the --dataset the model was trained on"
-    )
-
-
 def cmd_compress(args):
     kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
              "latency_ms": args.latency_ms, "latency": args.latency}  # fmt: skip
@@ -301,9 +286,9 @@ def _compress(args, kinds, output, card_file):
     # fine-tuning on it, or judging the budget on training data, would mislead.
     card = (None if args.ignore_card else cli_cards.data_card(args.model)) or {}
     x_fit, y_fit, x_val, y_val = data.validation_split(seed=card.get("seed", 0))
-    x_fit = _fitting(x_fit, model, "training")
-    x_val = _fitting(x_val, model, "validation")
-    x_test = _fitting(data.x_test, model, "test")
+    x_fit = cli_io.fitting(x_fit, model, "training")
+    x_val = cli_io.fitting(x_val, model, "validation")
+    x_test = cli_io.fitting(data.x_test, model, "test")
     # A killed run, rerun with the same arguments, resumes after its last round.
     backup = output.parent / f".{output.name}.compress-backup"
     try:

@@ -172,3 +172,18 @@ def backup_dir(args, output):
     }
     digest = hashlib.sha256(json.dumps(asked, default=str).encode()).hexdigest()
     return output.with_name(f".{output.name}.backup-{digest[:12]}")
+
+
+def fitting(x, model, what):
+    """`x` reshaped to the model's input shape (flat vectors <-> images)."""
+    import numpy as np
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if None not in shape and int(np.prod(shape)) == int(np.prod(x.shape[1:])):
+        return x.reshape((len(x),) + shape)
+    raise CommandError(
+        f"the {what} inputs have shape {tuple(x.shape[1:])} but the model takes "
+        f"{shape}: pick the --dataset the model was trained on"
+    )
