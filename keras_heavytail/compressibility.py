@@ -216,8 +216,9 @@ COLUMN_HELP = {
     "tail_index": "tail index alpha of the kernel entries (block-sum estimator, "
     "median-centred): 2 is Gaussian, lower is heavier-tailed",
     "neuron_tail_index": "Hill's tail index of the units' incoming-weight norms "
-    "(top 10%; empty under 20 units): large (10-30) means the norms are "
-    "nearly equal, 1-3 means a few units dominate",
+    "(top 10%; empty under 20 units, and for `(model)`: layers' norms are on "
+    "different scales): large (10-30) means the norms are nearly equal, 1-3 "
+    "means a few units dominate",
     "best_k_error@0.5": "relative l2 error of keeping the largest 50% of entries",
     "best_k_error@0.2": "the same keeping 20%",
     "best_k_error@0.1": "the same keeping 10%",
@@ -391,5 +392,7 @@ def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
         for layer, k in zip(layers, kernels)
     ]
     whole = _numbers(kernels, max_rel_sq_error)
-    whole = {"layer": "(model)", "shape": None, **whole}
+    # Norms of different layers are on different scales (a small classifier's
+    # larger norms would read as the pooled tail): no pooled estimate.
+    whole = {"layer": "(model)", "shape": None, **whole, "neuron_tail_index": float("nan")}
     return CompressibilityReport(rows + [whole], max_rel_sq_error)

@@ -215,6 +215,15 @@ def trained():
     return model, (x[:256], y[:256]), (x[256:], y[256:])
 
 
+def test_compressing_a_model_at_chance_warns(trained):
+    _, train, val = trained
+    untrained = _bn_residual_cnn()  # 3 classes; labels it never saw
+    y_val = (np.argmax(untrained.predict(val[0], verbose=0), -1) + 1) % 3  # all wrong
+    with pytest.warns(UserWarning, match=r"scores 0\.0000 on the validation data, about chance"):
+        kht.compress(untrained, train, (val[0], y_val), kht.Budget(params=0.9), steps=1,
+                     fine_tune_epochs=0, verbose=False)  # fmt: skip
+
+
 # An absolute budget differs from a fraction only in `Budget.targets`,
 # checked below with the other budget arithmetic.
 @pytest.mark.parametrize("budget,kind", [(kht.Budget(macs=0.25), "macs"),

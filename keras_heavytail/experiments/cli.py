@@ -226,7 +226,10 @@ def cmd_prune(args):
     before = sum(int(np.sum(w == 0)) for w in model.get_weights())
     zeroed = sum(int(np.sum(w == 0)) for w in pruned.get_weights()) - before
     line = (
-        f"zeroed {zeroed:,} of {model.count_params():,} parameters; kernel "
+        f"zeroed {zeroed:,} of {model.count_params():,} parameters"
+        + (" (the pruned units' incoming weights and biases; --shrink also "
+           "removes their outgoing ones)" if args.structure == "neuron" else "")  # fmt: skip
+        + "; kernel "
         f"sparsity {ModelGraph(pruned).weight_sparsity():.3f}"
     )
     units = [_live_units(model), _live_units(pruned)]

@@ -114,7 +114,11 @@ def _plots(output, result, data):
             model, data.x_test, data.y_test, ratios, from_logits=True
         )
         kernels[label] = pruning.prunable_layers(model)[0].kernel.numpy()
-    plots.plot_pruning_curves(curves, output / "pruning_curves.png")
+    seed = result.config["seeds"][0]
+    plots.plot_pruning_curves(
+        curves, output / "pruning_curves.png",
+        title=f"Accuracy after one-shot pruning (seed {seed}; the report's table: all seeds)",
+    )  # fmt: skip
     plots.plot_norm_tails(kernels, output / "neuron_norm_tails.png")
 
 
@@ -164,7 +168,7 @@ def write_report(output, result, data, exports=None, title="keras-heavytail repo
             else ""
         )
         + f"; seeds {result.config['seeds']} (mean ± sample std over seeds). "
-        f"Iso-accuracy tolerance: {100 * protocol['iso_tolerance']:g} accuracy points.",
+        f"Iso-accuracy tolerance: {100 * protocol['iso_tolerance']:g} accuracy point(s).",
         "",
         "## What it shows",
         "",

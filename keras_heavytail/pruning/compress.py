@@ -209,6 +209,15 @@ def compress(
         from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
     teacher = as_logits(model.predict(x, batch_size=256, verbose=0), from_logits)
     dense_accuracy = metrics.accuracy(model, x_val, y_val)
+    if dense_accuracy <= 1 / classes + 0.05:
+        warnings.warn(
+            f"The model to compress scores {dense_accuracy:.4f} on the validation "
+            f"data, about chance for {classes} classes: compressing an untrained "
+            "model (or one whose BatchNormalization statistics lag: momentum 0.99 "
+            "needs thousands of steps) measures nothing, and the fine-tuning "
+            "rounds would train it. Train it first, or check the validation data.",
+            stacklevel=2,
+        )
     options = {"score": importance, "scope": scope, "normalized": True,
                "round_to": round_to, "min_channels": min_channels,
                "exclude": exclude}  # fmt: skip
