@@ -227,10 +227,10 @@ def train_one(
                 protocol.check_every,
             )
         )
-    if progress is not None:
-        callbacks.append(_EpochProgress(progress, f"{setting.label} seed {seed}", protocol.epochs))
-    start = time.perf_counter()
     what = f"{setting.label} seed {seed}"
+    if progress is not None:
+        callbacks.append(_EpochProgress(progress, what, protocol.epochs))
+    start = time.perf_counter()
     with warnings.catch_warnings():  # check_finite below raises instead
         warnings.simplefilter("ignore", DivergenceWarning)
         history = model.fit(
