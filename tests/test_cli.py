@@ -312,3 +312,16 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"keras-heavytail {kht.__version__}"
+
+
+def test_quiet_mode_hides_keras_and_tensorflow_warnings_not_ours():
+    import warnings
+
+    from keras_heavytail.experiments import cli_io
+
+    with pytest.warns(UserWarning, match="ours") as caught:
+        with cli_io.quiet(False):
+            for module in ("keras.src.trainers", "tensorflow.python", "keras_heavytail.pruning"):
+                text = "ours" if module.startswith("keras_heavytail") else "theirs"
+                warnings.warn_explicit(text, UserWarning, "f.py", 1, module=module)
+    assert [str(w.message) for w in caught] == ["ours"]

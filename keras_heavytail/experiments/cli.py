@@ -9,6 +9,7 @@ arguments imports no Keras: `--help` answers at once.
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -132,22 +133,23 @@ def _train(args, output, card_file):
         setting = experiments.Setting("SGD")
     protocol = cli_io.protocol(args, validation_fraction=defaults.VALIDATION_FRACTION)
     split = experiments.Split.of(data, protocol, args.seed)
-    history = keras.callbacks.History()  # its first epoch says if it resumed
+    history = keras.callbacks.History()  # the epochs run here: fewer if it resumed
+    backup = cli_io.backup_dir(args, output)
     with experiments.progress_bar(protocol.epochs, "epoch") as bar:
         bar.set_description(setting.label)
         model, seconds, ran, steps = experiments.train_one(
-            data, setting, protocol, args.seed, bar, split, cli_io.backup_dir(args, output),
-            callbacks=[history],
+            data, setting, protocol, args.seed, bar, split, backup, callbacks=[history],
         )  # fmt: skip
     accuracy = metrics.accuracy(model, data.x_test, data.y_test)
     files.save_model(model, output)
+    shutil.rmtree(backup, ignore_errors=True)  # only now: a kill before loses nothing
     optimizer = model.optimizer
     config = json.loads(json.dumps(optimizer.get_config(), default=str))
     card = {"dataset": data.summary(), "raw_pixels": args.raw_pixels, "seed": args.seed,
             "optimizer": {"class": type(optimizer).__name__, "config": config}}  # fmt: skip
     files.write_text(card_file, json.dumps(card, indent=1) + "\n")
-    if history.epoch and history.epoch[0] > 0:
-        print(f"Resumed at epoch {history.epoch[0] + 1} from the killed run's backup.")
+    if ran > len(history.epoch):
+        print(f"Resumed at epoch {ran - len(history.epoch) + 1} from the killed run's backup.")
     shown = ("learning_rate", "momentum", "alpha", "sigma", "sigma_scale", "noise")
     settings = ", ".join(
         f"{k}={config[k]:.6g}" if isinstance(config[k], float) else f"{k}={config[k]}"

@@ -27,8 +27,10 @@ def quiet(verbose):
         import warnings
 
         stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", module="keras")
-        warnings.filterwarnings("ignore", module="tensorflow")
+        # `module` is a regular expression matched at the start of the name:
+        # a bare "keras" would also hide keras_heavytail's own warnings.
+        warnings.filterwarnings("ignore", module=r"keras(\.|$)")
+        warnings.filterwarnings("ignore", module=r"tensorflow(\.|$)")
         yield
 
 

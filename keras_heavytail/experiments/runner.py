@@ -12,6 +12,7 @@ References:
 """
 
 import dataclasses
+import shutil
 import time
 
 import keras
@@ -396,6 +397,8 @@ def _run_one(dataset, setting, protocol, seed, bar, output, log, runs, baseline)
     }
     if model_path is not None:
         files.save_model(model, model_path)
+    if backup is not None:  # only now: a kill before the save loses nothing
+        shutil.rmtree(backup, ignore_errors=True)
     if log is not None and done is None:
         row = log.append(row)
     elif done is not None:  # retrained only to get the model back: keep the log

@@ -185,8 +185,10 @@ def train_one(
             mid-training (at any moment, also while the backup is written)
             resumes from it when called again with the same arguments, and
             ends bit-identical to an uninterrupted run (the noise is a
-            function of the iteration). The folder is deleted when training
-            ends. Defaults to `None`.
+            function of the iteration; on the TensorFlow backend, where the
+            batches' order resumes too). It is kept after training: delete
+            it (`shutil.rmtree`) once the model is saved, so a kill before
+            that loses nothing. Defaults to `None`.
         callbacks: more Keras callbacks. Defaults to `None`.
 
     Raises:
@@ -216,7 +218,7 @@ def train_one(
     initial_epoch = 0
     if backup_dir is not None:
         backup = _EpochBackup(backup_dir)
-        initial_epoch = backup.restore(model)
+        initial_epoch = backup.restore(model, protocol.epochs)
         callbacks.insert(0, backup)
     if protocol.target_train_accuracy is not None:
         callbacks.append(
@@ -248,12 +250,17 @@ def train_one(
     if progress is not None:  # early stop or resume: count the epochs not run here
         progress.update(protocol.epochs - len(history.epoch))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    check_finite(model, what, steps)
-    if divergence.step is not None:
-        raise RuntimeError(
-            f"{what} diverged: the loss is not finite at step {divergence.step}. "
-            + DIVERGENCE_ADVICE
-        )
+    try:
+        check_finite(model, what, steps)
+        if divergence.step is not None:
+            raise RuntimeError(
+                f"{what} diverged: the loss is not finite at step {divergence.step}. "
+                + DIVERGENCE_ADVICE
+            )
+    except RuntimeError:
+        if backup_dir is not None:  # a rerun must not resume the diverged run
+            backup.delete()
+        raise
     return model, time.perf_counter() - start, ran, steps
 
 
@@ -263,15 +270,15 @@ class _EpochBackup(keras.callbacks.Callback):
     As `keras.callbacks.BackupAndRestore`, but a kill at any moment leaves a
     consistent backup: each epoch's weights (the optimizer's state with
     them) go to a new file, and only then is `state.json` replaced,
-    atomically, to name that file and the epoch. The folder is deleted when
-    training ends.
+    atomically, to name that file and the epoch. The folder stays until
+    `delete`: the caller removes it once the trained model is saved.
     """
 
     def __init__(self, directory):
         super().__init__()
         self.directory = Path(directory)
 
-    def restore(self, model):
+    def restore(self, model, epochs):
         """Loads the backed-up epoch into `model`; returns how many epochs it had done.
 
         A backup that cannot be read (from an older version, or damaged by
@@ -288,8 +295,11 @@ class _EpochBackup(keras.callbacks.Callback):
         before = [np.array(arrays.as_array(v)) for v in variables]
         try:
             state = json.loads(state_path.read_text())
+            epoch = state["epoch"]
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch <= epochs:
+                raise ValueError(f"epoch {epoch!r} is not one of this run's 1..{epochs}")
             model.load_weights(self.directory / state["weights"])
-            return int(state["epoch"])
+            return epoch
         except (OSError, ValueError, KeyError, TypeError) as error:
             for variable, value in zip(variables, before):
                 variable.assign(value)
@@ -314,7 +324,8 @@ class _EpochBackup(keras.callbacks.Callback):
             if old.name != name:
                 old.unlink(missing_ok=True)
 
-    def on_train_end(self, logs=None):
+    def delete(self):
+        """Removes the backup: call once the trained model is saved elsewhere."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
