@@ -141,3 +141,25 @@ def test_the_input_transform_turns_raw_pixels_into_model_inputs():
     made = (raw / t["divide_by"] - np.array(t["mean"])) / np.array(t["std"])
     np.testing.assert_allclose(made, data.x_test, rtol=1e-5, atol=1e-5)
     assert data.summary()["input_transform"] == t
+
+
+def test_broken_cifar_batches_and_mismatched_test_images_are_named(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in datasets._CIFAR:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (3, 3072)), b"labels": [0, 1, 9]}, f)
+    cut = folder / datasets._CIFAR[2]
+    cut.write_bytes(cut.read_bytes()[:100])
+    with pytest.raises(ValueError, match="is not a readable CIFAR-10 batch"):
+        datasets.load_dataset("cifar10", data_dir=tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    np.savez(
+        tmp_path / "datasets" / "mnist.npz",
+        x_train=rng.integers(0, 256, (4, 28, 28)).astype(np.uint8), y_train=np.arange(4),
+        x_test=rng.integers(0, 256, (2, 20, 20)).astype(np.uint8), y_test=np.arange(2),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"training images are \(28, 28, 1\) but test images"):
+        datasets.load_dataset("mnist")

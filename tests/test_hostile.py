@@ -242,6 +242,21 @@ def subclassed_model():
     return model
 
 
+def depthwise_model(nan_gamma=False):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.Conv2D(4, 1, name="pw")(x)
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    if nan_gamma:
+        gamma = model.get_layer("bn").gamma
+        gamma.assign(np.where(np.arange(4) == 2, np.nan, 1.0).astype("float32"))
+    return model
+
+
 def inf_model():
     model = tiny_mlp()
     weights = model.get_weights()
@@ -382,6 +397,18 @@ API_ROWS = [
      digits_model(), d / "q.tflite", quantize="int8",
      representative_data=np.full((4, 8, 8, 1), "a")), ValueError,
      "`representative_data` must be numbers"),
+    ("HeavyTailNoise around a noisy optimizer", lambda d: kht.HeavyTailNoise(
+     kht.HeavyTailNoise(keras.optimizers.SGD(0.1))), ValueError,
+     "cannot wrap an optimizer that adds noise itself"),
+    ("criterion paper on a depthwise convolution", lambda d: kht.prune(
+     depthwise_model(), structure="neuron", criterion="paper"), ValueError,
+     "Pass exclude=['dw']"),
+    ("prune a model with a NaN BatchNormalization scale", lambda d: kht.prune(
+     depthwise_model(nan_gamma=True), 0.5, structure="neuron", score="bn_scale"),
+     ValueError, "Layer 'bn' has NaN or inf weights"),
+    ("export a model with a float16 input", lambda d: kht.export_tflite(keras.Sequential(
+     [keras.Input((4,), dtype="float16"), keras.layers.Dense(3)]), d / "q.tflite"),
+     ValueError, "Rebuild it in float32"),
     ("a decay of power 0 never prunes", lambda d: kht.pruning.sparsity.PolynomialDecay(
      0.0, 0.8, 0, 100, power=0), ValueError, "Received: power=0"),
     ("a decay of negative power", lambda d: kht.pruning.sparsity.PolynomialDecay(

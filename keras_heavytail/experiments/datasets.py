@@ -21,6 +21,7 @@ import dataclasses
 import gzip
 import os
 import pickle
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -149,8 +150,14 @@ def _load_mnist_family(name, data_dir):
             return arrays, str(place)
     npz = cache / "mnist.npz"
     if name == "mnist" and npz.exists():
-        with np.load(npz) as f:
-            return {k: f[k] for k in _IDX}, str(npz)
+        try:
+            with np.load(npz) as f:
+                return {k: f[k] for k in _IDX}, str(npz)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"{str(npz)!r} is not a readable mnist.npz (arrays {sorted(_IDX)}): "
+                f"{error}. Delete it, or put the IDX files in --data."
+            ) from None
     extra = [npz] if name == "mnist" else []
     raise _missing(name, places + extra, list(_IDX.values()))
 
@@ -164,10 +171,17 @@ def _load_cifar10(data_dir):
         if all((place / f).exists() for f in _CIFAR):
             batches = []
             for f in _CIFAR:
-                with open(place / f, "rb") as handle:
-                    batch = pickle.load(handle, encoding="bytes")
-                x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                batches.append((x.transpose(0, 2, 3, 1), np.asarray(batch[b"labels"])))
+                try:
+                    with open(place / f, "rb") as handle:
+                        batch = pickle.load(handle, encoding="bytes")
+                    x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                    labels = np.asarray(batch[b"labels"])
+                except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"{str(place / f)!r} is not a readable CIFAR-10 batch (a pickled dict "
+                        f"with b'data' and b'labels'): {error!r}. Download the batches again."
+                    ) from None
+                batches.append((x.transpose(0, 2, 3, 1), labels))
             x_train = np.concatenate([b[0] for b in batches[:-1]])
             y_train = np.concatenate([b[1] for b in batches[:-1]])
             arrays = {
@@ -240,6 +254,11 @@ _CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 def _check_pairs(name, source, x_train, y_train, x_test, y_test):
     """The number of classes, once images and labels are checked to belong together."""
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"{source}: training images are {x_train.shape[1:]} but test images "
+            f"{x_test.shape[1:]}; the files do not belong together."
+        )
     for split, x, y in (("training", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
             raise ValueError(

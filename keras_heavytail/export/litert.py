@@ -111,10 +111,14 @@ def export_tflite(
             "`representative_data`: a few hundred typical inputs to calibrate "
             "activation ranges. Received: representative_data=None"
         )
+    def name(dtype):  # Keras 3 gives "float16", tf_keras a tf.DType
+        return str(getattr(dtype, "name", dtype))
+
     compute = {
-        getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        name(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
         for layer in getattr(model, "layers", [])
-    } | {str(getattr(v, "dtype", "float32")) for v in model.weights}
+    } | {name(getattr(v, "dtype", "float32")) for v in model.weights}
+    compute |= {name(getattr(t, "dtype", "float32")) for t in getattr(model, "inputs", None) or []}
     if compute - {"float32", "int32", "int64", "bool"}:
         raise ValueError(
             f"`export_tflite` converts float32 models; this one computes or stores "

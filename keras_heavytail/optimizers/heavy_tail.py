@@ -149,6 +149,13 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
                 "`inner_optimizer` must be a Keras 3 `keras.optimizers.Optimizer`. "
                 f"Received: inner_optimizer={optimizer!r}"
             )
+        if isinstance(optimizer, NoiseUpdate):
+            raise ValueError(
+                "HeavyTailNoise cannot wrap an optimizer that adds noise itself: it "
+                "would read a wrapper's learning rate (0: no noise) or add a second "
+                "noise. Use one: HeavyTailSGD(...), or HeavyTailNoise(inner) around "
+                f"a plain Keras optimizer. Received: inner_optimizer={optimizer!r}"
+            )
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             raise ValueError(
                 "HeavyTailNoise cannot wrap a LossScaleOptimizer: it would read the "

@@ -87,8 +87,15 @@ def _criterion_masks(layers, criterion, max_rel_sq_error):
         raise ValueError(
             f"`criterion` must be 'paper' or None. Received: criterion={criterion!r}"
         )
+    depthwise = [la.name for la in layers if type(la).__name__.startswith("DepthwiseConv")]
+    if depthwise:
+        raise ValueError(
+            "criterion='paper' removes units of Dense and convolution layers; a "
+            "depthwise convolution's channels are its input's, removed with them. "
+            f"Pass exclude={depthwise!r}, or prune channels with a ratio."
+        )
     masks = {}
-    for layer in layers:  # units: output channels (transposed, depthwise too)
+    for layer in layers:  # units: output channels (transposed convolutions too)
         kernel = compressibility.units_last(layer, as_array(layer.kernel))
         masks[layer.name] = ~lowest(
             compressibility.neuron_norms(kernel),
@@ -127,7 +134,12 @@ def pruning_masks(
         )
     graph = model_graph(model)
     diverged = next(
-        (la.name for la in graph.kernel_layers if not np.all(np.isfinite(as_array(la.kernel)))),
+        (
+            layer.name
+            for layer in graph.layers
+            for weight in layer.weights
+            if not np.all(np.isfinite(as_array(weight)))
+        ),
         None,
     )
     if diverged is not None:
