@@ -132,19 +132,31 @@ class Lock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if not self._stale():
-                raise RunLogError(
-                    f"{str(self.path)!r} is being written by another job (lock "
-                    f"{str(self.lock)!r}); wait for it, or delete the lock if no "
-                    "job is running."
-                ) from None
-            os.remove(self.lock)
-            fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
+        # The lock appears whole, pid inside (a hard link of a written file):
+        # another job never reads an empty lock and takes it for a dead one's.
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.lock.name}.", dir=self.lock.parent)
+        with os.fdopen(handle, "w") as f:
             f.write(str(os.getpid()))
+        try:
+            try:
+                os.link(temporary, self.lock)
+            except FileExistsError:
+                if not self._stale():
+                    raise RunLogError(
+                        f"{str(self.path)!r} is being written by another job (lock "
+                        f"{str(self.lock)!r}); wait for it, or delete the lock if no "
+                        "job is running."
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.lock)
+                os.link(temporary, self.lock)  # a job that took it first wins
+        except FileExistsError:
+            raise RunLogError(
+                f"{str(self.path)!r} is being written by another job (lock "
+                f"{str(self.lock)!r}, just taken); wait for it."
+            ) from None
+        finally:
+            os.remove(temporary)
         self._locked = True
         return self
 

@@ -187,7 +187,8 @@ def test_deploy_variants_are_read_back_when_the_weights_did_not_change(trained, 
 @pytest.mark.parametrize(
     "ms,text",
     [(0.005379, "5.38 µs"), (0.0512, "51.2 µs"), (0.9996, "1.00 ms"), (12.345, "12.3 ms"),
-     (123.4, "123 ms"), (2500.0, "2.50 s"), (0.0, "0.00 µs"), (None, "-"), (float("nan"), "-")],
+     (123.4, "123 ms"), (2500.0, "2.50 s"), (0.0, "0.00 µs"), (None, "-"), (float("nan"), "-"),
+     (-5.0, "-"), (1e300, "1e+297 s"), (np.float32(0.25), "250 µs"), (2, "2.00 ms")],
 )  # fmt: skip
 def test_latencies_are_written_with_three_significant_figures_and_a_unit(ms, text):
     from keras_heavytail.export import litert

@@ -79,7 +79,8 @@ def place(tmp_path_factory):
     files.save_model(pruned, d / "pruned.keras")
     kht.export_tflite(digits_model(), d / "good.tflite")
     (d / "existing.tflite").write_bytes(b"keep me")
-    (d / "held.keras.lock").write_text(str(os.getpid()))  # a live job writes held.keras
+    for held in ("held.keras", "held.tflite"):  # a live job writes them
+        (d / f"{held}.lock").write_text(str(os.getpid()))
     (d / "afile").write_text("keep me")
     (d / "folder").mkdir()
     (d / "mine").mkdir()  # a user's folder: their report, README and table
@@ -125,6 +126,12 @@ CLI_ROWS = [
      "pass --overwrite", ["good.keras"], []),
     ("train into a file another job is writing", TRAIN + ["--output", "{d}/held.keras"],
      "is being written by another job", ["held.keras.lock"], ["held.keras", "held.json"]),
+    ("prune into a file another job is writing",
+     ["prune", "{d}/good.keras", "--ratio", "0.5", "--output", "{d}/held.keras"],
+     "is being written by another job", ["held.keras.lock"], ["held.keras", "held.json"]),
+    ("export into a file another job is writing",
+     ["export", "{d}/good.keras", "--output", "{d}/held.tflite"],
+     "is being written by another job", ["held.tflite.lock"], ["held.tflite", "held.json"]),
     ("seed out of range", TRAIN + ["--seed", "2147483647", "--output", "{d}/t.keras"],
      "got '2147483647'", [], ["t.keras"]),
     ("export to a folder", ["export", "{d}/good.keras", "--output", "{d}/folder"],

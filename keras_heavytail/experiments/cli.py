@@ -203,13 +203,6 @@ def cmd_analyze(args):
 
 
 def cmd_prune(args):
-    import numpy as np
-
-    from keras_heavytail import files
-    from keras_heavytail.pruning import one_shot as pruning
-    from keras_heavytail.pruning.graph import ModelGraph
-    from keras_heavytail.pruning.shrinking import shrink
-
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
     if args.shrink and args.structure == "entry":
@@ -217,7 +210,18 @@ def cmd_prune(args):
             "--shrink removes whole neurons: use it with --structure neuron "
             "(entry pruning leaves no neuron empty)"
         )
-    output = cli_io.output_file(args.output, args.overwrite, ".keras")
+    with cli_io.locked_file(args, ".keras") as output:
+        _prune(args, output)
+
+
+def _prune(args, output):
+    import numpy as np
+
+    from keras_heavytail import files
+    from keras_heavytail.pruning import one_shot as pruning
+    from keras_heavytail.pruning.graph import ModelGraph
+    from keras_heavytail.pruning.shrinking import shrink
+
     source_card = cli_cards.data_card(args.model)
     card_file = cli_io.card_file(output, args.overwrite) if source_card else None
     model = cli_io.load_model(args.model)
@@ -324,10 +328,14 @@ def _compress(args, kinds, output, card_file):
 
 
 def cmd_export(args):
+    with cli_io.locked_file(args, ".tflite") as output:
+        _export(args, output)
+
+
+def _export(args, output):
     from keras_heavytail.export import cards
     from keras_heavytail.export import litert as export
 
-    output = cli_io.output_file(args.output, args.overwrite, ".tflite")
     card_file = cli_cards.model_card_path(output, args.model)
     model = cli_io.load_model(args.model)
     data = (

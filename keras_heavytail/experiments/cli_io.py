@@ -146,6 +146,14 @@ def settings(args, baseline=True):
 
 
 @contextlib.contextmanager
+def locked_file(args, suffix):
+    """Yields the checked `--output` file while holding its lock (see `locked_output`)."""
+    output = output_file(args.output, args.overwrite, suffix)
+    with files.Lock(output):
+        yield output_file(args.output, args.overwrite, suffix)
+
+
+@contextlib.contextmanager
 def locked_output(args):
     """Yields the checked `--output` file and its card while holding their lock.
 
@@ -153,9 +161,7 @@ def locked_output(args):
     once the lock is held, so a job that finished in between is not
     overwritten.
     """
-    output = output_file(args.output, args.overwrite, ".keras")
-    with files.Lock(output):
-        output = output_file(args.output, args.overwrite, ".keras")
+    with locked_file(args, ".keras") as output:
         yield output, card_file(output, args.overwrite)
 
 

@@ -391,8 +391,11 @@ def format_latency(ms):
     Microseconds below 1 ms, milliseconds below 1 s, then seconds: 0.005379
     gives `"5.38 µs"`, 12.345 gives `"12.3 ms"`; `None` or NaN gives `"-"`.
     """
-    if ms is None or not np.isfinite(ms):
-        return "-"
+    if ms is None or np.ndim(ms) != 0 or not np.isfinite(ms) or ms < 0:
+        return "-"  # nothing measured (a negative time is no measurement)
+    ms = float(ms)
+    if ms >= 1e6:
+        return f"{ms / 1e3:.3g} s"
     for unit, value in (("µs", ms * 1e3), ("ms", ms), ("s", ms / 1e3)):
         value = float(f"{value:.3g}")  # 3 significant figures, then their decimals
         if value < 1000 or unit == "s":
