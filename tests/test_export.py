@@ -191,6 +191,6 @@ def test_deploy_variants_are_read_back_when_the_weights_did_not_change(trained, 
      (-5.0, "-"), (1e300, "1e+297 s"), (np.float32(0.25), "250 µs"), (2, "2.00 ms")],
 )  # fmt: skip
 def test_latencies_are_written_with_three_significant_figures_and_a_unit(ms, text):
-    from keras_heavytail.export import litert
+    from keras_heavytail.export import cards
 
-    assert litert.format_latency(ms) == text
+    assert cards.format_latency(ms) == text

@@ -161,30 +161,7 @@ def _train(args, output, card_file):
         f"{ran} epochs ({steps} steps) in {seconds:.1f} s; test accuracy "
         f"{accuracy:.4f}; saved {output} (and its data card {output.with_suffix('.json')})"
     )
-    _batch_norm_hint(model, split.x_fit, data, accuracy)
-
-
-def _batch_norm_hint(model, x_fit, data, accuracy):
-    """Says so when re-estimated BatchNormalization statistics (on a copy)
-    would score much better: noise moves the weights after every step, and
-    the moving averages lag behind."""
-    from keras_heavytail import metrics
-    from keras_heavytail.pruning import batch_norm
-    from keras_heavytail.pruning import one_shot
-    from keras_heavytail.pruning.graph import ModelGraph
-
-    if not batch_norm.batch_norm_layers(ModelGraph(model)):
-        return
-    copy = one_shot.copy_model(model)
-    batch_norm.recalibrate_batch_norm(copy, x_fit)
-    fresh = metrics.accuracy(copy, data.x_test, data.y_test)
-    if fresh - accuracy > 0.02:
-        print(
-            f"Its BatchNormalization statistics are stale: re-estimated on the training "
-            f"data, test accuracy is {fresh:.4f}, not {accuracy:.4f} (the model saved "
-            "keeps them as trained). `keras-heavytail compress` re-estimates them; in "
-            "Python, kht.pruning.batch_norm.recalibrate_batch_norm(model, x_train)."
-        )
+    cli_cards.batch_norm_hint(model, split.x_fit, data, accuracy)
 
 
 def cmd_analyze(args):
@@ -238,7 +215,7 @@ def _prune(args, output):
         + "; kernel "
         f"sparsity {ModelGraph(pruned).weight_sparsity():.3f}"
     )
-    units = [_live_units(model), _live_units(pruned)]
+    units = [cli_cards.live_units(model), cli_cards.live_units(pruned)]
     line += f"; hidden units {units[0]:,} -> {units[1]:,}"
     if args.shrink:
         pruned = shrink(pruned)
@@ -252,20 +229,6 @@ def _prune(args, output):
         line += f"; saved {output}"
     print(line)
     print(scores)
-
-
-def _live_units(model):
-    """Units of the prunable kernel layers with a nonzero incoming weight."""
-    import numpy as np
-
-    from keras_heavytail import compressibility
-    from keras_heavytail.pruning import one_shot
-
-    count = 0
-    for layer in one_shot.prunable_layers(model):
-        kernel = compressibility.units_last(layer, np.asarray(layer.kernel))
-        count += int(np.sum(np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)))
-    return count
 
 
 def cmd_compress(args):
@@ -397,14 +360,15 @@ def _export(args, output):
 
 
 def cmd_benchmark(args):
+    from keras_heavytail.export import cards
     from keras_heavytail.export import litert as export
 
     if not Path(args.model).is_file():
         raise CommandError(f"no .tflite file at {args.model!r}")
     timing = export.benchmark_tflite(args.model, args.threads, args.warmup, args.runs)
     print(
-        f"{args.model}: median {export.format_latency(timing['median_ms'])}, "
-        f"p90 {export.format_latency(timing['p90_ms'])} per example over "
+        f"{args.model}: median {cards.format_latency(timing['median_ms'])}, "
+        f"p90 {cards.format_latency(timing['p90_ms'])} per example over "
         f"{timing['runs']} runs, {timing['num_threads']} thread(s), {timing['runtime']}"
     )
     print(json.dumps(timing, indent=1))

@@ -4,6 +4,8 @@
 preprocessing, settings); `compress` and `export` read it so that a model is
 calibrated, fine-tuned and evaluated on the data it was trained on, and
 `export` writes its model card without replacing another file's card.
+Also what the CLI reports about a model on that data: accuracy before and
+after pruning, live units, stale BatchNormalization statistics.
 """
 
 import json
@@ -117,3 +119,40 @@ def test_accuracy_before_after(card, model, pruned):
         f"Test accuracy on {len(data.y_test):,} {data.name} examples: {before:.4f} -> "
         f"{after:.4f} ({100 * (after - before):+.2f} points)"
     )
+
+
+def batch_norm_hint(model, x_fit, data, accuracy):
+    """Says so when re-estimated BatchNormalization statistics (on a copy)
+    would score much better: noise moves the weights after every step, and
+    the moving averages lag behind."""
+    from keras_heavytail import metrics
+    from keras_heavytail.pruning import batch_norm
+    from keras_heavytail.pruning import one_shot
+    from keras_heavytail.pruning.graph import ModelGraph
+
+    if not batch_norm.batch_norm_layers(ModelGraph(model)):
+        return
+    copy = one_shot.copy_model(model)
+    batch_norm.recalibrate_batch_norm(copy, x_fit)
+    fresh = metrics.accuracy(copy, data.x_test, data.y_test)
+    if fresh - accuracy > 0.02:
+        print(
+            f"Its BatchNormalization statistics are stale: re-estimated on the training "
+            f"data, test accuracy is {fresh:.4f}, not {accuracy:.4f} (the model saved "
+            "keeps them as trained). `keras-heavytail compress` re-estimates them; in "
+            "Python, kht.pruning.batch_norm.recalibrate_batch_norm(model, x_train)."
+        )
+
+
+def live_units(model):
+    """Units of the prunable kernel layers with a nonzero incoming weight."""
+    import numpy as np
+
+    from keras_heavytail import compressibility
+    from keras_heavytail.pruning import one_shot
+
+    count = 0
+    for layer in one_shot.prunable_layers(model):
+        kernel = compressibility.units_last(layer, np.asarray(layer.kernel))
+        count += int(np.sum(np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)))
+    return count

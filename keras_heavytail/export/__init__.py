@@ -3,8 +3,8 @@
 - `export_tflite`: float32, dynamic, float16 or calibrated full-int8 files,
   optionally with sparse storage.
 - `predict_tflite`, `evaluate_tflite`, `benchmark_tflite`: the interpreter,
-  as an edge device runs it (one thread by default); `format_latency` writes
-  a time with 3 significant figures and its unit.
+  as an edge device runs it (one thread by default); `format_latency` (no
+  TensorFlow needed) writes a time with 3 significant figures and its unit.
 - `model_card`: a JSON card beside each exported file.
 - `export_variants`: the four edge variants of a model, with their cards.
 
@@ -23,7 +23,7 @@ _WHERE = {
     "evaluate_tflite": "litert",
     "export_tflite": "litert",
     "export_variants": "deploy",
-    "format_latency": "litert",
+    "format_latency": "cards",
     "library_versions": "cards",
     "load_interpreter": "litert",
     "model_card": "cards",
@@ -34,6 +34,7 @@ __getattr__, __dir__ = lazy.attach(
 )
 
 if TYPE_CHECKING:
+    from keras_heavytail.export.cards import format_latency
     from keras_heavytail.export.cards import library_versions
     from keras_heavytail.export.cards import model_card
     from keras_heavytail.export.deploy import export_variants
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from keras_heavytail.export.litert import benchmark_tflite
     from keras_heavytail.export.litert import evaluate_tflite
     from keras_heavytail.export.litert import export_tflite
-    from keras_heavytail.export.litert import format_latency
     from keras_heavytail.export.litert import load_interpreter
     from keras_heavytail.export.litert import predict_tflite
 

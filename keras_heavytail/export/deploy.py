@@ -7,11 +7,11 @@ and time in LiteRT, and write a model card beside every file.
 import json
 from pathlib import Path
 
+from keras_heavytail.export.cards import format_latency
 from keras_heavytail.export.cards import model_card
 from keras_heavytail.export.litert import benchmark_tflite
 from keras_heavytail.export.litert import evaluate_tflite
 from keras_heavytail.export.litert import export_tflite
-from keras_heavytail.export.litert import format_latency
 from keras_heavytail.pruning.checkpoints import array_digest
 from keras_heavytail.pruning.checkpoints import file_digest
 from keras_heavytail.pruning.checkpoints import fingerprint

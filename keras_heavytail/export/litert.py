@@ -101,6 +101,33 @@ def export_tflite(
 
     from keras_heavytail.pruning.graph import ModelGraph
 
+    _check_export(model, quantize, representative_data)
+    from keras_heavytail import files
+
+    with tempfile.TemporaryDirectory() as directory, files.captured_stderr():
+        _saved_model(model, directory)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        converter._experimental_disable_per_channel = not per_channel
+        flatbuffer = _convert(converter, sparse, quantize, representative_data)
+    path = files.write_bytes(path, flatbuffer)
+    sparsity = ModelGraph(model).weight_sparsity()
+    return ExportReport(
+        path=str(path),
+        bytes=len(flatbuffer),
+        gzip_bytes=len(gzip.compress(flatbuffer, compresslevel=9)),
+        weight_sparsity=sparsity,
+        quantization=quantize or "float32",
+        per_channel=bool(per_channel) and quantize in ("int8", "dynamic"),
+        sparse=bool(sparse) and sparsity > 0,
+    )
+
+
+def _check_export(model, quantize, representative_data):
+    """Refuses what the converter would fail on, or convert into a wrong file."""
+
+    def name(dtype):  # Keras 3 gives "float16", tf_keras a tf.DType
+        return str(getattr(dtype, "name", dtype))
+
     if quantize not in QUANTIZATIONS:
         raise ValueError(
             f"`quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
@@ -111,9 +138,6 @@ def export_tflite(
             "`representative_data`: a few hundred typical inputs to calibrate "
             "activation ranges. Received: representative_data=None"
         )
-    def name(dtype):  # Keras 3 gives "float16", tf_keras a tf.DType
-        return str(getattr(dtype, "name", dtype))
-
     compute = {
         name(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
         for layer in getattr(model, "layers", [])
@@ -149,7 +173,7 @@ def export_tflite(
                 "its accuracy. Pass a few hundred typical inputs as "
                 "`representative_data`.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     for variable in model.weights:
         if not np.all(np.isfinite(np.asarray(variable.numpy()))):
@@ -158,26 +182,6 @@ def export_tflite(
                 f"exported. Received: {getattr(variable, 'path', variable.name)!r} "
                 "is not finite"
             )
-    from keras_heavytail import files
-
-    with tempfile.TemporaryDirectory() as directory, files.captured_stderr():
-        _saved_model(model, directory)
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        converter._experimental_disable_per_channel = not per_channel
-        flatbuffer = _convert(converter, sparse, quantize, representative_data)
-    from keras_heavytail import files
-
-    path = files.write_bytes(path, flatbuffer)
-    sparsity = ModelGraph(model).weight_sparsity()
-    return ExportReport(
-        path=str(path),
-        bytes=len(flatbuffer),
-        gzip_bytes=len(gzip.compress(flatbuffer, compresslevel=9)),
-        weight_sparsity=sparsity,
-        quantization=quantize or "float32",
-        per_channel=bool(per_channel) and quantize in ("int8", "dynamic"),
-        sparse=bool(sparse) and sparsity > 0,
-    )
 
 
 def _convert(converter, sparse, quantize, representative_data):
@@ -385,24 +389,6 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
     }
 
 
-def format_latency(ms):
-    """A latency given in milliseconds, as text: 3 significant figures and a unit.
-
-    Microseconds below 1 ms, milliseconds below 1 s, then seconds: 0.005379
-    gives `"5.38 µs"`, 12.345 gives `"12.3 ms"`; `None` or NaN gives `"-"`.
-    """
-    if ms is None or np.ndim(ms) != 0 or not np.isfinite(ms) or ms < 0:
-        return "-"  # nothing measured (a negative time is no measurement)
-    ms = float(ms)
-    if ms >= 1e6:
-        return f"{ms / 1e3:.3g} s"
-    for unit, value in (("µs", ms * 1e3), ("ms", ms), ("s", ms / 1e3)):
-        value = float(f"{value:.3g}")  # 3 significant figures, then their decimals
-        if value < 1000 or unit == "s":
-            decimals = max(0, 2 - int(np.floor(np.log10(abs(value))))) if value else 2
-            return f"{value:.{decimals}f} {unit}"
-
-
 def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
     """Single-example latency in LiteRT, as an edge device runs it.
 
@@ -415,7 +401,7 @@ def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
 
     Returns:
         `{"median_ms", "p90_ms", "runs", "num_threads", "runtime"}`: times in
-        milliseconds (`format_latency` writes them with a unit).
+        milliseconds (`cards.format_latency` writes them with a unit).
     """
     for name, value, low in (
         ("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1),

@@ -244,6 +244,14 @@ class ModelGraph:
             chosen.insert(0, convs[0])
         return chosen
 
+    def non_finite_layer(self):
+        """The name of the first layer holding a NaN or inf weight, or `None`."""
+        for layer in self.layers:
+            for weight in layer.weights:
+                if not np.all(np.isfinite(as_array(weight))):
+                    return layer.name
+        return None
+
     def weight_sparsity(self):
         """Fraction of zero entries over all kernels (0.0 without any)."""
         kernels = [as_array(layer.kernel) for layer in self.kernel_layers]

@@ -133,15 +133,7 @@ def pruning_masks(
             f"criterion={criterion!r}"
         )
     graph = model_graph(model)
-    diverged = next(
-        (
-            layer.name
-            for layer in graph.layers
-            for weight in layer.weights
-            if not np.all(np.isfinite(as_array(weight)))
-        ),
-        None,
-    )
+    diverged = graph.non_finite_layer()
     if diverged is not None:
         raise ValueError(
             f"Layer {diverged!r} has NaN or inf weights (the model diverged): "
