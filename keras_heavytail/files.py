@@ -138,23 +138,19 @@ class Lock:
         with os.fdopen(handle, "w") as f:
             f.write(str(os.getpid()))
         try:
-            try:
-                os.link(temporary, self.lock)
-            except FileExistsError:
-                if not self._stale():
-                    raise RunLogError(
-                        f"{str(self.path)!r} is being written by another job (lock "
-                        f"{str(self.lock)!r}); wait for it, or delete the lock if no "
-                        "job is running."
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.lock)
-                os.link(temporary, self.lock)  # a job that took it first wins
-        except FileExistsError:
-            raise RunLogError(
-                f"{str(self.path)!r} is being written by another job (lock "
-                f"{str(self.lock)!r}, just taken); wait for it."
-            ) from None
+            for attempt in range(2):  # a dead job's lock is removed, then retried once
+                try:
+                    os.link(temporary, self.lock)
+                    break
+                except FileExistsError:
+                    if attempt or not self._stale():
+                        raise RunLogError(
+                            f"{str(self.path)!r} is being written by another job (lock "
+                            f"{str(self.lock)!r}); wait for it, or delete the lock if "
+                            "no job is running."
+                        ) from None
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.lock)
         finally:
             os.remove(temporary)
         self._locked = True

@@ -198,7 +198,7 @@ def _load_digits(test_fraction, seed):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = digits.images.astype("float32")[..., None] / 16.0
+    x = digits.images.astype("float32")[..., None]  # pixels 0..16
     y = digits.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
@@ -316,7 +316,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         scale = 1.0
     elif name == "digits":
         arrays, source = _load_digits(0.2, seed)
-        scale = 1.0
+        scale = 16.0
     elif name == "cifar10":
         arrays, source = _load_cifar10(data_dir)
         scale = 255.0
@@ -337,8 +337,7 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         keep = np.sort(rng.permutation(len(y_test))[:limit])
         x_test, y_test = x_test[keep], y_test[keep]
     channels = x_train.shape[-1]
-    raw_max = 16.0 if name == "digits" else scale  # the digits' pixels are 0..16
-    transform = {"divide_by": raw_max, "mean": [0.0] * channels, "std": [1.0] * channels}
+    transform = {"divide_by": scale, "mean": [0.0] * channels, "std": [1.0] * channels}
     if name == "teacher_student":
         transform = None
     if standardize and name == "teacher_student":
