@@ -44,6 +44,12 @@ IDX_NAMES = (
 )  # fmt: skip
 
 
+def digits_data(n=32):
+    """Random inputs of the digits' shape and labels 0..9."""
+    x = np.random.default_rng(0).normal(size=(n, 8, 8, 1)).astype("float32")
+    return x, np.arange(n) % 10
+
+
 def digits_model(seed=0):
     """A tiny classifier of the embedded digits' shape (8, 8, 1)."""
     keras.utils.set_random_seed(seed)
@@ -146,6 +152,10 @@ CLI_ROWS = [
     ("reproduce into a file", ["reproduce", "--output", "{d}/afile"],
      "is a file", ["afile"], []),
     ("demo into a file", ["demo", "--output", "{d}/afile"], "is a file", ["afile"], []),
+    ("train below a file", TRAIN + ["--output", "{d}/afile/t.keras"],
+     "lies below", ["afile"], []),
+    ("reproduce below a file", ["reproduce", "--output", "{d}/afile/out"],
+     "which is a file, not a folder", ["afile"], []),
     ("reproduce into a folder with a report of the user's",
      ["reproduce", "--output", "{d}/mine"], "already holds 'report.md'",
      ["mine/report.md"], ["mine/runs.jsonl"]),
@@ -423,6 +433,12 @@ API_ROWS = [
     ("evaluate_tflite with a label -1", lambda d: kht.evaluate_tflite(
      d / "good.tflite", np.zeros((3, 8, 8, 1), "float32"), [0, -1, 2]),
      ValueError, "Received: a label -1"),
+    ("evaluate_tflite with a label beyond int64", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((3, 8, 8, 1), "float32"), [1, 2, 1e20]),
+     ValueError, "Received: a label 1e+20"),
+    ("a bytes budget below any LiteRT file", lambda d: kht.compress(
+     digits_model(), digits_data(), digits_data(), kht.Budget(bytes=10)), ValueError,
+     "that steers the budget's {'bytes': 10"),
     ("evaluate_tflite with fractional labels", lambda d: kht.evaluate_tflite(
      d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0.7, 1.0]),
      ValueError, "not fractions"),

@@ -45,6 +45,7 @@ def output_folder(path, writes=()):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CommandError(f"--output {str(path)!r} is a file; give a folder")
+    _check_parents(path)
     if files.is_run_log(path / "runs.jsonl"):
         return path
     taken = [name for name in writes if os.path.lexists(path / name)]
@@ -56,8 +57,21 @@ def output_folder(path, writes=()):
     return path
 
 
+def _check_parents(path):
+    """Refuses an --output below a file (the folder it needs cannot be made)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(
+                    f"--output {str(path)!r} lies below {str(parent)!r}, which is a "
+                    "file, not a folder"
+                )
+            return
+
+
 def output_file(path, overwrite, suffix):
     path = Path(path)
+    _check_parents(path)
     if path.is_dir():
         raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
     if path.suffix != suffix:

@@ -154,7 +154,9 @@ def _check_export(model, quantize, representative_data):
         )
     if representative_data is not None:
         samples = np.asarray(representative_data)
-        if samples.dtype.kind not in "fiub":
+        if samples.dtype.kind == "b":  # converted to float32 as every input
+            samples = samples.astype("float32")
+        if samples.dtype.kind not in "fiu":
             raise ValueError(
                 "`representative_data` must be numbers (model inputs). Received: "
                 f"dtype={samples.dtype}"
@@ -358,6 +360,10 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
         raise ValueError(
             "`y` must hold integer class ids (not fractions, not one-hot). "
             f"Received: dtype={y.dtype}, shape={y.shape}"
+        )
+    if y.size and y.dtype.kind == "f" and np.max(np.abs(y)) >= 2**31:
+        raise ValueError(
+            f"`y` must hold class ids. Received: a label {np.max(np.abs(y)):g}"
         )
     y = y.astype("int64").ravel()
     if len(x) != len(y) or len(y) == 0:

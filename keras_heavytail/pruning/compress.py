@@ -204,6 +204,11 @@ def compress(
     x_val, y_val = check_data(validation_data, "validation_data", classes)
     start = time.perf_counter()
     dense_cost, dense, targets = _dense_and_targets(model, budget, x)
+    options = {"score": importance, "scope": scope, "normalized": True,
+               "round_to": round_to, "min_channels": min_channels,
+               "exclude": exclude}  # fmt: skip
+    proxy = _proxy_targets(targets, dense)
+    search.check_reachable(model, proxy, options, asked=targets)
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
     if from_logits is None:
         from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
@@ -218,14 +223,9 @@ def compress(
             "rounds would train it. Train it first, or check the validation data.",
             stacklevel=2,
         )
-    options = {"score": importance, "scope": scope, "normalized": True,
-               "round_to": round_to, "min_channels": min_channels,
-               "exclude": exclude}  # fmt: skip
     config = {"temperature": temperature, "distill": distill, "from_logits": from_logits,
               "optimizer": optimizer, "learning_rate": learning_rate,
               "batch_size": batch_size, "fine_tune_epochs": fine_tune_epochs}  # fmt: skip
-    proxy = _proxy_targets(targets, dense)
-    search.check_reachable(model, proxy, options)
     backup, current, points = _resume(backup_dir, model, (x, y, x_val, y_val), verbose, dict(
         budget=budget.get_config(), options=options, steps=steps,
         config={k: v for k, v in config.items() if k != "optimizer"},

@@ -137,8 +137,10 @@ def refine(model, targets, options, lo, hi, steps):
     return pick[0]
 
 
-def check_reachable(model, targets, options):
-    """Raises a ValueError if even the smallest pruning misses `targets`."""
+def check_reachable(model, targets, options, asked=None):
+    """Raises a ValueError if even the smallest pruning misses `targets`
+    (`asked`: the budget's own targets, named in the message when they are
+    steered through `targets`)."""
     # The smallest model does not depend on the ranking: no gradients needed.
     options = dict(options, score="magnitude", gradients=None)
     floor = Workbench(model).cost(1.0, options)
@@ -147,8 +149,11 @@ def check_reachable(model, targets, options):
             f"The budget cannot be met: pruning every prunable channel group "
             f"down to min_channels={options['min_channels']} (round_to="
             f"{options['round_to']}) leaves {floor}, above the target "
-            f"{ {k: round(v, 1) for k, v in targets.items()} } (bytes and latency "
-            "are steered by parameters and MACs). The rest is in "
+            f"{ {k: round(v, 1) for k, v in targets.items()} }"
+            + (f" that steers the budget's { {k: round(v, 1) for k, v in asked.items()} }"
+               if asked and asked.keys() != targets.keys() else "")
+            + " (bytes and latency are steered by parameters and MACs; a LiteRT file "
+            "and its latency have a fixed part no pruning removes). The rest is in "
             "frozen groups (the model's inputs and outputs, excluded or "
             "unknown layers: see `channel_groups`). Lower min_channels or "
             "round_to, or ask for less."
