@@ -94,7 +94,7 @@ def run_python(
     """Runs Python in a fresh process (a script's code, or `args` after `python`).
 
     The one way tests start processes: TensorFlow's C++ logs off, the
-    backend TensorFlow unless `env` says otherwise, `helpers` importable,
+    backend TensorFlow unless `env` says otherwise (a `None` value unsets), `helpers` importable,
     output captured. With `check`, a non-zero exit fails the test with the
     end of stderr.
 
@@ -111,6 +111,7 @@ def run_python(
     here = os.path.dirname(os.path.abspath(__file__))
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     argv = [*(["-c", code] if code is not None else []), *map(str, args)]
     if warm and _Zygote.fits(full_env, argv):
         result = _Zygote.run(argv, full_env, cwd, timeout)

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 from helpers import HANG_GUARD_S
+from helpers import NOISE
 from helpers import run_python
 
 # Other backends and several devices, each in processes of its own.
@@ -92,3 +93,19 @@ CODE = textwrap.dedent(
 def test_optimizers_on_the_jax_backend():
     result = run_python(CODE, env={"KERAS_BACKEND": "jax"}, timeout=HANG_GUARD_S)
     assert "jax ok" in result.stdout
+
+
+def test_the_cli_on_jax_prints_no_tensorflow_lines(tmp_path):
+    # After jaxlib, TensorFlow's start-up lines ignore TF_CPP_MIN_LOG_LEVEL;
+    # `train` imports TensorFlow (Keras' set_random_seed does), and the
+    # user has not set the variable.
+    result = run_python(
+        args=["-m", "keras_heavytail", "train", "--epochs", "1", "--limit", "200",
+              "--output", tmp_path / "m.keras"],
+        env={"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": None},
+        timeout=HANG_GUARD_S,
+    )  # fmt: skip
+    assert (tmp_path / "m.keras").exists()
+    for stream in (result.stdout, result.stderr):
+        found = NOISE.search(stream)
+        assert found is None, stream[max(0, found.start() - 300) : found.end() + 300]
