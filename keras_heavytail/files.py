@@ -118,8 +118,11 @@ class RunLogError(Exception):
 class Lock:
     """Refuses a second writer of `path` while a first one runs.
 
-    A `path.lock` file beside `path` holds the writer's process id; a lock
-    whose process is gone (a killed run) does not block.
+    The writer holds an exclusive `flock` on a `path.lock` file beside
+    `path` (its process id inside, for people). The kernel releases the lock
+    when the process ends however it ends, so a killed run's lock file does
+    not block, and two jobs that find it at once cannot both take it.
+    POSIX only (`fcntl`).
 
     Raises:
         RunLogError: another live process holds the lock.
@@ -128,49 +131,43 @@ class Lock:
     def __init__(self, path):
         self.path = Path(path)
         self.lock = self.path.with_name(self.path.name + ".lock")
-        self._locked = False
+        self._handle = None
 
     def __enter__(self):
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The lock appears whole, pid inside (a hard link of a written file):
-        # another job never reads an empty lock and takes it for a dead one's.
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.lock.name}.", dir=self.lock.parent)
-        with os.fdopen(handle, "w") as f:
-            f.write(str(os.getpid()))
-        try:
-            for attempt in range(2):  # a dead job's lock is removed, then retried once
-                try:
-                    os.link(temporary, self.lock)
-                    break
-                except FileExistsError:
-                    if attempt or not self._stale():
-                        raise RunLogError(
-                            f"{str(self.path)!r} is being written by another job (lock "
-                            f"{str(self.lock)!r}); wait for it, or delete the lock if "
-                            "no job is running."
-                        ) from None
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(self.lock)
-        finally:
-            os.remove(temporary)
-        self._locked = True
+        while True:
+            handle = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(handle, 32).decode("ascii", "replace").strip()
+                os.close(handle)
+                raise RunLogError(
+                    f"{str(self.path)!r} is being written by another job (process "
+                    f"{holder or '?'}, lock {str(self.lock)!r}); wait for it to finish."
+                ) from None
+            # The last holder may have removed the file after we opened it:
+            # then this lock is on a name nobody else sees; open the new one.
+            try:
+                current = os.stat(self.lock).st_ino == os.fstat(handle).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(handle)
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self._handle = handle
         return self
 
     def __exit__(self, *exc):
-        if self._locked:
+        if self._handle is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(self.lock)
-            self._locked = False
-
-    def _stale(self):
-        try:
-            pid = int(self.lock.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, FileNotFoundError):
-            return True
-        except PermissionError:
-            return False
-        return False
+                os.remove(self.lock)  # while still held: the next job makes a new one
+            os.close(self._handle)
+            self._handle = None
 
 
 class RunLog:

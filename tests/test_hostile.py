@@ -85,8 +85,9 @@ def place(tmp_path_factory):
     files.save_model(pruned, d / "pruned.keras")
     kht.export_tflite(digits_model(), d / "good.tflite")
     (d / "existing.tflite").write_bytes(b"keep me")
-    for held in ("held.keras", "held.tflite"):  # a live job writes them
-        (d / f"{held}.lock").write_text(str(os.getpid()))
+    held = [files.Lock(d / name) for name in ("held.keras", "held.tflite")]
+    for lock in held:  # a live job writes them
+        lock.__enter__()
     (d / "afile").write_text("keep me")
     (d / "folder").mkdir()
     (d / "mine").mkdir()  # a user's folder: their report, README and table
@@ -99,7 +100,9 @@ def place(tmp_path_factory):
     whole = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
     for name in IDX_NAMES:
         (d / "mnist" / name).write_bytes(whole[:-12])  # truncated .gz
-    return d
+    yield d
+    for lock in held:
+        lock.__exit__(None, None, None)
 
 
 def snapshot(paths):
@@ -289,9 +292,9 @@ def run_log(path, header, lines=()):
 
 
 def locked_run_log(path):
-    Path(f"{path}.lock").write_text(str(os.getpid()))  # a live process holds it
-    with files.RunLog(path, {"job": 1}):
-        pass
+    with files.Lock(path):  # another job holds it
+        with files.RunLog(path, {"job": 1}):
+            pass
 
 
 Poly = keras.optimizers.schedules.PolynomialDecay
@@ -613,6 +616,19 @@ def test_exclusions_and_max_noise_survive_a_reload(tmp_path):
     assert again.noise_exclusions == opt.noise_exclusions
     assert "(^|/)out/kernel$" in again.noise_exclusions
     assert again.max_noise == 4.0
+
+
+def test_a_held_lock_refuses_whatever_its_file_says(tmp_path):
+    # Two jobs that found a dead job's lock at once both took it when the
+    # lock was a process id read from the file: the holder's now says dead.
+    path = tmp_path / "m.keras"
+    with files.Lock(path):
+        Path(f"{path}.lock").write_text("999999999")
+        with pytest.raises(files.RunLogError, match="being written by another job"):
+            files.Lock(path).__enter__()
+    assert not Path(f"{path}.lock").exists()
+    with files.Lock(path):  # released: free again
+        pass
 
 
 def test_run_log_resumes_drops_a_cut_line_and_ignores_a_dead_lock(tmp_path):
