@@ -297,3 +297,10 @@ def test_headline_counts_are_whole_only_when_they_are():
 
     # A mean of 12.5 neurons is not "12" (round half to even) next to 13.5.
     assert [results._count(v) for v in (12.5, 13.5, 12.0, 989.6667)] == ["12.5", "13.5", "12", "989.7"]
+
+
+def test_a_setting_card_gives_the_baseline_no_noise_parameters():
+    sgd = kht.experiments.Setting("SGD").summary()
+    assert sgd == {"label": "SGD", "noise": None, "optimizer": "SGD"}  # no alpha 1.75
+    noisy = kht.experiments.Setting("HT", "neuron", 1.5, 0.05).summary()
+    assert (noisy["optimizer"], noisy["alpha"], noisy["sigma"]) == ("HeavyTailSGD", 1.5, 0.05)

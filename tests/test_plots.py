@@ -25,6 +25,11 @@ def test_norm_tails_png(tmp_path):
     assert path.stat().st_size > 1000
     xdata = fig.axes[0].get_lines()[0].get_xdata()
     assert np.all(np.diff(xdata) >= 0) and xdata.size == 200
+    # The legend sits below the axes, where no point can be (it covered the
+    # largest norms at the lower left).
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert legend.y1 < fig.axes[0].get_window_extent().y0
 
 
 def test_empty_input_is_an_error():

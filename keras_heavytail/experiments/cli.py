@@ -59,7 +59,7 @@ def cmd_demo(args):
             data.x_test,
             data.y_test,
             from_logits=True,
-            training={**vars(setting), **vars(protocol), "seed": seeds[0]},
+            training={**setting.summary(), **vars(protocol), "seed": seeds[0]},
             source="keras-heavytail demo",
             dataset={**data.summary(), "split_seed": 0},
             runs=args.runs,

@@ -87,8 +87,9 @@ def plot_norm_tails(kernels, path=None, title="Tail of neuron norms (log-log CCD
         ax.loglog(norms, ccdf, ".", markersize=3, label=label)
     _labels(ax, "neuron norm ||w_j||", "P(norm > x)", title)
     ax.grid(alpha=0.3, which="both")
-    # Lower left: the largest norms sit at the lower right of a CCDF.
-    ax.legend(loc="lower left", fontsize="small")
+    # Below the axes: a CCDF's points reach every corner but the upper right.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small",
+              markerscale=3, frameon=False)  # fmt: skip
     return _save(fig, path)
 
 

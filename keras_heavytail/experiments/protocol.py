@@ -157,6 +157,13 @@ class Setting:
     anneal: bool = False  # sigma decays linearly to 0 over the budget
     sigma_scale: str = defaults.PAPER_SIGMA_SCALE  # the paper's absolute sigma
 
+    def summary(self):
+        """The setting as a model card records it: the baseline has no noise
+        parameters (plain SGD reads none of them)."""
+        if self.noise is None:
+            return {"label": self.label, "noise": None, "optimizer": "SGD"}
+        return {**dataclasses.asdict(self), "optimizer": "HeavyTailSGD"}
+
 
 @dataclasses.dataclass
 class Protocol:
