@@ -378,20 +378,6 @@ def cmd_benchmark(args):
 KERAS_FREE = frozenset({"benchmark"})
 
 
-def _tensorflow_first():
-    """On JAX or PyTorch, imports TensorFlow (when installed) before Keras.
-
-    Keras imports it anyway for `set_random_seed`, `get_config` and the
-    export, but after jaxlib TensorFlow's C++ start-up lines ignore
-    `TF_CPP_MIN_LOG_LEVEL`; imported first, under the caller's captured
-    stderr, they stay quiet.
-    """
-    import importlib.util
-
-    if os.environ["KERAS_BACKEND"] != "tensorflow" and importlib.util.find_spec("tensorflow"):
-        import tensorflow  # noqa: F401
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -407,7 +393,7 @@ def main(argv=None):
     with captured_stderr() as log:  # TensorFlow's C++ start-up logs
         try:
             if args.command not in KERAS_FREE:
-                _tensorflow_first()
+                cli_io.tensorflow_first()
                 import keras  # noqa: F401
         except ImportError:
             failed = True

@@ -13,6 +13,21 @@ from keras_heavytail import files
 from keras_heavytail.experiments.parser import CommandError
 
 
+def tensorflow_first():
+    """On JAX or PyTorch, imports TensorFlow (when installed) before Keras.
+
+    Keras imports it anyway for `set_random_seed`, `get_config` and the
+    export, but after jaxlib TensorFlow's C++ start-up lines ignore
+    `TF_CPP_MIN_LOG_LEVEL`; imported first, under the caller's captured
+    stderr, they stay quiet.
+    """
+    import importlib.util
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow" and importlib.util.find_spec("tensorflow"):
+        import tensorflow  # noqa: F401
+
+
 @contextlib.contextmanager
 def quiet(verbose):
     """Hides TensorFlow's and the converter's chatter on stderr unless verbose."""
