@@ -123,20 +123,23 @@ def best_k_error(w, keep, p=2):
     Args:
         w: array of any shape. Defaults to none; required.
         keep: fraction of entries kept, in [0, 1]. Defaults to none; required.
-        p: the norm, >= 1. Defaults to `2`.
+        p: the norm, >= 1 (`math.inf`: the largest dropped magnitude over
+            the largest). Defaults to `2`.
 
     Returns:
         A float in [0, 1]; small means compressible.
     """
     w = _flat(w, "w")
     keep = checks.check_fraction(keep, "keep")
-    if p < 1:
-        raise ValueError(f"`p` must be >= 1. Received: p={p}")
+    if not checks.is_real(p) or math.isnan(p) or p < 1:
+        raise ValueError(f"`p` must be a number >= 1 (or math.inf). Received: p={p!r}")
     mags = np.sort(np.abs(w))  # ascending: the dropped entries come first
+    dropped = w.size - int(round(keep * w.size))
+    if math.isinf(p):
+        return float(mags[dropped - 1] / mags[-1]) if dropped and mags[-1] > 0 else 0.0
     total = np.sum(mags**p)
     if total == 0:
         return 0.0
-    dropped = w.size - int(round(keep * w.size))
     return float((np.sum(mags[:dropped] ** p) / total) ** (1.0 / p))
 
 

@@ -57,6 +57,8 @@ def test_best_k_error_on_linspace():
     w = np.linspace(1, 10, 10)
     assert cm.best_k_error(w, 0.2) == pytest.approx(math.sqrt(204 / 385))
     assert cm.best_k_error(-w, 0.2, p=1) == pytest.approx(36 / 55)
+    # p=inf: the largest dropped magnitude over the largest (8 of 10).
+    assert cm.best_k_error(w, 0.2, p=math.inf) == pytest.approx(8 / 10)
     assert cm.best_k_error(w, 1.0) == 0.0
     assert cm.best_k_error(w, 0.0) == pytest.approx(1.0)
 

@@ -113,6 +113,25 @@ def test_cifar10_pickles(tmp_path):
     assert data.num_classes == 10
 
 
+def test_a_given_folder_is_the_only_place_looked_at(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets" / "mnist").mkdir(parents=True)
+    fake_mnist(tmp_path / "datasets" / "mnist")  # the cache has mnist
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="was not found"):
+        datasets.load_dataset("mnist", data_dir=tmp_path / "empty")
+    assert datasets.load_dataset("mnist").x_train.shape == (12, 28, 28, 1)  # no folder: the cache
+
+
+def test_mnist_files_given_as_fashion_mnist_are_named(tmp_path):
+    arrays = fake_mnist(tmp_path, n_test=10)
+    arrays["y_test"] = np.array([7, 2, 1, 0, 4, 1, 4, 9, 5, 9])  # MNIST's test set begins so
+    write_idx(tmp_path / datasets._IDX["y_test"], arrays["y_test"])
+    with pytest.raises(ValueError, match="holds mnist's files .* pass --dataset mnist"):
+        datasets.load_dataset("fashion_mnist", data_dir=tmp_path)
+    assert datasets.load_dataset("mnist", data_dir=tmp_path, limit=np.int64(5)).num_classes == 10
+
+
 def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):

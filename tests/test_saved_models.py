@@ -32,6 +32,8 @@ def test_card_accuracy_holds_in_litert(path):
     assert info["name"] == "digits", "committed models are checked on the embedded data"
     data = datasets.load_dataset("digits", seed=info["split_seed"])
     assert info["preprocessing"] == data.preprocessing
+    # What a board applies to raw pixels (the README's Kotlin snippet reads it).
+    assert info["input_transform"] == data.summary()["input_transform"]
     result = export.evaluate_tflite(path, data.x_test, data.y_test, from_logits=True)
     assert abs(result["accuracy"] - card["litert_evaluation"]["accuracy"]) <= 0.005
 

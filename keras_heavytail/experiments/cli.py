@@ -182,6 +182,13 @@ def cmd_analyze(args):
 def cmd_prune(args):
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
+    if args.criterion and (args.structure == "entry" or args.scope != "layer"
+                           or args.score != "magnitude"):  # fmt: skip
+        raise CommandError(
+            "--criterion paper removes whole units by their squared norms, layer by "
+            "layer: --structure entry, --scope and --score do not apply. Received: "
+            f"--structure {args.structure} --scope {args.scope} --score {args.score}"
+        )
     if args.shrink and args.structure == "entry":
         raise CommandError(
             "--shrink removes whole neurons: use it with --structure neuron "

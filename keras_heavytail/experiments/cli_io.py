@@ -152,9 +152,16 @@ def protocol(args, **extra):
     }
     if getattr(args, "no_bias", False):
         overrides["use_bias"] = False
-    return experiments.Protocol.preset(
+    protocol = experiments.Protocol.preset(
         getattr(args, "protocol", "default"), **overrides, **extra
     )
+    if "depth" in overrides and protocol.architecture not in ("deep_mlp", "resnet"):
+        raise CommandError(
+            "--depth sets the hidden layers of deep_mlp and the blocks per stage of "
+            f"resnet; {protocol.architecture} has none. Received: --depth "
+            f"{overrides['depth']} with --architecture {protocol.architecture}"
+        )
+    return protocol
 
 
 def settings(args, baseline=True):

@@ -6,11 +6,11 @@
 - `"mnist"`, `"fashion_mnist"`: the standard IDX files
   (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
   `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`) in `data_dir`,
-  or Keras' cache (`~/.keras/datasets/mnist.npz`,
+  or (without `data_dir`) Keras' cache (`~/.keras/datasets/mnist.npz`,
   `~/.keras/datasets/fashion-mnist/`) where `keras.datasets` downloads them.
 - `"cifar10"`: the python pickle batches (`data_batch_1` ... `data_batch_5`,
-  `test_batch`) in `data_dir`, `data_dir/cifar-10-batches-py/` or Keras'
-  cache (`~/.keras/datasets/cifar-10-batches-py/`).
+  `test_batch`) in `data_dir`, `data_dir/cifar-10-batches-py/` or (without
+  `data_dir`) Keras' cache (`~/.keras/datasets/cifar-10-batches-py/`).
 
 Inputs come back as float32 images `(n, height, width, channels)`; with
 `standardize=True` each channel is shifted and scaled by the training split's
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_heavytail import checks
 from keras_heavytail import defaults
 
 NAMES = defaults.DATASETS
@@ -138,18 +139,31 @@ def _missing(name, places, files):
     )
 
 
+# The first ten test labels of each: MNIST's and Fashion-MNIST's files look
+# alike (same names, shapes and classes), and are easily put in each other's
+# place.
+_FIRST_TEST_LABELS = {"mnist": [7, 2, 1, 0, 4, 1, 4, 9, 5, 9],
+                      "fashion_mnist": [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]}  # fmt: skip
+
+
 def _load_mnist_family(name, data_dir):
     cache = keras_cache_dir()
     sub = "fashion-mnist" if name == "fashion_mnist" else "mnist"
-    places = ([Path(data_dir), Path(data_dir) / sub] if data_dir else []) + [
-        cache / sub
-    ]
+    # A given folder is the one read: no quiet fallback to Keras' cache.
+    places = [Path(data_dir), Path(data_dir) / sub] if data_dir else [cache / sub]
     for place in places:
         if all((place / f).exists() for f in _IDX.values()):
             arrays = {k: read_idx(place / f) for k, f in _IDX.items()}
+            other = "mnist" if name == "fashion_mnist" else "fashion_mnist"
+            if arrays["y_test"][:10].tolist() == _FIRST_TEST_LABELS[other]:
+                raise ValueError(
+                    f"{str(place)!r} holds {other}'s files (its test labels begin "
+                    f"as {other}'s do), not {name}'s: pass --dataset {other}, or the "
+                    f"folder of {name}'s files."
+                )
             return arrays, str(place)
     npz = cache / "mnist.npz"
-    if name == "mnist" and npz.exists():
+    if name == "mnist" and not data_dir and npz.exists():
         try:
             with np.load(npz) as f:
                 return {k: f[k] for k in _IDX}, str(npz)
@@ -158,15 +172,13 @@ def _load_mnist_family(name, data_dir):
                 f"{str(npz)!r} is not a readable mnist.npz (arrays {sorted(_IDX)}): "
                 f"{error}. Delete it, or put the IDX files in --data."
             ) from None
-    extra = [npz] if name == "mnist" else []
+    extra = [npz] if name == "mnist" and not data_dir else []
     raise _missing(name, places + extra, list(_IDX.values()))
 
 
 def _load_cifar10(data_dir):
     cache = keras_cache_dir() / "cifar-10-batches-py"
-    places = (
-        [Path(data_dir), Path(data_dir) / "cifar-10-batches-py"] if data_dir else []
-    ) + [cache]
+    places = [Path(data_dir), Path(data_dir) / "cifar-10-batches-py"] if data_dir else [cache]
     for place in places:
         if all((place / f).exists() for f in _CIFAR):
             batches = []
@@ -282,8 +294,9 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         name: one of `"digits"`, `"teacher_student"` (synthetic, see
             `teacher_student`), `"mnist"`, `"fashion_mnist"`, `"cifar10"`.
             Defaults to `"digits"`.
-        data_dir: directory holding the standard files. Defaults to `None`
-            (Keras' cache).
+        data_dir: directory holding the standard files (mnist,
+            fashion_mnist, cifar10), the only place looked at when given.
+            Defaults to `None` (Keras' cache).
         standardize: per-channel z-scores from the training split; else
             pixels scaled to [0, 1]. Defaults to `True`.
         limit: keep at most this many training (and test) examples, for
@@ -298,11 +311,19 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
     # (synthetic, embedded, files), read best in one place.
     if name not in NAMES:
         raise ValueError(f"`name` must be one of {NAMES}. Received: name={name!r}")
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-    ):
+    if limit is not None and (not checks.is_integer(limit) or limit < 1):
         raise ValueError(
             f"`limit` must be a positive int or None. Received: limit={limit!r}"
+        )
+    if not checks.is_integer(seed) or not 0 <= seed <= checks.SEED_LIMIT:
+        raise ValueError(
+            f"`seed` must be an int in [0, {checks.SEED_LIMIT}]. Received: seed={seed!r}"
+        )
+    if data_dir is not None and name in ("digits", "teacher_student"):
+        raise ValueError(
+            f"{name!r} needs no files (it is {'embedded' if name == 'digits' else 'generated'}"
+            f"): `data_dir` is for mnist, fashion_mnist and cifar10. Received: "
+            f"data_dir={str(data_dir)!r}"
         )
     if name == "teacher_student":
         x_train, y_train, x_test, y_test = teacher_student(seed=seed)

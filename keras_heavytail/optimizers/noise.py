@@ -17,7 +17,9 @@ optimizers keep their noise reproducible across checkpoints and replicas.
 
 import functools
 import math
+import numbers
 
+import numpy as np
 from keras import ops
 
 from keras_heavytail import checks
@@ -170,11 +172,24 @@ def symmetric_stable(shape, alpha, scale=1.0, seed=None, dtype=None):
     compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
     seed = stateless.as_stateless_seed(seed)
     shape = stateless.check_shape(shape)
+    _check_scale(scale)
     unit = isinstance(scale, (int, float)) and scale == 1.0
     if _called_eagerly(seed):
         draw = _compiled_sampler(stateless.backend_name(), shape, alpha, compute_dtype, out_dtype)
         return draw(seed) if unit else draw(seed, ops.cast(scale, compute_dtype))
     return _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale)
+
+
+def _check_scale(scale):
+    """Refuses a bool, NaN, inf or negative `scale` given as numbers (a traced
+    tensor is the optimizer's, checked where its sigma is)."""
+    if isinstance(scale, (numbers.Number, np.bool_, np.ndarray, list)):
+        values = np.asarray(scale)
+        finite = values.dtype.kind in "fiu" and np.all(np.isfinite(values))
+        if not finite or np.any(values < 0):
+            raise ValueError(
+                f"`scale` must be finite numbers >= 0. Received: scale={scale!r}"
+            )
 
 
 def _draw_symmetric(shape, alpha, seed, compute_dtype, out_dtype, scale=None):

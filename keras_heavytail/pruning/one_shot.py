@@ -381,7 +381,8 @@ def prune(
     - `scope="layer"` prunes `ratio` of every group; `"global"` ranks the
       (normalised) scores of all prunable groups together.
     - `criterion="paper"` prunes, per layer, the most units whose squared
-      norms stay within `max_rel_sq_error` of the layer's (Wan et al., 2024).
+      norms stay within `max_rel_sq_error` of the layer's (Wan et al., 2024):
+      whole units whatever `structure` says; `score` and `scope` do not apply.
 
     The output layer is left alone, as in the paper (`include_output=True`
     prunes its entries too, for the smallest file); `exclude` names more.
