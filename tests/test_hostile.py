@@ -89,6 +89,7 @@ def place(tmp_path_factory):
     for lock in held:  # a live job writes them
         lock.__enter__()
     (d / "afile").write_text("keep me")
+    (d / "dangling.keras").symlink_to(d / "gone" / "x.keras")  # a user's link
     (d / "folder").mkdir()
     (d / "mine").mkdir()  # a user's folder: their report, README and table
     for name in ("report.md", "README.md", "sweep.md"):
@@ -155,6 +156,17 @@ CLI_ROWS = [
     ("reproduce into a file", ["reproduce", "--output", "{d}/afile"],
      "is a file", ["afile"], []),
     ("demo into a file", ["demo", "--output", "{d}/afile"], "is a file", ["afile"], []),
+    ("prune onto a dangling link", ["prune", "{d}/good.keras", "--ratio", "0.5",
+     "--output", "{d}/dangling.keras"], "exists; pass --overwrite", [], []),
+    ("export int8 calibrated on data the model cannot take",
+     ["export", "{d}/good.keras", "--quantize", "int8", "--dataset", "teacher_student",
+      "--evaluate", "--output", "{d}/misfit.tflite"],
+     "the calibration inputs have shape (30,) but the model takes (8, 8, 1)",
+     ["good.keras"], ["misfit.tflite", "misfit.json"]),
+    ("export, then evaluate logits as probabilities",
+     ["export", "{d}/good.keras", "--evaluate", "--probabilities", "--limit", "50",
+      "--output", "{d}/probs.tflite"], "pass `from_logits=True`", ["good.keras"],
+     ["probs.tflite", "probs.json"]),
     ("train below a file", TRAIN + ["--output", "{d}/afile/t.keras"],
      "lies below", ["afile"], []),
     ("reproduce below a file", ["reproduce", "--output", "{d}/afile/out"],
@@ -443,6 +455,12 @@ API_ROWS = [
     ("export a float16 model", lambda d: kht.export_tflite(keras.Sequential(
      [keras.Input((4,)), keras.layers.Dense(3, dtype="float16")]), d / "q.tflite"),
      ValueError, "Rebuild it in float32"),
+    ("int8 calibration on inputs of another shape", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=np.ones((4, 30))), ValueError, "Received: shape (4, 30)"),
+    ("int8 calibration on one unbatched input", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=np.ones((8, 8, 1))), ValueError, "shape (n, 8, 8, 1)"),
     ("int8 calibration on strings", lambda d: kht.export_tflite(
      digits_model(), d / "q.tflite", quantize="int8",
      representative_data=np.full((4, 8, 8, 1), "a")), ValueError,

@@ -299,7 +299,13 @@ def _compress(args, kinds, output, card_file):
 
 def cmd_export(args):
     with cli_io.locked_file(args, ".tflite") as output:
-        _export(args, output)
+        existed = output.exists()
+        try:
+            _export(args, output)
+        except BaseException:
+            if not existed:  # a file this failed run wrote is not a result
+                output.unlink(missing_ok=True)
+            raise
 
 
 def _export(args, output):
@@ -313,12 +319,15 @@ def _export(args, output):
         if (args.quantize == "int8" or args.evaluate)
         else None
     )
+    if data is not None:  # checked before anything is written
+        calibration = cli_io.fitting(data.x_train[:500], model, "calibration")
+        x_test = cli_io.fitting(data.x_test, model, "test")
     report = export.export_tflite(
         model,
         output,
         sparse=not args.dense,
         quantize=args.quantize,
-        representative_data=None if data is None else data.x_train[:500],
+        representative_data=None if data is None else calibration,
     )
     print(
         f"Wrote {report.path}: {report.bytes:,} bytes ({report.gzip_bytes:,} gzipped), "
@@ -330,11 +339,11 @@ def _export(args, output):
     evaluation = None
     if args.evaluate:
         evaluation = export.evaluate_tflite(
-            report.path, data.x_test, data.y_test, from_logits=not args.probabilities
+            report.path, x_test, data.y_test, from_logits=not args.probabilities
         )
         from keras_heavytail import metrics
 
-        keras_accuracy = metrics.accuracy(model, data.x_test, data.y_test)
+        keras_accuracy = metrics.accuracy(model, x_test, data.y_test)
         print(
             f"Test accuracy on {len(data.y_test):,} {data.name} examples: Keras "
             f"{keras_accuracy:.4f}, LiteRT {evaluation['accuracy']:.4f} "

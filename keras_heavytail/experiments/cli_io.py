@@ -91,7 +91,7 @@ def output_file(path, overwrite, suffix):
         raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
     if path.suffix != suffix:
         raise CommandError(f"--output must end in {suffix}. Received: {str(path)!r}")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a dangling link is a user's too
         raise CommandError(
             f"--output {str(path)!r} exists; pass --overwrite to replace it"
         )
@@ -101,7 +101,7 @@ def output_file(path, overwrite, suffix):
 def card_file(output, overwrite):
     """The data card beside a written .keras file; never a user's file replaced."""
     card = output.with_suffix(".json")
-    if card.exists() and not overwrite:
+    if os.path.lexists(card) and not overwrite:
         raise CommandError(
             f"{str(card)!r} (the data card of --output) exists; pass --overwrite "
             "to replace it"

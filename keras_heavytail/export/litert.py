@@ -167,6 +167,18 @@ def _check_export(model, quantize, representative_data):
                 f"(NaN or inf calibrate nothing). Received: {samples.size} values, "
                 f"{int(np.sum(~np.isfinite(samples)))} not finite"
             )
+        inputs = getattr(model, "inputs", None) or []
+        if len(inputs) == 1:
+            expected = tuple(inputs[0].shape[1:])
+            got = samples.shape[1:]
+            if len(got) != len(expected) or any(
+                e is not None and e != g for e, g in zip(expected, got)
+            ):
+                raise ValueError(
+                    "`representative_data` must be a batch of the model's inputs, "
+                    f"shape (n, {', '.join(str(e) for e in expected)}). Received: "
+                    f"shape {samples.shape}"
+                )
         if quantize == "int8" and (len(samples) < 2 or np.ptp(samples) == 0):
             warnings.warn(
                 "int8 calibration on one input, or on inputs that are all the same "
