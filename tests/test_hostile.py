@@ -89,6 +89,8 @@ def place(tmp_path_factory):
     for lock in held:  # a live job writes them
         lock.__enter__()
     (d / "afile").write_text("keep me")
+    keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2),
+                      keras.layers.Dense(2)]).save(d / "lambda.keras")  # fmt: skip
     (d / "dangling.keras").symlink_to(d / "gone" / "x.keras")  # a user's link
     (d / "folder").mkdir()
     (d / "mine").mkdir()  # a user's folder: their report, README and table
@@ -192,6 +194,9 @@ CLI_ROWS = [
     (".keras with a corrupt inner file", ["analyze", "{d}/inner.keras"],
      "cannot load", ["inner.keras"], []),
     ("missing .keras", ["analyze", "{d}/none.keras"], "no model file", [], []),
+    (".keras with a Lambda layer", ["analyze", "{d}/lambda.keras"],
+     "holds a Lambda layer (Python code), which the command line does not run",
+     ["lambda.keras"], []),
     ("benchmark runs=0", ["benchmark", "{d}/good.tflite", "--runs", "0"],
      "got '0'", ["good.tflite"], []),
     ("limit 0", TRAIN[:-1] + ["0", "--output", "{d}/t.keras"], "got '0'", [],
@@ -664,6 +669,39 @@ def test_exclusions_and_max_noise_survive_a_reload(tmp_path):
     assert again.noise_exclusions == opt.noise_exclusions
     assert "(^|/)out/kernel$" in again.noise_exclusions
     assert again.max_noise == 4.0
+
+
+def test_prune_names_the_layers_it_leaves_dense():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.SeparableConv2D(8, 3, name="sep")(x)
+    x = keras.layers.Flatten()(keras.layers.GRU(4, name="gru")(keras.layers.Reshape((16, 8))(x)))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+    with pytest.warns(UserWarning, match="leaves 'sep' .SeparableConv2D., 'gru' .GRU. dense"):
+        pruned = kht.prune(model, 0.9, structure="entry")
+    assert np.mean(pruned.get_layer("conv").kernel.numpy() == 0) > 0.85
+    kht.prune(model, 0.9, structure="entry", exclude=["sep", "gru"])  # no warning
+
+
+def test_the_paper_criterion_prunes_inside_a_nested_model():
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="in1")],
+                             name="inner")  # fmt: skip
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(inner(inputs)))
+    pruned = kht.prune(model, criterion="paper", max_rel_sq_error=0.3)
+    kernel = pruned.get_layer("inner").get_layer("in1").kernel.numpy()
+    dropped = np.all(kernel == 0, axis=0)  # whole units, as in a flat model
+    assert 0 < dropped.sum() < 16 and np.all(kernel[:, ~dropped] != 0)
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    def interrupted():  # a Ctrl-C while TensorFlow and Keras are imported
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.cli_io, "tensorflow_first", interrupted)
+    code, err = run_cli(["analyze", "none.keras"], capsys)
+    assert code == 130 and err == "keras-heavytail: interrupted\n", err
 
 
 def test_a_held_lock_refuses_whatever_its_file_says(tmp_path):

@@ -395,6 +395,14 @@ KERAS_FREE = frozenset({"benchmark"})
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up; a command's own is caught below
+        print("keras-heavytail: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -134,6 +134,13 @@ def load_model(path):
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for broken files
+        if "safe_mode" in str(error):  # a Lambda layer: Keras' advice fits Python only
+            raise CommandError(
+                f"cannot load {path!r}: it holds a Lambda layer (Python code), which "
+                "the command line does not run. In Python, load it with "
+                "keras.saving.load_model(path, safe_mode=False) and use the "
+                "keras_heavytail API, or rebuild it without Lambda layers."
+            ) from None
         raise CommandError(f"cannot load {path!r}: {error}") from None
 
 

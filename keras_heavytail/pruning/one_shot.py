@@ -11,6 +11,8 @@ and BatchNormalization channels), ranked by an importance criterion
 per-unit pruning.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -22,6 +24,7 @@ from keras_heavytail.pruning import batch_norm
 from keras_heavytail.pruning import channels
 from keras_heavytail.pruning import importance as importance_lib
 from keras_heavytail.pruning.components import copy_layer
+from keras_heavytail.pruning.graph import has_kernel
 from keras_heavytail.pruning.graph import model_graph
 
 
@@ -41,20 +44,36 @@ def prunable_layers(model, exclude=None, include_output=False):
     graph = model_graph(model)
     layers = graph.kernel_layers
     exclude = set(_names(exclude, "exclude"))
-    unknown = exclude - {layer.name for layer in layers}
+    unknown = exclude - {layer.name for layer in graph.layers}
     if unknown:
         raise ValueError(
-            f"`exclude` names no kernel layer of the model. Received: {sorted(unknown)}"
+            f"`exclude` names no layer of the model. Received: {sorted(unknown)}"
         )
     outputs = [] if include_output else graph.output_layers or layers[-1:]
     chosen = [
         layer for layer in layers if layer not in outputs and layer.name not in exclude
     ]
+    others = [
+        f"{layer.name!r} ({type(layer).__name__})"
+        for layer in graph.layers
+        if not has_kernel(layer) and layer.name not in exclude
+        and any(len(w.shape) >= 2 for w in layer.trainable_weights)
+    ]  # fmt: skip
     if not chosen:
         raise ValueError(
             f"Model {graph.model.name!r} has no prunable layer: pruning leaves the "
             f"output layers alone, and the kernel layers are "
-            f"{[layer.name for layer in layers]}, excluded {sorted(exclude)}."
+            f"{[layer.name for layer in layers]}, excluded {sorted(exclude)}"
+            + (f"; {', '.join(others)} hold several kernels, which it does not prune"
+               if others else "") + "."
+        )
+    if others:
+        warnings.warn(
+            f"prune leaves {', '.join(others)} dense: it prunes layers with one "
+            "kernel (Dense, convolutions), not separable convolutions, recurrent "
+            "cells or embeddings. Pass them in `exclude` to silence this.",
+            UserWarning,
+            stacklevel=3,
         )
     return chosen
 
@@ -317,8 +336,22 @@ def apply_masks(model, masks, graph=None):
         else:  # an entry mask, or a unit mask of a kernel's last axis
             layer.kernel.assign(as_array(layer.kernel) * mask)
     if units:
-        zero_units(graph.channels(), units)
+        structure = graph.channels()
+        zero_units(structure, units)
+        seen = {member.layer.name for member in structure.members if member.role == "out"}
+        for name in set(units) - seen:  # inside a nested model: no channel member
+            _zero_own_units(by_name.get(name) or graph.model.get_layer(name), units[name])
     return model
+
+
+def _zero_own_units(layer, kept):
+    """Zeroes a producer's dropped units (incoming weights and bias) alone."""
+    axis = -2 if "Transpose" in type(layer).__name__ else -1
+    shape = [1] * len(layer.kernel.shape)
+    shape[axis] = kept.size
+    layer.kernel.assign(as_array(layer.kernel) * kept.reshape(shape))
+    if getattr(layer, "bias", None) is not None:
+        layer.bias.assign(as_array(layer.bias) * kept)
 
 
 def _zero_slots(member, kept, kinds):
