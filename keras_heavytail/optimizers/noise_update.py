@@ -22,6 +22,7 @@ import math
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_heavytail import checks
@@ -245,6 +246,22 @@ class NoiseUpdate:
         return super().from_config(config, custom_objects=custom_objects)
 
 
+def _check_sgd_arguments(nesterov, kwargs):
+    """Refuses what Keras' SGD takes unchecked: a non-bool `nesterov`, a
+    NaN, inf, negative or non-number weight decay or clipping bound (each
+    trained on silently, or failed in a graph with no name)."""
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise ValueError(f"`nesterov` must be True or False. Received: nesterov={nesterov!r}")
+    for name in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
+        value = kwargs.get(name)
+        if value is not None and (
+            not checks.is_real(value) or not math.isfinite(value) or value < 0
+        ):
+            raise ValueError(
+                f"`{name}` must be a finite number >= 0 or None. Received: {name}={value!r}"
+            )
+
+
 class NoisySGD(NoiseUpdate):
     """SGD's constructor plus the noise arguments, for Keras 3 and tf_keras SGD.
 
@@ -270,6 +287,7 @@ class NoisySGD(NoiseUpdate):
     ):
         if checks.is_real(learning_rate):
             learning_rate = float(learning_rate)  # Keras refuses numpy scalars
+        _check_sgd_arguments(nesterov, kwargs)
         super().__init__(
             learning_rate=learning_rate,
             momentum=checks.check_fraction(momentum, "momentum"),
