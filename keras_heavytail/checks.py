@@ -42,6 +42,16 @@ def is_integer(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def check_bool(value, name):
+    """Validates True or False (a numpy bool too) named `name`; returns a bool.
+
+    A string such as "no" is truthy: taken as a flag it would do the opposite.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 def check_positive(value, name):
     """Validates a finite number > 0 named `name`; returns it as a float."""
     if not is_real(value) or not math.isfinite(value) or value <= 0:

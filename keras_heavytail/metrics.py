@@ -7,6 +7,8 @@ the LiteRT interpreter) and the research harness alike.
 import keras
 import numpy as np
 
+from keras_heavytail import checks
+
 
 def predict(model, x, batch_size=1024):
     """`model`'s outputs on `x` as one numpy array, from eager calls in chunks.
@@ -46,6 +48,7 @@ def log_probabilities(outputs, from_logits):
     Returns:
         A float64 array of log-probabilities.
     """
+    from_logits = checks.check_bool(from_logits, "from_logits")
     outputs = np.asarray(outputs, dtype="float64")
     if from_logits and np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-6):
         raise ValueError(

@@ -385,6 +385,18 @@ API_ROWS = [
      tiny_mlp(), tiny_data()[0] * np.nan, tiny_data()[1], 0.5), ValueError, "NaN or inf"),
     ("pruning curve from_logits a string", lambda d: kht.experiments.pruning_curve(
      tiny_mlp(), *tiny_data(), from_logits="no"), ValueError, "Received: 'no'"),
+    ("evaluate_tflite from_logits 'yes'", lambda d: kht.evaluate_tflite(
+     d / "good.tflite", np.zeros((2, 8, 8, 1), "float32"), [0, 1], from_logits="yes"),
+     ValueError, "Received: from_logits='yes'"),
+    ("compress from_logits 'no'", lambda d: kht.compress(
+     digits_model(), digits_data(), digits_data(), kht.Budget(macs=0.5),
+     from_logits="no"), ValueError, "Received: from_logits='no'"),
+    ("prune include_output 'yes'", lambda d: kht.prune(digits_model(), 0.5,
+     include_output="yes"), ValueError, "Received: include_output='yes'"),
+    ("export sparse 'no'", lambda d: kht.export_tflite(digits_model(), d / "s.tflite",
+     sparse="no"), ValueError, "Received: sparse='no'"),
+    ("export per_channel nan", lambda d: kht.export_tflite(digits_model(),
+     d / "s.tflite", per_channel=NAN), ValueError, "Received: per_channel=nan"),
     ("weight decay nan", lambda d: kht.HeavyTailSGD(weight_decay=NAN), ValueError,
      "Received: weight_decay=nan"),
     ("weight decay -1", lambda d: kht.HeavyTailSGD(weight_decay=-1), ValueError,
@@ -716,6 +728,18 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
     assert code == 130 and err == "keras-heavytail: interrupted\n", err
 
 
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    class ResourceExhaustedError(Exception):  # TensorFlow's, by name
+        pass
+
+    def allocate(args):  # what --width 100000000 ran into
+        raise ResourceExhaustedError("OOM when allocating tensor with shape[64,100000000]")
+
+    monkeypatch.setattr(cli, "cmd_analyze", allocate)
+    code, err = run_cli(["analyze", "none.keras"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "out of memory" in err, err
+
+
 def test_a_held_lock_refuses_whatever_its_file_says(tmp_path):
     # Two jobs that found a dead job's lock at once both took it when the
     # lock was a process id read from the file: the holder's now says dead.
@@ -881,3 +905,8 @@ def test_an_unreadable_backup_is_removed_and_the_run_starts_over(tmp_path):
         shutil.rmtree(backup)
         for a, b in zip(model.get_weights(), straight.get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_numpy_integers_are_counts(place):
+    timing = kht.benchmark_tflite(place / "good.tflite", runs=np.int64(3), warmup=np.int32(0))
+    assert timing["runs"] == 3

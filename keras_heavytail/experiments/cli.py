@@ -447,6 +447,16 @@ def _main(argv):
     except KeyboardInterrupt:
         print(f"keras-heavytail {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if not isinstance(error, MemoryError) and type(error).__name__ != "ResourceExhaustedError":
+            raise
+        print(
+            f"keras-heavytail {args.command}: error: out of memory "
+            f"({type(error).__name__}): ask for a smaller model or batch "
+            "(--width, --batch-size, --limit)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

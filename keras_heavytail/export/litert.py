@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_heavytail import checks
+
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 
 
@@ -101,6 +103,8 @@ def export_tflite(
 
     from keras_heavytail.pruning.graph import ModelGraph
 
+    sparse = checks.check_bool(sparse, "sparse")
+    per_channel = checks.check_bool(per_channel, "per_channel")
     _check_export(model, quantize, representative_data)
     from keras_heavytail import files
 
@@ -359,7 +363,6 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
         `{"accuracy", "loss", "examples", "runtime"}`; `runtime` says whether
         the default XNNPACK delegate or the builtin kernels ran the model.
     """
-    from keras_heavytail import checks
     from keras_heavytail.metrics import loss_and_accuracy
 
     if not checks.is_integer(batch_size) or batch_size < 1:
@@ -424,10 +427,11 @@ def benchmark_tflite(path, num_threads=1, warmup=20, runs=200, seed=0):
     for name, value, low in (
         ("num_threads", num_threads, 1), ("warmup", warmup, 0), ("runs", runs, 1),
     ):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not checks.is_integer(value) or value < low:
             raise ValueError(
                 f"`{name}` must be an int >= {low}. Received: {name}={value!r}"
             )
+    num_threads, warmup, runs = int(num_threads), int(warmup), int(runs)
     interp, runtime = load_interpreter(path, num_threads, batch_size=1)
     detail = interp.get_input_details()[0]
     x = np.random.default_rng(seed).normal(size=detail["shape"]).astype("float32")

@@ -193,6 +193,8 @@ def compress(
                      {"round_to": round_to, "min_channels": min_channels, "steps": steps,
                       "fine_tune_epochs": fine_tune_epochs, "batch_size": batch_size})  # fmt: skip
     importance = importance_lib.check_importance(importance)
+    if from_logits is not None:
+        from_logits = checks.check_bool(from_logits, "from_logits")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             "compress takes a classifier with one input and one output (logits or "

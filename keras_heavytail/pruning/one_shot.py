@@ -145,6 +145,7 @@ def pruning_masks(
     checks.check_choice(structure, "structure", defaults.PRUNE_STRUCTURES)
     checks.check_choice(scope, "scope", defaults.PRUNE_SCOPES)
     score = importance_lib.check_importance(score)
+    include_output = checks.check_bool(include_output, "include_output")
     if include_output and (structure != "entry" or criterion is not None):
         raise ValueError(
             "`include_output=True` prunes the output layer's entries only; its units "
