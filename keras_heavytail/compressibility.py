@@ -390,6 +390,13 @@ def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):
     if not layers:
         raise ValueError(f"Model {model.name!r} has no layer with a kernel to measure.")
     kernels = [units_last(layer, as_array(layer.kernel, "float64")) for layer in layers]
+    for layer, kernel in zip(layers, kernels):
+        if not np.all(np.isfinite(kernel)):
+            raise ValueError(
+                f"Layer {layer.name!r} has NaN or inf weights (the model diverged): "
+                "its tails and prunable share cannot be measured. Train again with a "
+                "lower learning rate or sigma."
+            )
     rows = [
         {**kernel_row(layer.name, k, max_rel_sq_error), "shape": list(layer.kernel.shape)}
         for layer, k in zip(layers, kernels)

@@ -151,6 +151,8 @@ CLI_ROWS = [
     ("export over an existing file",
      ["export", "{d}/good.keras", "--output", "{d}/existing.tflite"],
      "pass --overwrite", ["existing.tflite"], []),
+    ("analyze a NaN model", ["analyze", "{d}/nan.keras"],
+     "Layer 'hidden1' has NaN or inf weights (the model diverged)", ["nan.keras"], []),
     ("export a NaN model and evaluate it",
      ["export", "{d}/nan.keras", "--output", "{d}/nan.tflite", "--evaluate",
       "--limit", "50"],
