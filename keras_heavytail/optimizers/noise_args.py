@@ -135,7 +135,14 @@ NOISE_ARGS = f"""        alpha: float in (0, 2], the noise's stability index (2 
             `"elliptical"` (per output unit a rotation-invariant stable vector,
             each entry marginally SaS(alpha, 1)). `"neuron"` costs one draw
             per unit; standardise inputs with it, since a unit's shared shift
-            is multiplied by the sum of its inputs. Measurements of each
+            is multiplied by the sum of its inputs. The optimizer sees
+            variables, not layers: a "unit" is the kernel's last axis (Dense
+            units, Conv filters), which for `Conv2DTranspose` (kernel
+            `(h, w, out, in)`) is an input channel and for `DepthwiseConv2D`
+            (`(h, w, channels, multiplier)`) the multiplier, one value for the
+            whole kernel at multiplier 1; keep those noise-free
+            (`exclude_from_noise`) or use `"entry"` noise.
+            Measurements of each
             structure: `benchmarks/RESULTS.md`. Defaults to `"{defaults.NOISE}"`.
         lr_rescaling: multiply the noise by `lr_t**(1/alpha)`, the step's
             natural scale for an alpha-stable process. Defaults to `{defaults.LR_RESCALING}`.
