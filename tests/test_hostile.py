@@ -635,6 +635,10 @@ def test_fit_that_diverges_says_so_and_a_healthy_one_does_not():
                       kht.HeavyTailNoise(keras.optimizers.Adam(), sigma=explode, seed=0)):
         with pytest.warns(kht.optimizers.DivergenceWarning, match="is not finite after step 8"):
             fit(optimizer)
+    # sigma 1e30 leaves weights finite, at 1e30: diverged all the same.
+    huge = kht.HeavyTailSGD(0.1, sigma=1e30, sigma_scale="absolute", seed=0)
+    with pytest.warns(kht.optimizers.DivergenceWarning, match="holds values beyond 1e"):
+        fit(huge)
     with warnings.catch_warnings():
         warnings.simplefilter("error", kht.optimizers.DivergenceWarning)
         fit(kht.HeavyTailSGD(0.1, seed=0))

@@ -16,6 +16,11 @@ from keras_heavytail.optimizers.exclusions import variable_path
 # What to do about a diverged run (the optimizers and the harness say it alike).
 DIVERGENCE_ADVICE = "Lower sigma or the learning rate, or raise alpha."
 
+# Weights past this size are diverged too, if still finite: float32 keeps 7
+# digits, so a gradient step of order 1 added to them is lost (sigma=1e30
+# left finite weights of 1e30 and a model at chance without a word).
+BLOWN_UP = 1e15
+
 
 class DivergenceWarning(RuntimeWarning):
     """`fit` ended with non-finite trainable weights.
@@ -35,10 +40,13 @@ def check_finite_weights(optimizer, var_list):
     if sys.exc_info()[0] is not None:
         return  # fit is unwinding from another error: let that one through
     for variable in var_list:
-        if not np.all(np.isfinite(arrays.as_array(variable))):
+        values = arrays.as_array(variable)
+        finite = np.all(np.isfinite(values))
+        if not finite or (values.size and np.max(np.abs(values)) > BLOWN_UP):
+            what = "is not finite" if not finite else f"holds values beyond {BLOWN_UP:g}"
             warnings.warn(
                 f"Training with {type(optimizer).__name__} diverged: variable "
-                f"{variable_path(variable)!r} is not finite after step "
+                f"{variable_path(variable)!r} {what} after step "
                 f"{int(optimizer.iterations)}. {DIVERGENCE_ADVICE}",
                 DivergenceWarning,
                 stacklevel=2,
