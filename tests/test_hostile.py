@@ -270,10 +270,10 @@ def diverging_train():
     experiments.train_one(data, setting, protocol)
 
 
-def nan_model():
+def nan_model(value=np.nan):
     model = tiny_mlp()
     model.set_weights(
-        [np.full(w.shape, np.nan, "float32") for w in model.get_weights()]
+        [np.full(w.shape, value, "float32") for w in model.get_weights()]
     )
     return model
 
@@ -443,6 +443,8 @@ API_ROWS = [
      DIVERGED),
     ("a NaN model after training", lambda d: experiments.check_finite(
      nan_model(), "run", 7), RuntimeError, "is not finite after step 7"),
+    ("a blown-up model after training", lambda d: experiments.check_finite(
+     nan_model(1e30), "run", 7), RuntimeError, "holds values beyond 1e+15 after step 7"),
     ("tail_index of zeros", lambda d: kht.tail_index(np.zeros(100)), ValueError,
      "A constant sample has no tail index"),
     ("tail_index of ones", lambda d: kht.tail_index(np.ones(100)), ValueError,

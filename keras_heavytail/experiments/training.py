@@ -24,6 +24,7 @@ import numpy as np
 from keras_heavytail.experiments.protocol import Split
 from keras_heavytail.experiments.protocol import build_model
 from keras_heavytail.metrics import accuracy
+from keras_heavytail.optimizers.divergence import BLOWN_UP
 from keras_heavytail.optimizers.divergence import DIVERGENCE_ADVICE
 from keras_heavytail.optimizers.divergence import DivergenceWarning
 from keras_heavytail.optimizers.exclusions import paper_exclusions
@@ -336,10 +337,13 @@ def check_finite(model, what, steps):
     end with an error, never be saved or measured as a result.
     """
     for variable in model.variables:
-        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+        values = keras.ops.convert_to_numpy(variable)
+        finite = np.all(np.isfinite(values))
+        if not finite or (values.size and np.max(np.abs(values)) > BLOWN_UP):
             path = getattr(variable, "path", None) or variable.name
+            what_now = "is not finite" if not finite else f"holds values beyond {BLOWN_UP:g}"
             raise RuntimeError(
-                f"{what} diverged: variable {path!r} is not finite after step "
+                f"{what} diverged: variable {path!r} {what_now} after step "
                 f"{steps}. {DIVERGENCE_ADVICE}"
             )
 
