@@ -89,6 +89,7 @@ def place(tmp_path_factory):
     for lock in held:  # a live job writes them
         lock.__enter__()
     (d / "afile").write_text("keep me")
+    (d / "carded.json").write_text("a user's notes")  # beside a model to be written
     keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2),
                       keras.layers.Dense(2)]).save(d / "lambda.keras")  # fmt: skip
     (d / "dangling.keras").symlink_to(d / "gone" / "x.keras")  # a user's link
@@ -136,6 +137,10 @@ CLI_ROWS = [
      DIVERGED, [], ["t.keras", "t.json"]),
     ("train over an existing file", TRAIN + ["--output", "{d}/good.keras"],
      "pass --overwrite", ["good.keras"], []),
+    ("train beside a .json of the user's", TRAIN + ["--output", "{d}/carded.keras"],
+     "(the data card of --output) exists", ["carded.json"], ["carded.keras"]),
+    ("train a batch size of 1e23", TRAIN + ["--batch-size", "1e23", "--output",
+     "{d}/t.keras"], "got '1e23'", [], ["t.keras"]),
     ("train into a file another job is writing", TRAIN + ["--output", "{d}/held.keras"],
      "is being written by another job", ["held.keras.lock"], ["held.keras", "held.json"]),
     ("prune into a file another job is writing",
@@ -507,6 +512,11 @@ API_ROWS = [
     ("prune a model with a NaN BatchNormalization scale", lambda d: kht.prune(
      depthwise_model(nan_gamma=True), 0.5, structure="neuron", score="bn_scale"),
      ValueError, "Layer 'bn' has NaN or inf weights"),
+    ("export a mixed-precision model", lambda d: kht.export_tflite(keras.Sequential(
+     [keras.Input((4,)), keras.layers.Dense(3, dtype="mixed_float16")]), d / "q.tflite"),
+     ValueError, "Rebuild it in float32"),
+    ("prune with a ratio and the paper's criterion", lambda d: kht.prune(
+     digits_model(), 0.5, criterion="paper"), ValueError, "not both"),
     ("export a model with a float16 input", lambda d: kht.export_tflite(keras.Sequential(
      [keras.Input((4,), dtype="float16"), keras.layers.Dense(3)]), d / "q.tflite"),
      ValueError, "Rebuild it in float32"),
@@ -725,6 +735,15 @@ def test_the_paper_criterion_prunes_inside_a_nested_model():
     kernel = pruned.get_layer("inner").get_layer("in1").kernel.numpy()
     dropped = np.all(kernel == 0, axis=0)  # whole units, as in a flat model
     assert 0 < dropped.sum() < 16 and np.all(kernel[:, ~dropped] != 0)
+
+
+def test_exclude_takes_one_name_as_a_name():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="hidden1"),
+                              keras.layers.Dense(6, name="h"), keras.layers.Dense(2)])  # fmt: skip
+    pruned = kht.prune(model, 0.9, structure="entry", exclude="hidden1")  # not h, i, d...
+    np.testing.assert_array_equal(pruned.get_layer("hidden1").kernel.numpy(),
+                                  model.get_layer("hidden1").kernel.numpy())  # fmt: skip
+    assert np.mean(pruned.get_layer("h").kernel.numpy() == 0) > 0.8
 
 
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
