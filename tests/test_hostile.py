@@ -488,6 +488,8 @@ API_ROWS = [
      files.RunLogError, "is being written by another job"),
     ("prune a model with an inf weight", lambda d: kht.prune(inf_model(), 0.5,
      structure="entry"), ValueError, "Layer 'hidden' has NaN or inf weights"),
+    ("prune a subclassed model never called", lambda d: kht.prune(_Subclassed(), 0.5),
+     ValueError, "call it on a batch, `model(x[:1])`, first"),
     ("shrink a subclassed model", lambda d: kht.shrink(subclassed_model()), ValueError,
      "is a subclassed model"),
     ("export a float16 model", lambda d: kht.export_tflite(keras.Sequential(

@@ -65,7 +65,11 @@ def prunable_layers(model, exclude=None, include_output=False):
             f"output layers alone, and the kernel layers are "
             f"{[layer.name for layer in layers]}, excluded {sorted(exclude)}"
             + (f"; {', '.join(others)} hold several kernels, which it does not prune"
-               if others else "") + "."
+               if others else "")
+            + ("; its layers are not built yet (a subclassed model gets its weights "
+               "when first called): call it on a batch, `model(x[:1])`, first"
+               if not layers and not all(la.built for la in graph.layers) else "")
+            + "."
         )
     if others:
         warnings.warn(
