@@ -130,6 +130,8 @@ CLI_ROWS = [
      "got 'inf'", [], ["t.keras"]),
     ("train negative lr", TRAIN + ["--lr", "-0.05", "--output", "{d}/t.keras"],
      "got '-0.05'", [], ["t.keras"]),
+    ("train lr beyond float32", TRAIN + ["--lr", "1e308", "--output", "{d}/t.keras"],
+     "expected a value in (0, 3.4e+38]; got '1e308'", [], ["t.keras"]),
     ("train alpha below the finite range",
      TRAIN + ["--alpha", "0.1", "--output", "{d}/t.keras"],
      "`alpha` must be >= 0.31", [], ["t.keras", "t.json"]),

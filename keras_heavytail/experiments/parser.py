@@ -47,15 +47,15 @@ def _number(kind, low=None, low_open=False, high=None, high_open=False):
 
 _positive_int = _number(int, 1)
 _nonnegative_int = _number(int, 0)
-_positive = _number(float, 0, low_open=True)
-_nonnegative = _number(float, 0)
+# Rates and scales are applied in float32: above its largest value, inf.
+_positive = _number(float, 0, low_open=True, high=3.4e38)
+_nonnegative = _number(float, 0, high=3.4e38)
 _fraction = _number(float, 0, high=1)
-_positive_float = _number(float, 0, low_open=True)
+_positive_float = _positive
 _open_fraction = _number(float, 0, low_open=True, high=1)
 _alpha = _number(float, 0, low_open=True, high=2)
 _seed = _number(int, 0, high=2**31 - 1, high_open=True)
-# A noise scale is applied in float32: above its largest value it is inf.
-_sigma = _number(float, 0, high=3.4e38)
+_sigma = _nonnegative
 
 
 # ----------------------------------------------------------------------------
