@@ -304,3 +304,23 @@ def test_a_setting_card_gives_the_baseline_no_noise_parameters():
     assert sgd == {"label": "SGD", "noise": None, "optimizer": "SGD"}  # no alpha 1.75
     noisy = kht.experiments.Setting("HT", "neuron", 1.5, 0.05).summary()
     assert (noisy["optimizer"], noisy["alpha"], noisy["sigma"]) == ("HeavyTailSGD", 1.5, 0.05)
+
+
+def test_the_headline_says_when_the_dense_model_already_misses():
+    from keras_heavytail.experiments import results
+
+    def run(setting, seed, neurons, reached, accuracy):
+        return {"setting": setting, "seed": seed, "neurons": 2000, "test_accuracy": accuracy,
+                "neurons_at_iso_accuracy": neurons, "iso_reached": reached}  # fmt: skip
+
+    runs = [run("SGD", s, 1000 + s, 1.0, 0.88) for s in (0, 1, 2)]
+    runs += [run("HT", 0, 2000, 0.0, 0.77), run("HT", 1, 2000, 0.0, 0.78),
+             run("HT", 2, 1500, 1.0, 0.86)]  # fmt: skip
+    table = results.aggregate(runs, ["SGD", "HT"])
+    (line,) = results.ProtocolResult({}, runs, table, {}).headline()
+    # The whole width is a cap, not "2000 neurons keep SGD's accuracy".
+    assert "on 2 of 3 seeds not even all 2000 hidden neurons keep SGD's accuracy" in line
+    assert "is a lower bound" in line
+    runs[3]["iso_reached"] = runs[4]["iso_reached"] = 1.0
+    (line,) = results.ProtocolResult({}, runs, results.aggregate(runs, ["SGD", "HT"]), {}).headline()
+    assert "hidden neurons keep SGD's accuracy within tolerance" in line

@@ -123,7 +123,9 @@ def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=F
 
     Returns:
         `{"ratio_at_iso", "neurons_at_iso_accuracy", "params_at_iso_accuracy",
-        "test_accuracy_at_iso"}`.
+        "test_accuracy_at_iso", "iso_reached"}`; `iso_reached` is 0.0 when
+        not even the unpruned model keeps the accuracy (the neuron count is
+        then the whole width, a cap, not a measurement), else 1.0.
     """
     target = max(0.0, reference_accuracy - protocol.iso_tolerance)
     score = protocol.scores[0]
@@ -137,6 +139,7 @@ def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=F
         return accuracy(pruned_at(ratio), split.x_val, split.y_val) >= target
 
     ratio = iso.bisect_ratio(passes, protocol.iso_steps)
+    reached = ratio > 0 or passes(0.0)
     pruned = pruned_at(ratio)
     small = shrink(pruned)
     return {
@@ -144,6 +147,7 @@ def iso_accuracy(model, protocol, split, reference_accuracy, seed=0, fine_tune=F
         "neurons_at_iso_accuracy": _hidden_units(small),
         "params_at_iso_accuracy": int(small.count_params()),
         "test_accuracy_at_iso": accuracy(pruned, split.x_test, split.y_test),
+        "iso_reached": float(reached),
     }
 
 
