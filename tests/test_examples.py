@@ -124,8 +124,8 @@ def test_mobilenet_edge_writes_a_card_for_each_model(ran):
     folder = ran[2] / "results" / "mobilenet_edge"
     dense = json.loads((folder / "sgd_dense.json").read_text())
     small = json.loads((folder / "sgd_compressed_int8.json").read_text())
-    assert small["compress"]["budget"] == {"macs": 0.25}
-    assert small["macs"] <= 0.25 * dense["macs"]
+    assert small["compress"]["budget"] == {"macs": 0.4}
+    assert small["macs"] <= 0.4 * dense["macs"]
     assert small["export"]["quantization"] == "int8"
     assert small["bytes"] == (folder / "sgd_compressed_int8.tflite").stat().st_size
     # The accuracy on the card is the one the table printed.

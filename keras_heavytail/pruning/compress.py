@@ -214,7 +214,7 @@ def compress(
     outputs = keras.ops.convert_to_numpy(model(x[:batch_size]))
     if from_logits is None:
         from_logits = not (np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1, atol=1e-3))
-    teacher = as_logits(model.predict(x, batch_size=256, verbose=0), from_logits)
+    teacher = as_logits(metrics.predict(model, x, 256), from_logits)
     dense_accuracy = metrics.accuracy(model, x_val, y_val)
     if dense_accuracy <= 1 / classes + 0.05:
         warnings.warn(
