@@ -11,9 +11,9 @@ from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail import metrics
 from keras_heavytail.pruning.inputs import check_data
-from keras_heavytail.pruning.one_shot import apply_masks
 from keras_heavytail.pruning.one_shot import copy_model
 from keras_heavytail.pruning.one_shot import pruning_masks
+from keras_heavytail.pruning.zeroing import apply_masks
 
 
 def _checked(model, x, y, from_logits=False):

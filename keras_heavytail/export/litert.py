@@ -13,14 +13,13 @@ import gzip
 import io
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from keras_heavytail import checks
-
-QUANTIZATIONS = (None, "dynamic", "float16", "int8")
+from keras_heavytail.export import inputs
+from keras_heavytail.export.inputs import QUANTIZATIONS  # noqa: F401  public here too
 
 
 @dataclasses.dataclass
@@ -105,7 +104,7 @@ def export_tflite(
 
     sparse = checks.check_bool(sparse, "sparse")
     per_channel = checks.check_bool(per_channel, "per_channel")
-    _check_export(model, quantize, representative_data)
+    inputs.check_export(model, quantize, representative_data)
     from keras_heavytail import files
 
     with tempfile.TemporaryDirectory() as directory, files.captured_stderr():
@@ -124,82 +123,6 @@ def export_tflite(
         per_channel=bool(per_channel) and quantize in ("int8", "dynamic"),
         sparse=bool(sparse) and sparsity > 0,
     )
-
-
-def _check_export(model, quantize, representative_data):
-    """Refuses what the converter would fail on, or convert into a wrong file."""
-
-    def name(dtype):  # Keras 3 gives "float16", tf_keras a tf.DType
-        return str(getattr(dtype, "name", dtype))
-
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}"
-        )
-    if quantize == "int8" and representative_data is None:
-        raise ValueError(
-            "`quantize='int8'` is full-integer quantisation and needs "
-            "`representative_data`: a few hundred typical inputs to calibrate "
-            "activation ranges. Received: representative_data=None"
-        )
-    compute = {
-        name(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
-        for layer in getattr(model, "layers", [])
-    } | {name(getattr(v, "dtype", "float32")) for v in model.weights}
-    compute |= {name(getattr(t, "dtype", "float32")) for t in getattr(model, "inputs", None) or []}
-    if compute - {"float32", "int32", "int64", "bool"}:
-        raise ValueError(
-            f"`export_tflite` converts float32 models; this one computes or stores "
-            f"{sorted(compute - {'float32', 'int32', 'int64', 'bool'})} (a float16 or "
-            "mixed-precision model). Rebuild it in float32 "
-            "(`keras.mixed_precision.set_global_policy('float32')`), copy the "
-            "weights with `set_weights`, and export that; `quantize='float16'` "
-            "stores float16 weights."
-        )
-    if representative_data is not None:
-        samples = np.asarray(representative_data)
-        if samples.dtype.kind == "b":  # converted to float32 as every input
-            samples = samples.astype("float32")
-        if samples.dtype.kind not in "fiu":
-            raise ValueError(
-                "`representative_data` must be numbers (model inputs). Received: "
-                f"dtype={samples.dtype}"
-            )
-        if len(samples) == 0 or not np.all(np.isfinite(samples)):
-            raise ValueError(
-                "`representative_data` must hold at least one input, all finite "
-                f"(NaN or inf calibrate nothing). Received: {samples.size} values, "
-                f"{int(np.sum(~np.isfinite(samples)))} not finite"
-            )
-        inputs = getattr(model, "inputs", None) or []
-        if len(inputs) == 1:
-            expected = tuple(inputs[0].shape[1:])
-            got = samples.shape[1:]
-            if len(got) != len(expected) or any(
-                e is not None and e != g for e, g in zip(expected, got)
-            ):
-                raise ValueError(
-                    "`representative_data` must be a batch of the model's inputs, "
-                    f"shape (n, {', '.join(str(e) for e in expected)}). Received: "
-                    f"shape {samples.shape}"
-                )
-        if quantize == "int8" and (len(samples) < 2 or np.ptp(samples) == 0):
-            warnings.warn(
-                "int8 calibration on one input, or on inputs that are all the same "
-                f"value ({samples.size} values): the activation ranges it measures "
-                "will not hold for real inputs, and the int8 model can lose most of "
-                "its accuracy. Pass a few hundred typical inputs as "
-                "`representative_data`.",
-                UserWarning,
-                stacklevel=3,
-            )
-    for variable in model.weights:
-        if not np.all(np.isfinite(np.asarray(variable.numpy()))):
-            raise ValueError(
-                "The model has NaN or inf weights (it diverged); nothing was "
-                f"exported. Received: {getattr(variable, 'path', variable.name)!r} "
-                "is not finite"
-            )
 
 
 def _convert(converter, sparse, quantize, representative_data):
@@ -365,35 +288,7 @@ def evaluate_tflite(path, x, y, batch_size=64, num_threads=1, from_logits=False)
     """
     from keras_heavytail.metrics import loss_and_accuracy
 
-    if not checks.is_integer(batch_size) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
-    y = np.asarray(y)
-    whole = y.dtype.kind in "iu" or (
-        y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-    )
-    if not whole:
-        raise ValueError(
-            "`y` must hold integer class ids (not fractions, not one-hot). "
-            f"Received: dtype={y.dtype}, shape={y.shape}"
-        )
-    if y.size and y.dtype.kind == "f" and np.max(np.abs(y)) >= 2**31:
-        raise ValueError(
-            f"`y` must hold class ids. Received: a label {np.max(np.abs(y)):g}"
-        )
-    y = y.astype("int64").ravel()
-    if len(x) != len(y) or len(y) == 0:
-        raise ValueError(
-            "`x` and `y` must hold the same number (> 0) of examples. "
-            f"Received: {len(x)} and {len(y)}"
-        )
-    if y.min() < 0:
-        raise ValueError(f"`y` must hold class ids >= 0. Received: a label {y.min()}")
-    x = np.asarray(x)
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise ValueError(
-            f"`x` holds NaN or inf in {int(np.sum(~np.isfinite(x)))} values: the "
-            "scores would be of garbage inputs (an int8 model quantises NaN silently)."
-        )
+    x, y = inputs.check_examples(x, y, batch_size)
     outputs, runtime = predict_tflite(path, x, batch_size, num_threads)
     bad = int(np.sum(~np.all(np.isfinite(outputs.reshape(len(outputs), -1)), axis=1)))
     if bad:

@@ -26,7 +26,7 @@ _WHERE = {
     "recalibrate_batch_norm": "batch_norm",
     "ChannelGroup": "components",
     "ModelGraph": "graph",
-    "apply_masks": "one_shot",
+    "apply_masks": "zeroing",
     "channel_groups": "graph",
     "neuron_scores": "importance",
     "prune": "one_shot",
@@ -52,10 +52,10 @@ if TYPE_CHECKING:
     from keras_heavytail.pruning.importance import neuron_scores
     from keras_heavytail.pruning.macs import ModelCost
     from keras_heavytail.pruning.macs import count_macs
-    from keras_heavytail.pruning.one_shot import apply_masks
     from keras_heavytail.pruning.one_shot import prune
     from keras_heavytail.pruning.one_shot import pruning_masks
     from keras_heavytail.pruning.shrinking import shrink
+    from keras_heavytail.pruning.zeroing import apply_masks
 
 __all__ = [
     "Budget",

@@ -14,12 +14,12 @@ from keras_heavytail.pruning.graph import ModelGraph
 from keras_heavytail.pruning.macs import count_macs
 from keras_heavytail.pruning.macs import layer_macs
 from keras_heavytail.pruning.macs import mac_kernels
-from keras_heavytail.pruning.one_shot import apply_masks
 from keras_heavytail.pruning.one_shot import copy_model
 from keras_heavytail.pruning.one_shot import group_masks
 from keras_heavytail.pruning.one_shot import prunable_groups
 from keras_heavytail.pruning.shrinking import shrink
 from keras_heavytail.pruning.shrinking import shrunk_shapes
+from keras_heavytail.pruning.zeroing import apply_masks
 
 
 def costs(model):
