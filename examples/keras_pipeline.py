@@ -18,10 +18,11 @@ import tempfile
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras_heavytail as kht  # noqa: E402  first: it hides TensorFlow's start-up lines
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_heavytail as kht  # noqa: E402
 from keras_heavytail.experiments import datasets  # noqa: E402
 
 

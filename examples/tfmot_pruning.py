@@ -20,10 +20,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from keras_heavytail import legacy  # noqa: E402  first: it hides TensorFlow's start-up lines
+
 import numpy as np  # noqa: E402
 import tf_keras  # noqa: E402
 
-from keras_heavytail import legacy  # noqa: E402
 from keras_heavytail.experiments import datasets  # noqa: E402
 from keras_heavytail.export import litert as export  # noqa: E402
 

@@ -170,6 +170,14 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.pruning.one_shot import prune
     from keras_heavytail.pruning.shrinking import shrink
 elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1" and not _RUN_AS_COMMAND:
+    if "keras" not in sys.modules:
+        # TensorFlow 2.21 prints its C++ start-up lines (oneDNN, CUDA) when
+        # imported whatever TF_CPP_MIN_LOG_LEVEL says: Keras (and with it
+        # the backend) is imported with stderr captured. A program that
+        # imports keras first sees them.
+        from keras_heavytail.files import quiet_import
+
+        quiet_import("keras")
     # The backend-neutral core, loaded now so its Keras objects are registered.
     for _name, _module in _WHERE.items():
         if _module not in _TENSORFLOW_ONLY:

@@ -101,6 +101,29 @@ def captured_stderr():
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
+def quiet_import(name):
+    """Imports module `name` with the process's stderr captured (TensorFlow's
+    C++ start-up lines), shown again if the import fails; without a usable
+    stderr (a closed descriptor 2), or with `KERAS_HEAVYTAIL_VERBOSE=1`, it
+    imports plainly."""
+    import importlib
+
+    try:
+        os.fstat(2)
+    except OSError:
+        return importlib.import_module(name)
+    failure = None
+    with captured_stderr() as log:
+        try:
+            module = importlib.import_module(name)
+        except BaseException as error:  # shown with what it printed
+            failure = error
+    if failure is not None:
+        sys.stderr.write("".join(log))
+        raise failure
+    return module
+
+
 def is_run_log(path):
     """Whether `path` is a keras-heavytail run log: its first line a header."""
     try:

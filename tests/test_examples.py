@@ -93,6 +93,30 @@ def ran(tmp_path_factory):
     return outputs, _git("status", "--porcelain", cwd=copy), copy
 
 
+def first_imports(source):
+    """Line numbers of the first import of keras_heavytail and of Keras or
+    TensorFlow in `source` (its length when there is none)."""
+    lines = source.splitlines()
+
+    def first(test):
+        return next((i for i, line in enumerate(lines) if test(line.split("#")[0].strip())),
+                    len(lines))  # fmt: skip
+
+    ours = first(lambda s: s.startswith(("import keras_heavytail", "from keras_heavytail")))
+    theirs = first(lambda s: s in ("import keras", "import tf_keras", "import tensorflow")
+                   or s.startswith(("import tensorflow as", "from keras ", "from keras.")))  # fmt: skip
+    return ours, theirs
+
+
+def test_every_example_imports_the_package_before_keras():
+    # `import keras_heavytail` imports Keras with TensorFlow's start-up lines
+    # hidden (test_light_import.py); a keras or tf_keras import before it
+    # would print them.
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        ours, theirs = first_imports(path.read_text())
+        assert ours < theirs, path.name
+
+
 def test_every_example_is_tested():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXAMPLES)
 

@@ -93,3 +93,18 @@ def test_lazy_mode_imports_nothing_until_asked():
         env={"KERAS_HEAVYTAIL_LAZY": "1"},
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_importing_the_package_first_hides_tensorflows_start_up_lines():
+    # TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says; the
+    # README blocks and the examples import keras_heavytail before keras.
+    from helpers import NOISE
+
+    code = "import keras_heavytail as kht\nimport keras\nprint(keras.backend.backend())"
+    for level in (None, "3"):  # a user's shell with or without the variable
+        result = run_python(code, env={"TF_CPP_MIN_LOG_LEVEL": level})
+        assert result.stdout.strip() == "tensorflow"
+        assert NOISE.search(result.stderr) is None, result.stderr[-2000:]
+    # The same lines are there when keras comes first: the check can fail.
+    result = run_python("import keras", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert NOISE.search(result.stderr) is not None

@@ -86,3 +86,12 @@ def test_readme_commands_and_blocks_write_under_results():
     saved = re.findall(r"""\.save\(\s*["']([^"']+)["']""", "\n".join(BLOCKS))
     saved += re.findall(r"""export_tflite\(\s*\w+,\s*["']([^"']+)["']""", "\n".join(BLOCKS))
     assert saved and all(path.startswith("results/") for path in saved), saved
+
+
+def test_blocks_import_the_package_before_keras():
+    from test_examples import first_imports
+
+    for block in BLOCKS:
+        ours, theirs = first_imports(block)
+        if theirs < len(block.splitlines()):  # the block imports keras
+            assert ours < theirs, block[:300]
