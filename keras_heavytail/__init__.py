@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from keras_heavytail import lazy
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 # The short public API: name -> the module that defines it.
 _WHERE = {

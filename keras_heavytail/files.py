@@ -161,7 +161,13 @@ class Lock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
+            if os.path.islink(self.lock):  # its target would be truncated: a user's file
+                raise RunLogError(
+                    f"The lock {str(self.lock)!r} of {str(self.path)!r} is a symbolic link, "
+                    "not a lock this library wrote; remove it."
+                )
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            handle = os.open(self.lock, flags, 0o666)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

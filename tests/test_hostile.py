@@ -89,6 +89,11 @@ def place(tmp_path_factory):
     for lock in held:  # a live job writes them
         lock.__enter__()
     (d / "afile").write_text("keep me")
+    (d / "notes.txt").write_text("a user's notes")
+    (d / "linked.keras.lock").symlink_to(d / "notes.txt")
+    blown = digits_model()
+    blown.set_weights([w + 1e16 for w in blown.get_weights()])
+    files.save_model(blown, d / "blown.keras")
     (d / "carded.json").write_text("a user's notes")  # beside a model to be written
     keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2),
                       keras.layers.Dense(2)]).save(d / "lambda.keras")  # fmt: skip
@@ -160,6 +165,14 @@ CLI_ROWS = [
      "pass --overwrite", ["existing.tflite"], []),
     ("analyze a NaN model", ["analyze", "{d}/nan.keras"],
      "Layer 'hidden1' has NaN or inf weights (the model diverged)", ["nan.keras"], []),
+    ("export over a file, then fail evaluating",
+     ["export", "{d}/good.keras", "--evaluate", "--overwrite", "--probabilities",
+      "--limit", "50", "--output", "{d}/existing.tflite"], "pass `from_logits=True`",
+     ["existing.tflite"], []),
+    ("train with its lock a link to a user's file", TRAIN + ["--output", "{d}/linked.keras"],
+     "is a symbolic link", ["notes.txt"], ["linked.keras"]),
+    ("export a model with weights beyond 1e15", ["export", "{d}/blown.keras", "--output",
+     "{d}/blown.tflite"], "holds values beyond 1e+15", ["blown.keras"], ["blown.tflite"]),
     ("export a NaN model and evaluate it",
      ["export", "{d}/nan.keras", "--output", "{d}/nan.tflite", "--evaluate",
       "--limit", "50"],
@@ -749,6 +762,21 @@ def test_exclude_takes_one_name_as_a_name():
     np.testing.assert_array_equal(pruned.get_layer("hidden1").kernel.numpy(),
                                   model.get_layer("hidden1").kernel.numpy())  # fmt: skip
     assert np.mean(pruned.get_layer("h").kernel.numpy() == 0) > 0.8
+
+
+def test_numpy_and_fraction_clipping_and_decay_train():
+    # Keras' SGD takes them, then fails in the graph (float64 + float32).
+    import fractions
+
+    x, y = tiny_data()
+    for kwargs in ({"global_clipnorm": np.float64(1.0)}, {"clipvalue": np.float64(0.5)},
+                   {"weight_decay": fractions.Fraction(1, 100)}):  # fmt: skip
+        model = tiny_mlp()
+        model.compile(optimizer=kht.HeavyTailSGD(0.05, seed=0, **kwargs),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+        before = model.get_weights()[0].copy()
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        assert not np.array_equal(model.get_weights()[0], before), kwargs
 
 
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):

@@ -298,12 +298,21 @@ def _compress(args, kinds, output, card_file):
 
 
 def cmd_export(args):
-    with cli_io.locked_file(args, ".tflite") as output:
-        existed = output.exists()
+    import shutil
+    import tempfile
+
+    with cli_io.locked_file(args, ".tflite") as output, tempfile.TemporaryDirectory(
+        dir=output.parent, prefix=f".{output.name}.old-"
+    ) as keep:
+        old = Path(keep) / output.name
+        if output.exists():  # --overwrite: put back if this run fails after writing
+            shutil.copy2(output, old)
         try:
             _export(args, output)
         except BaseException:
-            if not existed:  # a file this failed run wrote is not a result
+            if old.exists():
+                os.replace(old, output)
+            else:  # a file this failed run wrote is not a result
                 output.unlink(missing_ok=True)
             raise
 

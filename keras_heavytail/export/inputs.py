@@ -82,12 +82,16 @@ def check_export(model, quantize, representative_data):
                 UserWarning,
                 stacklevel=3,
             )
+    from keras_heavytail.optimizers.divergence import BLOWN_UP
+
     for variable in model.weights:
-        if not np.all(np.isfinite(np.asarray(variable.numpy()))):
+        values = np.asarray(variable.numpy())
+        finite = np.all(np.isfinite(values))
+        if not finite or (values.size and np.max(np.abs(values)) > BLOWN_UP):
             raise ValueError(
                 "The model has NaN or inf weights (it diverged); nothing was "
                 f"exported. Received: {getattr(variable, 'path', variable.name)!r} "
-                "is not finite"
+                + ("is not finite" if not finite else f"holds values beyond {BLOWN_UP:g}")
             )
 
 

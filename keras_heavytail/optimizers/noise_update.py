@@ -260,6 +260,8 @@ def _check_sgd_arguments(nesterov, kwargs):
             raise ValueError(
                 f"`{name}` must be a finite number >= 0 or None. Received: {name}={value!r}"
             )
+        if value is not None:
+            kwargs[name] = float(value)  # a numpy float64 or a Fraction breaks the graph
 
 
 class NoisySGD(NoiseUpdate):
