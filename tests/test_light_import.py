@@ -101,10 +101,9 @@ def test_importing_the_package_first_hides_tensorflows_start_up_lines():
     from helpers import NOISE
 
     code = "import keras_heavytail as kht\nimport keras\nprint(keras.backend.backend())"
-    for level in (None, "3"):  # a user's shell with or without the variable
-        result = run_python(code, env={"TF_CPP_MIN_LOG_LEVEL": level})
-        assert result.stdout.strip() == "tensorflow"
-        assert NOISE.search(result.stderr) is None, result.stderr[-2000:]
+    result = run_python(code, env={"TF_CPP_MIN_LOG_LEVEL": None})  # a user's shell
+    assert result.stdout.strip() == "tensorflow"
+    assert NOISE.search(result.stderr) is None, result.stderr[-2000:]
     # The same lines are there when keras comes first: the check can fail.
     result = run_python("import keras", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert NOISE.search(result.stderr) is not None
