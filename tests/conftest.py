@@ -25,13 +25,14 @@ def mixed_precision():
 # The files that take longest (measured with `--durations`), handed to the
 # two workers first: `--dist loadfile` deals whole files in collection
 # order, and a long file dealt last leaves the other worker idle at the end.
+# Order of session 8's per-file times (`--durations=0`, idle machine).
 LONGEST_FIRST = (
     "test_examples.py", "test_sparsity.py", "test_optimizers.py", "test_distributed.py",
     "test_readme.py", "test_compress.py", "test_light_import.py", "test_export.py",
     "test_jax_backend.py", "test_gpu_benchmark.py", "test_cli.py", "test_hostile.py",
     "test_legacy.py", "test_channels.py", "test_torch_backend.py", "test_noise.py",
     "test_experiments.py", "test_sweep.py",
-)  # fmt: skip (session 8's per-file times, --durations=0)
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
