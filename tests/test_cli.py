@@ -225,6 +225,14 @@ def test_train_analyze_prune_export_benchmark_chain(tmp_path, capsys, monkeypatc
     assert abs(evaluation["accuracy"] - keras_accuracy) <= 0.05
     assert cli.main(args) == 2  # the file exists now
     assert "--overwrite" in capsys.readouterr().err
+    # Another --dataset than the card's is taken as asked, and said (here
+    # its inputs do not fit the model: refused before anything is written).
+    other = ["export", small, "--output", str(tmp_path / "o.tflite"), "--dataset",
+             "teacher_student", "--evaluate"]  # fmt: skip
+    assert cli.main(other) == 2
+    said = capsys.readouterr()
+    assert "trained on digits" in said.out and "inputs have shape (30,)" in said.err
+    assert not (tmp_path / "o.tflite").exists()
     assert cli.main(["benchmark", tflite, "--runs", "5"]) == 0
     assert "median_ms" in capsys.readouterr().out
     # compress to half the parameters: one line, a data card, no backup left.

@@ -520,7 +520,13 @@ API_ROWS = [
     ("int8 calibration on strings", lambda d: kht.export_tflite(
      digits_model(), d / "q.tflite", quantize="int8",
      representative_data=np.full((4, 8, 8, 1), "a")), ValueError,
-     "`representative_data` must be numbers"),
+     "`representative_data` must be an array of model inputs"),
+    ("int8 calibration on a generator", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=(x for x in np.zeros((4, 8, 8, 1)))), ValueError,
+     "not a dataset, a generator or text. Received: generator"),
+    ("load_dataset from an empty path", lambda d: datasets.load_dataset("mnist",
+     data_dir=""), ValueError, "`data_dir` must name a folder. Received: data_dir=''"),
     ("HeavyTailNoise around a noisy optimizer", lambda d: kht.HeavyTailNoise(
      kht.HeavyTailNoise(keras.optimizers.SGD(0.1))), ValueError,
      "cannot wrap an optimizer that adds noise itself"),

@@ -47,6 +47,11 @@ def training_data(args):
     card = None if args.ignore_card else data_card(args.model)
     if card is not None:
         trained_on = (card.get("dataset") or {}).get("name")
+        if args.dataset is not None and trained_on not in (None, args.dataset):
+            print(
+                f"The model was trained on {trained_on} ({card_path}); using --dataset "
+                f"{args.dataset} as asked."
+            )
         if args.dataset is None and trained_on in defaults.DATASETS:
             args.dataset = trained_on
             print(

@@ -319,6 +319,8 @@ def load_dataset(name="digits", data_dir=None, standardize=True, limit=None, see
         raise ValueError(
             f"`seed` must be an int in [0, {checks.SEED_LIMIT}]. Received: seed={seed!r}"
         )
+    if data_dir is not None and not str(data_dir).strip():
+        raise ValueError(f"`data_dir` must name a folder. Received: data_dir={data_dir!r}")
     if data_dir is not None and name in ("digits", "teacher_student"):
         raise ValueError(
             f"{name!r} needs no files (it is {'embedded' if name == 'digits' else 'generated'}"

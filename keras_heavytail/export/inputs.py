@@ -51,8 +51,9 @@ def check_export(model, quantize, representative_data):
             samples = samples.astype("float32")
         if samples.dtype.kind not in "fiu":
             raise ValueError(
-                "`representative_data` must be numbers (model inputs). Received: "
-                f"dtype={samples.dtype}"
+                "`representative_data` must be an array of model inputs (a few hundred, "
+                "e.g. `x_train[:500]`), not a dataset, a generator or text. Received: "
+                f"{type(representative_data).__name__} of dtype={samples.dtype}"
             )
         if len(samples) == 0 or not np.all(np.isfinite(samples)):
             raise ValueError(
