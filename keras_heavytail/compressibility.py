@@ -14,6 +14,7 @@ from keras_heavytail import checks
 from keras_heavytail import defaults
 from keras_heavytail.arrays import as_array
 from keras_heavytail.pruning.graph import ModelGraph
+from keras_heavytail.pruning.graph import unit_axes
 
 
 def _flat(x, name="x"):
@@ -356,14 +357,13 @@ def units_last(layer, kernel):
     A Dense or Conv kernel already is. A depthwise kernel `(*spatial, C, M)`
     has `C * M` output channels of `prod(spatial)` weights each; a
     transposed convolution's kernel `(*spatial, out, in)` has its output
-    channels on the second-to-last axis.
+    channels on the second-to-last axis (`pruning.graph.unit_axes`).
     """
-    name = type(layer).__name__
-    if name.startswith("DepthwiseConv"):
-        return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
-    if name.startswith("Conv") and name.endswith("Transpose"):
-        return np.moveaxis(kernel, -2, -1)
-    return kernel
+    axes = unit_axes(layer).get("kernel", (-1,))
+    if axes == (-1,):
+        return kernel
+    moved = np.moveaxis(kernel, axes, tuple(range(-len(axes), 0)))
+    return moved.reshape(-1, math.prod(moved.shape[-len(axes):]))
 
 
 def compressibility_report(model, max_rel_sq_error=defaults.MAX_REL_SQ_ERROR):

@@ -271,3 +271,54 @@ NOISE = re.compile(
     r"Saved artifact at|TensorSpec\(|triggered tf\.function retracing",
     re.MULTILINE,
 )
+
+
+def unit_noise_spread(make_optimizer, fit=True):
+    """`{variable path: axes along which the noise varies}` after one step.
+
+    A model with a Conv2DTranspose, a DepthwiseConv2D, a SeparableConv2D and
+    a Dense layer takes one step of SGD and one of `make_optimizer(sigma)`
+    from the same start: the difference is the noise. With `fit=False` the
+    step is a custom loop's `apply` (the optimizer does not see the model).
+    """
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 6, 6, 3)).astype("float32")
+    y = rng.random((8, 2)).astype("float32")
+    weights = {}
+    for sigma in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 3))
+        h = keras.layers.Conv2DTranspose(4, 3, name="tr")(inputs)
+        h = keras.layers.DepthwiseConv2D(3, name="dw")(h)
+        h = keras.layers.SeparableConv2D(5, 3, name="sep")(h)
+        outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h))
+        model = keras.Model(inputs, outputs)
+        optimizer = make_optimizer(sigma, model)
+        if fit:
+            model.compile(optimizer=optimizer, loss="mse")
+            model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+        else:
+            zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+            optimizer.apply(zeros, model.trainable_variables)
+        weights[sigma] = {v.path: np.asarray(v) for v in model.trainable_variables}
+    spread = {}
+    for path, after in weights[1.0].items():
+        noise = after - weights[0.0][path]
+        if noise.ndim >= 2:
+            spread[path] = tuple(
+                a for a in range(noise.ndim) if np.ptp(noise, axis=a).max() > 1e-7
+            )
+    return spread
+
+
+# Where neuron noise varies: along each kernel's output units.
+UNIT_SPREAD = {
+    "tr/kernel": (2,),  # (h, w, out, in)
+    "dw/kernel": (2,),  # (h, w, channels, multiplier 1)
+    "sep/depthwise_kernel": (2,),
+    "sep/pointwise_kernel": (3,),
+    "out/kernel": (1,),
+}

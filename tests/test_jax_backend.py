@@ -85,6 +85,9 @@ CODE = textwrap.dedent(
     np.testing.assert_allclose(logits, np.asarray(trained.predict(xs, verbose=0)), atol=1e-4)
     evaluation = kht.evaluate_tflite(path, xs, ys, from_logits=True)
     assert evaluation["accuracy"] == np.mean(np.argmax(logits, -1) == ys)
+    # Neuron noise shares a draw per output unit of every kernel layout.
+    from helpers import UNIT_SPREAD, unit_noise_spread
+    assert unit_noise_spread(lambda s, m: kht.HeavyTailSGD(0.01, sigma=s, seed=1)) == UNIT_SPREAD
     print("jax ok")
     """
 )

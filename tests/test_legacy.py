@@ -65,6 +65,21 @@ def test_legacy_optimizer_noise_sigma_zero_and_round_trip(tmp_path):
         assert np.all(k.numpy() == k.numpy()[:1]) and np.any(k.numpy() != 0)
         assert np.all(b.numpy() == 0)
 
+        # fit finds the model: a Conv2DTranspose's neuron noise varies along
+        # its output filters (kernel axis -2) only.
+        conv_x = np.random.default_rng(1).random((8, 6, 6, 3)).astype("float32")
+        kernels = []
+        for s in (0.0, 1.0):
+            tf_keras.utils.set_random_seed(0)
+            m = tf_keras.Sequential([tf_keras.Input((6, 6, 3)),
+                                     tf_keras.layers.Conv2DTranspose(4, 3),
+                                     tf_keras.layers.Flatten(), tf_keras.layers.Dense(2)])
+            m.compile(optimizer=LegacyHeavyTailSGD(0.01, sigma=s, seed=1), loss="mse")
+            m.fit(conv_x, conv_x[:, 0, 0, :2], epochs=1, batch_size=8, verbose=0, shuffle=False)
+            kernels.append(m.layers[0].kernel.numpy())
+        noise = kernels[1] - kernels[0]
+        assert [np.ptp(noise, axis=a).max() > 1e-7 for a in range(4)] == [False, False, True, False]
+
         # sigma=0 is exactly tf_keras SGD.
         x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
         y = np.arange(64) % 3

@@ -11,6 +11,7 @@ deterministic and a failure means the distribution moved.
 """
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -127,6 +128,23 @@ def test_structured_noise_marginals_are_sas(structure, alpha):
 def test_neuron_noise_is_constant_along_fan_in():
     x = np.asarray(kht.optimizers.stable_noise((3, 3, 5, 7), 1.5, "neuron", seed=1))
     np.testing.assert_array_equal(x, np.broadcast_to(x[:1, :1, :1, :], x.shape))
+
+
+def test_neuron_noise_follows_the_unit_axes_it_is_given():
+    # A transposed kernel (h, w, out, in) has its units on axis -2; a
+    # depthwise one (h, w, channels, multiplier) on the last two.
+    x = np.asarray(kht.optimizers.stable_noise((3, 3, 5, 7), 1.5, "neuron", seed=1, unit_axes=(-2,)))
+    np.testing.assert_array_equal(x, np.broadcast_to(x[:1, :1, :, :1], x.shape))
+    assert len(np.unique(x[0, 0, :, 0])) == 5
+    x = np.asarray(kht.optimizers.stable_noise((3, 3, 4, 2), 1.5, "neuron", seed=1, unit_axes=(-2, -1)))
+    np.testing.assert_array_equal(x, np.broadcast_to(x[:1, :1], x.shape))
+    assert len(np.unique(x[0, 0])) == 8
+
+
+@pytest.mark.parametrize("bad", [(4,), (), "-1", (-1.0,), None])
+def test_bad_unit_axes_are_repeated(bad):
+    with pytest.raises(ValueError, match=f"Received: unit_axes={re.escape(repr(bad))}"):
+        kht.optimizers.stable_noise((3, 3), 1.5, "neuron", unit_axes=bad)
 
 
 def test_elliptical_noise_shares_its_scale_within_a_unit():

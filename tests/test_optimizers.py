@@ -14,11 +14,13 @@ import keras
 import numpy as np
 import pytest
 from helpers import HANG_GUARD_S
+from helpers import UNIT_SPREAD
 from helpers import assert_round_trips
 from helpers import ks_ok
 from helpers import run_python
 from helpers import tiny_data
 from helpers import tiny_mlp
+from helpers import unit_noise_spread
 from scipy import stats
 
 import keras_heavytail as kht
@@ -634,3 +636,45 @@ def test_the_wrapper_refuses_to_wrap_a_loss_scale_optimizer():
     inner = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
     with pytest.raises(ValueError, match=r"LossScaleOptimizer\(HeavyTailNoise\(inner\)\)"):
         kht.HeavyTailNoise(inner)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1),
+        lambda sigma, model: kht.HeavyTailNoise(
+            keras.optimizers.Adam(0.01), sigma=sigma, seed=1
+        ),
+        lambda sigma, model: keras.optimizers.LossScaleOptimizer(
+            kht.HeavyTailSGD(0.01, sigma=sigma, seed=1)
+        ),
+    ],
+    ids=["HeavyTailSGD", "HeavyTailNoise", "LossScaleOptimizer"],
+)
+def test_neuron_noise_is_shared_per_output_unit_of_every_kernel_layout(make):
+    # fit builds the optimizer: it reads the units of Conv2DTranspose (axis
+    # -2), DepthwiseConv2D and SeparableConv's depthwise kernel (channels)
+    # from the model. A bug that shares along the last axis fails here.
+    assert unit_noise_spread(make) == UNIT_SPREAD
+
+
+def test_a_custom_loop_names_the_model_with_set_noise_units():
+    def told(sigma, model):
+        optimizer = kht.HeavyTailSGD(0.01, sigma=sigma, seed=1)
+        optimizer.set_noise_units(model)
+        return optimizer
+
+    assert unit_noise_spread(told, fit=False) == UNIT_SPREAD
+    # Untold, a custom loop's optimizer takes every kernel's last axis (documented).
+    untold = unit_noise_spread(
+        lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), fit=False
+    )
+    assert untold["tr/kernel"] == (3,) and untold["dw/kernel"] == ()
+
+
+def test_set_noise_units_after_the_first_step_is_refused():
+    model = tiny_mlp()
+    optimizer = kht.HeavyTailSGD(0.01, seed=0)
+    optimizer.build(model.trainable_variables)
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        optimizer.set_noise_units(model)

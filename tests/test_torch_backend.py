@@ -102,6 +102,9 @@ for make in (lambda: kht.HeavyTailSGD(0.1, momentum=0.9, sigma=0.05, noise="elli
     assert int(resumed.optimizer.iterations) == 8
     for a, b in zip(straight, fit(resumed, 2).get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+# Neuron noise shares a draw per output unit of every kernel layout.
+from helpers import UNIT_SPREAD, unit_noise_spread
+assert unit_noise_spread(lambda s, m: kht.HeavyTailSGD(0.01, sigma=s, seed=1)) == UNIT_SPREAD
 print("torch ok")
 """
 

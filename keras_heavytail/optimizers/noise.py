@@ -273,18 +273,47 @@ def positive_stable(shape, a, seed=None, dtype=None):
     return stateless.to_output(cms_positive(ops, u, w, float(a)), out_dtype)
 
 
-def unit_shape(shape):
-    """The shape of one value per output unit: `(1, ..., 1, shape[-1])`."""
+def unit_shape(shape, unit_axes=(-1,)):
+    """The shape of one value per output unit: 1 on every axis but `unit_axes`.
+
+    Dense and Conv kernels keep their last axis, `(1, ..., 1, units)`; a
+    transposed convolution's kernel `(h, w, out, in)` keeps axis -2, a
+    depthwise one `(h, w, channels, multiplier)` axes -2 and -1.
+    """
     shape = tuple(shape)
-    return (1,) * (len(shape) - 1) + shape[-1:]
+    kept = {axis % len(shape) for axis in unit_axes}
+    return tuple(d if i in kept else 1 for i, d in enumerate(shape))
+
+
+def check_unit_axes(unit_axes, shape):
+    """Validates the axes that index a kernel's output units; returns a tuple."""
+    try:
+        axes = tuple(int(a) for a in unit_axes if checks.is_integer(a))
+        valid = len(axes) == len(tuple(unit_axes)) and axes
+    except TypeError:
+        axes, valid = (), False
+    if not valid or not all(-len(shape) <= a < len(shape) for a in axes):
+        raise ValueError(
+            f"`unit_axes` must be a non-empty tuple of axes of the shape {tuple(shape)}, "
+            f"e.g. (-1,). Received: unit_axes={unit_axes!r}"
+        )
+    return axes
 
 
 def stable_noise(
-    shape, alpha, structure="entry", scale=1.0, seed=None, dtype=None, broadcast=True
+    shape,
+    alpha,
+    structure="entry",
+    scale=1.0,
+    seed=None,
+    dtype=None,
+    broadcast=True,
+    unit_axes=(-1,),
 ):
     """Draws a kernel-shaped alpha-stable perturbation with the paper's structure.
 
-    Output units are the last axis (Dense `(in, out)`, Conv `(..., in, out)`).
+    Output units are the last axis (Dense `(in, out)`, Conv `(..., in, out)`)
+    unless `unit_axes` says otherwise.
 
     - `"entry"`: every entry i.i.d. `SaS(alpha, scale)`.
     - `"neuron"`: one `SaS(alpha, scale)` scalar per output unit, shared by
@@ -306,10 +335,14 @@ def stable_noise(
         broadcast: if `False`, `"neuron"` noise is returned with shape
             `(1, ..., 1, units)`, for adding with broadcasting instead of
             materialising the full kernel. Defaults to `True`.
+        unit_axes: the axes that index output units: `(-1,)` for Dense and
+            Conv kernels, `(-2,)` for a transposed convolution's
+            `(h, w, out, in)`, `(-2, -1)` for a depthwise kernel
+            `(h, w, channels, multiplier)`. Defaults to `(-1,)`.
 
     Returns:
         A tensor of `shape` (or broadcastable to it). For `"neuron"` it is
-        constant along every axis but the last.
+        constant along every axis but `unit_axes`.
 
     References:
         - [Wan et al., 2024](https://arxiv.org/abs/2306.08125)
@@ -319,14 +352,15 @@ def stable_noise(
     if structure == "entry" or len(shape) < 2:
         return symmetric_stable(shape, alpha, scale=scale, seed=seed, dtype=dtype)
     seed = stateless.as_stateless_seed(seed)
+    units = unit_shape(shape, check_unit_axes(unit_axes, shape))
     if structure == "neuron":
         per_unit = symmetric_stable(
-            unit_shape(shape), alpha, scale=scale, seed=seed, dtype=dtype
+            units, alpha, scale=scale, seed=seed, dtype=dtype
         )
         return ops.broadcast_to(per_unit, shape) if broadcast else per_unit
     compute_dtype, out_dtype = stateless.sampling_dtype(dtype)
     mixing = positive_stable(
-        unit_shape(shape), alpha / 2.0, seed=stateless.fold_in(seed, 2), dtype=compute_dtype
+        units, alpha / 2.0, seed=stateless.fold_in(seed, 2), dtype=compute_dtype
     )
     per_unit = ops.sqrt(2.0 * mixing)
     if not (isinstance(scale, (int, float)) and scale == 1.0):

@@ -135,13 +135,12 @@ NOISE_ARGS = f"""        alpha: float in (0, 2], the noise's stability index (2 
             `"elliptical"` (per output unit a rotation-invariant stable vector,
             each entry marginally SaS(alpha, 1)). `"neuron"` costs one draw
             per unit; standardise inputs with it, since a unit's shared shift
-            is multiplied by the sum of its inputs. The optimizer sees
-            variables, not layers: a "unit" is the kernel's last axis (Dense
-            units, Conv filters), which for `Conv2DTranspose` (kernel
-            `(h, w, out, in)`) is an input channel and for `DepthwiseConv2D`
-            (`(h, w, channels, multiplier)`) the multiplier, one value for the
-            whole kernel at multiplier 1; keep those noise-free
-            (`exclude_from_noise`) or use `"entry"` noise.
+            is multiplied by the sum of its inputs. A unit is a Dense
+            neuron or Conv filter (the kernel's last axis), a
+            `Conv2DTranspose` output filter (axis -2 of `(h, w, out, in)`)
+            or a depthwise channel (`(h, w, channels, multiplier)`); the
+            model that `fit` builds the optimizer for says which, and a
+            custom loop calls `set_noise_units(model)` (else: last axis).
             Measurements of each
             structure: `benchmarks/RESULTS.md`. Defaults to `"{defaults.NOISE}"`.
         lr_rescaling: multiply the noise by `lr_t**(1/alpha)`, the step's

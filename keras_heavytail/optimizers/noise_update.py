@@ -20,6 +20,7 @@ References:
 
 import math
 import re
+import sys
 
 import keras
 import numpy as np
@@ -31,6 +32,7 @@ from keras_heavytail.optimizers import divergence
 from keras_heavytail.optimizers import exclusions
 from keras_heavytail.optimizers import noise as noise_lib
 from keras_heavytail.optimizers import noise_args
+from keras_heavytail.pruning.graph import ModelGraph
 
 
 class NoiseUpdate:
@@ -68,6 +70,8 @@ class NoiseUpdate:
         self.max_noise = noise_args.check_max_noise(max_noise)
         self.noise_exclusions = []
         self._add_exclusions(noise_exclusions or [])
+        self._units_of = None  # {id(variable): unit axes}, from a model
+        self._unit_axes = {}  # {variable index: unit axes}, once built
         self.check_rates()
 
     def check_rates(self):
@@ -108,6 +112,40 @@ class NoiseUpdate:
         self.check_alpha_fits(var_list)
         self.check_rates()
         super().build(var_list)
+        self._index_unit_axes(var_list)
+
+    def set_noise_units(self, model):
+        """Reads from `model` which axes of each kernel index its output units.
+
+        Neuron and elliptical noise share one draw per output unit. The
+        optimizer sees variables, not layers, and takes a kernel's units to
+        be its last axis (Dense units, Conv filters); a `Conv*DTranspose`
+        kernel `(h, w, out, in)` has them on axis -2 and a depthwise kernel
+        `(h, w, channels, multiplier)` on the last two. `model.fit` (and
+        `compile` from a saved file) builds the optimizer with the model
+        that calls it, which this reads on its own; call this method in a
+        custom training loop, before the first `apply`.
+
+        Args:
+            model: a built Keras 3 or tf_keras model, or its `ModelGraph`.
+        """
+        if getattr(self, "built", False) or getattr(self, "_built", False):
+            raise ValueError(
+                "`set_noise_units()` can only be called before the optimizer is "
+                "built (before its first step)."
+            )
+        self._units_of = ModelGraph(model).unit_axes()
+
+    def _index_unit_axes(self, var_list):
+        if self._units_of is None and self.noise != "entry":
+            model = _calling_model(self)
+            self._units_of = {} if model is None else ModelGraph(model).unit_axes()
+        units_of = self._units_of or {}
+        self._unit_axes = {
+            index: units_of[id(variable)]
+            for index, variable in enumerate(var_list)
+            if id(variable) in units_of
+        }
 
     def finalize_variable_values(self, var_list):
         """Keras calls this at the end of `fit`: warns if a weight is not finite.
@@ -200,6 +238,7 @@ class NoiseUpdate:
             seed=seed,
             dtype=variable.dtype,
             broadcast=False,
+            unit_axes=self._unit_axes.get(index, (-1,)),
         )
         if self.max_noise is None:
             return xi
@@ -244,6 +283,26 @@ class NoiseUpdate:
     def from_config(cls, config, custom_objects=None):
         config = cls.deserialize_sigma(dict(config))
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def _calling_model(optimizer, depth=16):
+    """The model whose `fit`, `evaluate` or `compile_from_config` builds `optimizer`.
+
+    Keras passes `optimizer.build` the variables, not the model; the model
+    is the caller (`self` in a frame of the trainer), holding this optimizer
+    itself or through a `LossScaleOptimizer`. `None` outside such a call (a
+    custom training loop: `set_noise_units`).
+    """
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        held = getattr(owner, "optimizer", None) if hasattr(owner, "layers") else None
+        if held is not None and optimizer in (held, getattr(held, "inner_optimizer", None)):
+            return owner
+    return None
 
 
 def _check_sgd_arguments(nesterov, kwargs):

@@ -25,6 +25,26 @@ def has_kernel(layer):
     return kernel is not None and len(kernel.shape) >= 2
 
 
+def unit_axes(layer):
+    """`{weight name: axes}`: the axes that index each kernel's output units.
+
+    Keras lays kernels out with the output units last (Dense `(in, out)`,
+    Conv `(..., in, out)`: `(-1,)`), except a transposed convolution
+    (`(..., out, in)`: `(-2,)`) and a depthwise kernel (`(..., channels,
+    multiplier)`: every channel-multiplier pair is a unit, `(-2, -1)`),
+    alone or inside a SeparableConv. Read by class name, so tf_keras layers
+    get the same answer. Weights not named here have their units last.
+    """
+    name = type(layer).__name__
+    if name.startswith("DepthwiseConv"):
+        return {"kernel": (-2, -1), "depthwise_kernel": (-2, -1)}
+    if name.startswith("SeparableConv"):
+        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
+    if name.startswith("Conv") and name.endswith("Transpose"):
+        return {"kernel": (-2,)}
+    return {"kernel": (-1,)}
+
+
 def _leaf_layers(model):
     layers = []
     for layer in getattr(model, "layers", []):
@@ -85,6 +105,21 @@ class ModelGraph:
             f"ModelGraph({self.model.name!r}, {len(self.layers)} layers, "
             f"{len(self.kernel_layers)} with a kernel)"
         )
+
+    def unit_axes(self):
+        """`{id(variable): axes}` for every kernel whose units are not its last axis.
+
+        See `unit_axes(layer)`; the optimizers' neuron noise reads it
+        (keyed by the variable object: layer names may repeat in nested
+        models).
+        """
+        axes = {}
+        for layer in self.layers:
+            for attribute, unit in unit_axes(layer).items():
+                variable = getattr(layer, attribute, None)
+                if unit != (-1,) and variable is not None and len(variable.shape) >= 2:
+                    axes[id(variable)] = unit
+        return axes
 
     @property
     def chain(self):

@@ -11,6 +11,7 @@ import numpy as np
 from keras_heavytail.arrays import as_array
 from keras_heavytail.pruning import channels
 from keras_heavytail.pruning.graph import model_graph
+from keras_heavytail.pruning.graph import unit_axes
 
 
 def apply_masks(model, masks, graph=None):
@@ -52,10 +53,13 @@ def apply_masks(model, masks, graph=None):
 
 def _zero_own_units(layer, kept):
     """Zeroes a producer's dropped units (incoming weights and bias) alone."""
-    axis = -2 if "Transpose" in type(layer).__name__ else -1
-    shape = [1] * len(layer.kernel.shape)
+    # A producer (Dense, Conv, transposed, SeparableConv): one kernel holds its units.
+    attribute = "pointwise_kernel" if hasattr(layer, "pointwise_kernel") else "kernel"
+    kernel = getattr(layer, attribute)
+    (axis,) = unit_axes(layer)[attribute]
+    shape = [1] * len(kernel.shape)
     shape[axis] = kept.size
-    layer.kernel.assign(as_array(layer.kernel) * kept.reshape(shape))
+    kernel.assign(as_array(kernel) * kept.reshape(shape))
     if getattr(layer, "bias", None) is not None:
         layer.bias.assign(as_array(layer.bias) * kept)
 
