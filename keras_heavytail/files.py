@@ -167,7 +167,19 @@ class Lock:
                     "not a lock this library wrote; remove it."
                 )
             flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            handle = os.open(self.lock, flags, 0o666)
+            try:
+                handle = os.open(self.lock, flags, 0o666)
+            except IsADirectoryError:
+                raise RunLogError(
+                    f"The lock {str(self.lock)!r} of {str(self.path)!r} is a folder, "
+                    "not a lock this library wrote; remove or rename it."
+                ) from None
+            except PermissionError as error:
+                raise RunLogError(
+                    f"Cannot write the lock {str(self.lock)!r} of {str(self.path)!r} "
+                    f"({error.strerror}): make its folder writable, or choose another "
+                    "output."
+                ) from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

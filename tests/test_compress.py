@@ -574,6 +574,7 @@ def _shapes_model():
     return keras.Model(x, L.Dense(3, name="out")(L.Dense(11, name="fc")(L.Flatten()(h))))
 
 
+@pytest.mark.filterwarnings("ignore:prune leaves 'ein' .EinsumDense. dense")  # it does
 @pytest.mark.parametrize("make", [_bn_residual_cnn, _shapes_model], ids=["residual", "shapes"])
 def test_a_candidates_cost_is_the_cost_of_the_model_it_builds(make):
     # The search costs a dozen candidates without building them; the one it

@@ -132,6 +132,23 @@ def test_mnist_files_given_as_fashion_mnist_are_named(tmp_path):
     assert datasets.load_dataset("mnist", data_dir=tmp_path, limit=np.int64(5)).num_classes == 10
 
 
+def test_a_folder_missing_one_file_names_that_file(tmp_path):
+    fake_mnist(tmp_path)
+    (tmp_path / datasets._IDX["y_test"]).unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        datasets.load_dataset("mnist", data_dir=tmp_path)
+    assert "t10k-labels-idx1-ubyte.gz is missing" in str(error.value)
+    assert "train-images" not in str(error.value)
+
+
+@pytest.mark.parametrize("n_train, n_test", [(0, 6), (12, 0)])
+def test_an_empty_split_is_named(tmp_path, n_train, n_test):
+    fake_mnist(tmp_path, n_train=n_train, n_test=n_test)
+    split = "training" if n_train == 0 else "test"
+    with pytest.raises(ValueError, match=f"the {split} split holds no images"):
+        datasets.load_dataset("mnist", data_dir=tmp_path)
+
+
 def test_missing_files_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):

@@ -91,6 +91,7 @@ def place(tmp_path_factory):
     (d / "afile").write_text("keep me")
     (d / "notes.txt").write_text("a user's notes")
     (d / "linked.keras.lock").symlink_to(d / "notes.txt")
+    (d / "dirlock.keras.lock").mkdir()
     blown = digits_model()
     blown.set_weights([w + 1e16 for w in blown.get_weights()])
     files.save_model(blown, d / "blown.keras")
@@ -115,7 +116,12 @@ def place(tmp_path_factory):
 
 
 def snapshot(paths):
-    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+    """Each file's hash; a folder's list of entries."""
+    return {
+        p: sorted(os.listdir(p)) if Path(p).is_dir()
+        else hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        for p in paths
+    }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------
@@ -171,6 +177,9 @@ CLI_ROWS = [
      ["existing.tflite"], []),
     ("train with its lock a link to a user's file", TRAIN + ["--output", "{d}/linked.keras"],
      "is a symbolic link", ["notes.txt"], ["linked.keras"]),
+    ("train with its lock a folder", TRAIN + ["--output", "{d}/dirlock.keras"],
+     "is a folder, not a lock this library wrote; remove or rename it",
+     ["dirlock.keras.lock"], ["dirlock.keras"]),
     ("export a model with weights beyond 1e15", ["export", "{d}/blown.keras", "--output",
      "{d}/blown.tflite"], "holds values beyond 1e+15", ["blown.keras"], ["blown.tflite"]),
     ("export a NaN model and evaluate it",
@@ -524,7 +533,10 @@ API_ROWS = [
     ("int8 calibration on a generator", lambda d: kht.export_tflite(
      digits_model(), d / "q.tflite", quantize="int8",
      representative_data=(x for x in np.zeros((4, 8, 8, 1)))), ValueError,
-     "not a dataset, a generator or text. Received: generator"),
+     "a dataset, a generator or text. Received: generator"),
+    ("int8 calibration on a number", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8", representative_data=np.float32(2)),
+     ValueError, "not a number, a dataset"),
     ("load_dataset from an empty path", lambda d: datasets.load_dataset("mnist",
      data_dir=""), ValueError, "`data_dir` must name a folder. Received: data_dir=''"),
     ("HeavyTailNoise around a noisy optimizer", lambda d: kht.HeavyTailNoise(
@@ -747,6 +759,24 @@ def test_prune_names_the_layers_it_leaves_dense():
         pruned = kht.prune(model, 0.9, structure="entry")
     assert np.mean(pruned.get_layer("conv").kernel.numpy() == 0) > 0.85
     kht.prune(model, 0.9, structure="entry", exclude=["sep", "gru"])  # no warning
+
+
+def test_channel_pruning_names_recurrent_and_nested_layers_it_leaves_dense():
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.Input((4, 3)), keras.layers.GRU(6, name="gru")],
+                             name="inner")  # fmt: skip
+    inputs = keras.Input((4, 3))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inner(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    with pytest.warns(UserWarning, match="leaves 'gru' .GRU, inside 'inner'. dense"):
+        pruned = kht.prune(model, 0.5, structure="neuron")
+    assert np.all(np.any(pruned.get_layer("inner").get_layer("gru").cell.kernel.numpy(), 0))
+    assert np.sum(~np.any(pruned.get_layer("hidden").kernel.numpy(), 0)) == 4
+    # A nested model's name in `exclude` stands for its layers: no warning.
+    again = kht.prune(model, 0.5, structure="neuron", exclude="inner")
+    np.testing.assert_array_equal(again.get_layer("hidden").kernel.numpy(),
+                                  pruned.get_layer("hidden").kernel.numpy())  # fmt: skip
+    kht.prune(model, 0.5, structure="entry", exclude=["inner"])
 
 
 def test_the_paper_criterion_prunes_inside_a_nested_model():
@@ -976,3 +1006,14 @@ def test_an_unreadable_backup_is_removed_and_the_run_starts_over(tmp_path):
 def test_numpy_integers_are_counts(place):
     timing = kht.benchmark_tflite(place / "good.tflite", runs=np.int64(3), warmup=np.int32(0))
     assert timing["runs"] == 3
+
+
+def test_a_lock_in_a_folder_it_cannot_write_says_so(tmp_path, monkeypatch):
+    # Root writes anywhere, so the refusal is simulated where the lock opens.
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.os, "open", refuse)
+    with pytest.raises(files.RunLogError, match=r"\(Permission denied\): make its folder writable"):
+        with files.Lock(tmp_path / "m.keras"):
+            pass

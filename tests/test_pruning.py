@@ -349,7 +349,8 @@ def test_channels_first_layers_keep_their_channels():
     model = keras.Model(x, keras.layers.Dense(3)(h))
     prunable = [g.layers for g in kht.channel_groups(model) if g.prunable]
     assert prunable == [("fc",)], kht.channel_groups(model)
-    pruned = kht.prune(model, 0.5, structure="neuron")
+    with pytest.warns(UserWarning, match="leaves 'cf' .Conv2D. dense"):
+        pruned = kht.prune(model, 0.5, structure="neuron")
     x = np.random.default_rng(0).normal(size=(4, 3, 6, 3)).astype("float32")
     np.testing.assert_allclose(kht.shrink(pruned).predict(x, verbose=0),
                                pruned.predict(x, verbose=0), atol=1e-5)  # fmt: skip

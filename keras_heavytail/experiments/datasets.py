@@ -131,6 +131,19 @@ def read_idx(path):
 
 
 def _missing(name, places, files):
+    partial = [
+        (place, [f for f in files if not (Path(place) / f).exists()])
+        for place in places
+        if Path(place).is_dir() and any((Path(place) / f).exists() for f in files)
+    ]
+    if partial:
+        place, lacking = partial[0]
+        return FileNotFoundError(
+            f"{str(place)!r} holds part of dataset {name!r}: {', '.join(lacking)} "
+            f"{'is' if len(lacking) == 1 else 'are'} missing. Copy "
+            f"{'it' if len(lacking) == 1 else 'them'} there (a download cut short "
+            "leaves a folder like this)."
+        )
     where = "\n  ".join(str(p) for p in places)
     return FileNotFoundError(
         f"Dataset {name!r} was not found, and it cannot be downloaded here. Put "
@@ -276,6 +289,11 @@ def _check_pairs(name, source, x_train, y_train, x_test, y_test):
             raise ValueError(
                 f"{source}: the {split} split has {len(x)} images but {len(y)} labels; "
                 "its image and label files do not belong together."
+            )
+        if len(y) == 0:
+            raise ValueError(
+                f"{source}: the {split} split holds no images; its files are empty "
+                "(a download cut short?). Copy them again."
             )
     classes = _CLASSES.get(name, int(max(y_train.max(), y_test.max()) + 1))
     low, high = min(y_train.min(), y_test.min()), max(y_train.max(), y_test.max())

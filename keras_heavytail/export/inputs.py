@@ -49,11 +49,12 @@ def check_export(model, quantize, representative_data):
         samples = np.asarray(representative_data)
         if samples.dtype.kind == "b":  # converted to float32 as every input
             samples = samples.astype("float32")
-        if samples.dtype.kind not in "fiu":
+        if samples.dtype.kind not in "fiu" or samples.ndim == 0:
             raise ValueError(
                 "`representative_data` must be an array of model inputs (a few hundred, "
-                "e.g. `x_train[:500]`), not a dataset, a generator or text. Received: "
-                f"{type(representative_data).__name__} of dtype={samples.dtype}"
+                "e.g. `x_train[:500]`), not a number, a dataset, a generator or text. "
+                f"Received: {type(representative_data).__name__} of dtype={samples.dtype}"
+                + (f" ({representative_data!r})" if samples.ndim == 0 else "")
             )
         if len(samples) == 0 or not np.all(np.isfinite(samples)):
             raise ValueError(

@@ -45,13 +45,18 @@ def unit_axes(layer):
     return {"kernel": (-1,)}
 
 
-def _leaf_layers(model):
+def _leaf_layers(model, nested=None):
+    """The leaf layers of `model`, depth first; `nested` collects each
+    sub-model's leaves under its name."""
     layers = []
     for layer in getattr(model, "layers", []):
         if type(layer).__name__ == "InputLayer":
             continue
         if getattr(layer, "layers", None) and getattr(layer, "kernel", None) is None:
-            layers.extend(_leaf_layers(layer))
+            inner = _leaf_layers(layer, nested)
+            if nested is not None:
+                nested[layer.name] = inner
+            layers.extend(inner)
         else:
             layers.append(layer)
     return layers
@@ -83,6 +88,7 @@ class ModelGraph:
     Attributes:
         model: the model.
         layers: every leaf layer (input layers left out), depth first.
+        nested: `{sub-model name: its leaf layers}` for every nested model.
         kernel_layers: the layers with a kernel of 2 or more axes, in order.
 
     Example:
@@ -95,7 +101,8 @@ class ModelGraph:
         if isinstance(model, ModelGraph):
             model = model.model
         self.model = model
-        self.layers = _leaf_layers(model)
+        self.nested = {}
+        self.layers = _leaf_layers(model, self.nested)
         self.kernel_layers = [layer for layer in self.layers if has_kernel(layer)]
         self._wiring = None
         self._channels = {}
@@ -105,6 +112,25 @@ class ModelGraph:
             f"ModelGraph({self.model.name!r}, {len(self.layers)} layers, "
             f"{len(self.kernel_layers)} with a kernel)"
         )
+
+    def expand_names(self, names, argument="exclude"):
+        """The leaf-layer names `names` stand for: a nested model's name stands
+        for all its layers. Raises a ValueError naming those that match nothing."""
+        names = [names] if isinstance(names, str) else list(names or ())
+        leaves = {layer.name for layer in self.layers}
+        expanded, unknown = set(), []
+        for name in names:
+            if name in leaves:
+                expanded.add(name)
+            elif name in self.nested:
+                expanded.update(layer.name for layer in self.nested[name])
+            else:
+                unknown.append(name)
+        if unknown:
+            raise ValueError(
+                f"`{argument}` names no layer of the model. Received: {sorted(unknown)}"
+            )
+        return expanded
 
     def unit_axes(self):
         """`{id(variable): axes}` for every kernel whose units are not its last axis.
@@ -212,8 +238,8 @@ class ModelGraph:
         """The channel dependency graph (`channels.ChannelGraph`).
 
         Args:
-            exclude: names of producer layers whose units stay.
-                Defaults to `None`.
+            exclude: names of producer layers whose units stay (a nested
+                model's name: all its layers). Defaults to `None`.
             values: also read the weights to find the channels every producer
                 reads as exactly zero (what `shrink` needs); such a graph
                 reflects the weights now and is not cached. Defaults to
@@ -222,12 +248,7 @@ class ModelGraph:
         Returns:
             A finished `ChannelGraph`.
         """
-        exclude = frozenset([exclude] if isinstance(exclude, str) else exclude or ())
-        unknown = exclude - {layer.name for layer in self.layers}
-        if unknown:
-            raise ValueError(
-                f"`exclude` names no layer of the model. Received: {sorted(unknown)}"
-            )
+        exclude = frozenset(self.expand_names(exclude))
         if values:
             return channels.build(self.model, self.wiring, exclude, values=True)
         if exclude not in self._channels:

@@ -33,7 +33,8 @@ def prunable_layers(model, exclude=None, include_output=False):
 
     Args:
         model: a Keras model, or its `ModelGraph`.
-        exclude: names of more layers to leave alone. Defaults to `None`.
+        exclude: names of more layers to leave alone (a nested model's
+            name: all its layers). Defaults to `None`.
         include_output: prune the output layers too (entries only: their
             units are the model's outputs). Defaults to `False`, as in the
             paper.
@@ -43,12 +44,7 @@ def prunable_layers(model, exclude=None, include_output=False):
     """
     graph = model_graph(model)
     layers = graph.kernel_layers
-    exclude = set(_names(exclude, "exclude"))
-    unknown = exclude - {layer.name for layer in graph.layers}
-    if unknown:
-        raise ValueError(
-            f"`exclude` names no layer of the model. Received: {sorted(unknown)}"
-        )
+    exclude = _excluded(graph, exclude)
     outputs = [] if include_output else graph.output_layers or layers[-1:]
     chosen = [
         layer for layer in layers if layer not in outputs and layer.name not in exclude
@@ -82,12 +78,32 @@ def prunable_layers(model, exclude=None, include_output=False):
     return chosen
 
 
-def _check_names(graph, exclude):
-    """Raises a ValueError if `exclude` names a layer the model lacks."""
-    unknown = set(_names(exclude, "exclude")) - {layer.name for layer in graph.layers}
-    if unknown:
-        raise ValueError(
-            f"`exclude` names no layer of the model. Received: {sorted(unknown)}"
+def _excluded(graph, exclude):
+    """The leaf-layer names `exclude` stands for (a nested model: its layers);
+    raises a ValueError if a name matches nothing."""
+    return graph.expand_names(_names(exclude, "exclude"))
+
+
+def _warn_left_dense(graph, structure, excluded):
+    """Warns of layers with kernels that channel pruning cannot reach."""
+    members = {member.layer.name for member in structure.members}
+    inside = {layer.name: name for name, leaves in graph.nested.items() for layer in leaves}
+    left = [
+        f"{layer.name!r} ({type(layer).__name__}"
+        + (f", inside {inside[layer.name]!r})" if layer.name in inside else ")")
+        for layer in graph.layers
+        if layer.name not in members and layer.name not in excluded
+        and any(len(w.shape) >= 2 for w in layer.trainable_weights)
+    ]  # fmt: skip
+    if left:
+        warnings.warn(
+            f"prune leaves {', '.join(left)} dense: channel pruning follows the "
+            "channels of the model's own Dense and convolution layers, not those "
+            "of recurrent cells, embeddings, grouped or channels_first "
+            "convolutions, or layers of a nested model (build it flat to prune "
+            "those). Pass them in `exclude` to silence this.",
+            UserWarning,
+            stacklevel=4,
         )
 
 
@@ -165,7 +181,7 @@ def pruning_masks(
             "with a lower learning rate or sigma."
         )
     if structure == "neuron" and criterion is None:
-        _check_names(graph, exclude)
+        _excluded(graph, exclude)
         if ratio is None:
             raise ValueError("Give `ratio` (a fraction in [0, 1]) or `criterion='paper'`.")
         ratio = checks.check_fraction(ratio, "ratio")
@@ -199,7 +215,9 @@ def pruning_masks(
 
 def prunable_groups(graph, exclude=None):
     """The channel groups of a `ModelGraph` that pruning may thin out."""
-    structure = graph.channels(_names(exclude, "exclude"))
+    excluded = _excluded(graph, exclude)
+    structure = graph.channels(excluded)
+    _warn_left_dense(graph, structure, excluded)
     groups = [group for group in structure.groups if group.prunable]
     if not groups:
         raise ValueError(
@@ -350,7 +368,8 @@ def prune(
         structure: `"entry"` or `"neuron"` (`"filter"` is the same: a
             convolution's units). Defaults to `"entry"`.
         scope: `"layer"` or `"global"`. Defaults to `"layer"`.
-        exclude: layer names to leave alone. Defaults to `None`.
+        exclude: layer names to leave alone (a nested model's name stands
+            for all its layers). Defaults to `None`.
         criterion: `None` or `"paper"`. Defaults to `None`.
         max_rel_sq_error: the paper criterion's budget.
             Defaults to `defaults.MAX_REL_SQ_ERROR`.
