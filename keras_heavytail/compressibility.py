@@ -305,9 +305,10 @@ def _json_value(value):
 class CompressibilityReport:
     """Rows of numbers per prunable layer, plus a whole-model row.
 
-    `str(report)` is an aligned table, `report.to_json()` a JSON string (an
-    estimate that does not exist is `null`), `report.rows` a list of dicts
-    and `COLUMN_HELP` says what each column means.
+    `str(report)` is an aligned table (`report.table()`) and which direction
+    is more compressible, `report.legend()` what each column means,
+    `report.to_json()` a JSON string (an estimate that does not exist is
+    `null`), `report.rows` a list of dicts.
     """
 
     COLUMNS = (
@@ -334,6 +335,15 @@ class CompressibilityReport:
         raise KeyError(layer)
 
     def __str__(self):
+        return f"{self.table()}\n\n{MORE_COMPRESSIBLE}\n`report.legend()` defines each column."
+
+    def legend(self):
+        """What each column means, one line per column (`COLUMN_HELP`)."""
+        return "\n".join(f"- {column}: {meaning}" for column, meaning in COLUMN_HELP.items())
+
+    def table(self):
+        """The rows as an aligned text table, one line per layer."""
+
         def fmt(value):
             if isinstance(value, float):
                 return f"{value:.3f}" if math.isfinite(value) else "-"

@@ -147,9 +147,12 @@ def test_report_rows_table_and_json():
     whole = report["(model)"]
     assert whole["parameters"] == 5 * 40 + 40 * 3
     assert whole["neurons"] == 43
-    text = str(report)
-    assert len({len(line) for line in text.splitlines()}) == 1  # aligned
-    assert "hidden" in text and "neuron_prune_ratio" in text
+    table = report.table()
+    assert len({len(line) for line in table.splitlines()}) == 1  # aligned
+    assert "hidden" in table and "neuron_prune_ratio" in table
+    # print(report): the table, then which direction is more compressible.
+    assert str(report).startswith(table) and cm.MORE_COMPRESSIBLE in str(report)
+    assert len(report.legend().splitlines()) == len(cm.COLUMN_HELP)
     assert json.loads(report.to_json())["rows"][0]["layer"] == "hidden"
 
 

@@ -173,10 +173,9 @@ def cmd_analyze(args):
     if args.json:
         print(report.to_json(indent=1))
         return
-    print(report)
+    print(report.table())
     print("\n" + compressibility.MORE_COMPRESSIBLE)
-    for column, meaning in compressibility.COLUMN_HELP.items():
-        print(f"- {column}: {meaning}")
+    print(report.legend())
 
 
 def cmd_prune(args):
