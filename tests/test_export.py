@@ -165,11 +165,14 @@ def test_deploy_variants_are_read_back_when_the_weights_did_not_change(trained, 
     again = deploy.export_variants(trained, tmp_path, *args, from_logits=True, runs=3)
     assert again == rows  # read from the cards: nothing rewritten
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
-    # A file changed on disk, or other test labels of the same size: made again.
+    # A file changed on disk: that variant alone is made again.
     dense = tmp_path / "dense_float32.tflite"
     dense.write_bytes(bytes(dense.stat().st_size))  # same size, zeros
     deploy.export_variants(trained, tmp_path, *args, from_logits=True, runs=3)
     assert dense.read_bytes() != bytes(dense.stat().st_size)
+    remade = {p.name for p in tmp_path.iterdir() if p.stat().st_mtime_ns != stamps[p.name]}
+    assert remade == {"dense_float32.tflite", "dense_float32.json"}
+    # Other test labels of the same size: every variant is evaluated again.
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     args = (*args[:2], args[2][::-1])
     deploy.export_variants(trained, tmp_path, *args, from_logits=True, runs=3)

@@ -93,7 +93,8 @@ def export_variants(
 
     Each `.tflite` is evaluated and timed in LiteRT and gets a model card.
     A variant whose file and card were written from the same weights and
-    arguments (a resumed run) is read back from its card, not made again.
+    arguments (a resumed run) is read back from its card, not made again;
+    only the others are exported.
 
     Args:
         model: a trained Keras 3 classifier.
@@ -123,11 +124,14 @@ def export_variants(
                       neuron_ratio=neuron_ratio, from_logits=from_logits, runs=runs,
                       data=array_digest(x_calibration, x_test, y_test),
                       num_threads=num_threads)  # fmt: skip
-    rows = [_row_from_card(directory, name, key) for name in VARIANTS]
-    if all(rows):
-        return rows
+    done = {name: _row_from_card(directory, name, key) for name in VARIANTS}
+    if all(done.values()):
+        return list(done.values())
     rows = []
     for name, variant, options in _plans(model, entry_ratio, neuron_ratio):
+        if done[name] is not None:  # this variant's file and card still hold
+            rows.append(done[name])
+            continue
         report = export_tflite(
             variant,
             directory / f"{name}.tflite",
