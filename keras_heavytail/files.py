@@ -12,6 +12,7 @@ different one is refused; a lock file refuses a second writer at once.
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -159,7 +160,15 @@ class Lock:
     def __enter__(self):
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.name:
+            raise RunLogError(f"A lock needs a file path. Received: {str(self.path)!r}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunLogError(
+                f"Cannot make the folder {str(self.path.parent)!r} for {str(self.path)!r} "
+                f"({error.strerror}): choose an output in a folder you can write."
+            ) from None
         while True:
             if os.path.islink(self.lock):  # its target would be truncated: a user's file
                 raise RunLogError(
@@ -174,12 +183,18 @@ class Lock:
                     f"The lock {str(self.lock)!r} of {str(self.path)!r} is a folder, "
                     "not a lock this library wrote; remove or rename it."
                 ) from None
-            except PermissionError as error:
+            except OSError as error:  # unwritable, a socket, a missing parent...
                 raise RunLogError(
                     f"Cannot write the lock {str(self.lock)!r} of {str(self.path)!r} "
-                    f"({error.strerror}): make its folder writable, or choose another "
-                    "output."
+                    f"({error.strerror}): make it and its folder writable, or choose "
+                    "another output."
                 ) from None
+            if not stat.S_ISREG(os.fstat(handle).st_mode):  # a fifo, a device
+                os.close(handle)
+                raise RunLogError(
+                    f"The lock {str(self.lock)!r} of {str(self.path)!r} is not a regular "
+                    "file, not a lock this library wrote; remove or rename it."
+                )
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -198,15 +213,26 @@ class Lock:
             if current:
                 break
             os.close(handle)
+        holder = os.read(handle, 64).decode("ascii", "replace").strip()
+        if holder and not holder.isdigit():  # a user's file: leave it as it is
+            os.close(handle)
+            raise RunLogError(
+                f"{str(self.lock)!r} holds something other than a process id: a file "
+                f"of yours, not a lock this library wrote. Rename it, or choose another "
+                "output."
+            )
         os.ftruncate(handle, 0)
+        os.lseek(handle, 0, os.SEEK_SET)
         os.write(handle, str(os.getpid()).encode())
         self._handle = handle
         return self
 
     def __exit__(self, *exc):
         if self._handle is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.lock)  # while still held: the next job makes a new one
+            # While still held: the next job makes a new one. In a folder made
+            # read-only meanwhile it stays (empty of a live holder: harmless).
+            with contextlib.suppress(OSError):
+                os.remove(self.lock)
             os.close(self._handle)
             self._handle = None
 

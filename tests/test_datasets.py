@@ -199,3 +199,23 @@ def test_broken_cifar_batches_and_mismatched_test_images_are_named(tmp_path, mon
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"training images are \(28, 28, 1\) but test images"):
         datasets.load_dataset("mnist")
+
+
+def test_a_cut_header_a_folder_in_a_files_place_and_unzipped_files_are_named(tmp_path):
+    import gzip
+
+    fake_mnist(tmp_path)
+    with gzip.open(tmp_path / datasets._IDX["x_train"], "wb") as f:
+        f.write(bytes([0, 0, 8, 1]))  # the header stops after its magic number
+    with pytest.raises(ValueError, match="truncated: its header ends early"):
+        datasets.load_dataset("mnist", data_dir=tmp_path)
+    (tmp_path / datasets._IDX["x_train"]).unlink()
+    (tmp_path / datasets._IDX["x_train"]).mkdir()
+    with pytest.raises(ValueError, match="is a folder, not an IDX file"):
+        datasets.load_dataset("mnist", data_dir=tmp_path)
+    unzipped = tmp_path / "plain"
+    unzipped.mkdir()
+    for name in datasets._IDX.values():
+        (unzipped / name.removesuffix(".gz")).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="holds the uncompressed"):
+        datasets.load_dataset("mnist", data_dir=unzipped)

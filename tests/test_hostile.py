@@ -322,6 +322,15 @@ def subclassed_model():
     return model
 
 
+def twice_named_model():
+    """A top-level Dense 'fc' and another inside the nested model 'sub'."""
+    sub = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, name="fc"),
+                            keras.layers.Dense(4, name="fc2")], name="sub")  # fmt: skip
+    inputs = keras.Input((4,))
+    hidden = sub(keras.layers.Dense(8, name="fc")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+
+
 def depthwise_model(nan_gamma=False):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6, 6, 2))
@@ -360,6 +369,11 @@ def locked_run_log(path):
 Poly = keras.optimizers.schedules.PolynomialDecay
 Exp = keras.optimizers.schedules.ExponentialDecay
 API_ROWS = [
+    ("prune a model with two layers of one name", lambda d: kht.prune(
+     twice_named_model(), criterion="paper"), ValueError,
+     "has two layers named 'fc' (one inside 'sub')"),
+    ("channel pruning of a model with two layers of one name", lambda d: kht.prune(
+     twice_named_model(), 0.5, structure="neuron"), ValueError, "Give them distinct names"),
     ("sigma nan", lambda d: kht.HeavyTailSGD(sigma=NAN), ValueError, "sigma=nan"),
     ("sigma inf", lambda d: kht.HeavyTailSGD(sigma=INF), ValueError, "sigma=inf"),
     ("sigma schedule gives nan", lambda d: kht.HeavyTailSGD(sigma=Poly(NAN, 10, 0.0)),
@@ -534,6 +548,9 @@ API_ROWS = [
      digits_model(), d / "q.tflite", quantize="int8",
      representative_data=(x for x in np.zeros((4, 8, 8, 1)))), ValueError,
      "a dataset, a generator or text. Received: generator"),
+    ("int8 calibration on ragged lists", lambda d: kht.export_tflite(
+     digits_model(), d / "q.tflite", quantize="int8",
+     representative_data=[[1, 2, 3, 4], [1, 2]]), ValueError, "that numpy cannot stack"),
     ("int8 calibration on a number", lambda d: kht.export_tflite(
      digits_model(), d / "q.tflite", quantize="int8", representative_data=np.float32(2)),
      ValueError, "not a number, a dataset"),
@@ -1014,6 +1031,23 @@ def test_a_lock_in_a_folder_it_cannot_write_says_so(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(files.os, "open", refuse)
-    with pytest.raises(files.RunLogError, match=r"\(Permission denied\): make its folder writable"):
+    with pytest.raises(files.RunLogError, match=r"\(Permission denied\): make it and its folder writable"):
         with files.Lock(tmp_path / "m.keras"):
             pass
+
+
+def test_a_lock_that_is_a_fifo_or_a_users_file_is_left_alone(tmp_path):
+    os.mkfifo(tmp_path / "pipe.keras.lock")
+    with pytest.raises(files.RunLogError, match="is not a regular file"):
+        with files.Lock(tmp_path / "pipe.keras"):
+            pass
+    (tmp_path / "notes.keras.lock").write_text("my notes")
+    with pytest.raises(files.RunLogError, match="a file of yours"):
+        with files.Lock(tmp_path / "notes.keras"):
+            pass
+    assert (tmp_path / "notes.keras.lock").read_text() == "my notes"
+    # A dead job's lock (its pid inside) is taken over and holds our pid.
+    (tmp_path / "old.keras.lock").write_text("99999999")
+    with files.Lock(tmp_path / "old.keras"):
+        assert (tmp_path / "old.keras.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / "old.keras.lock").exists()

@@ -13,6 +13,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import HANG_GUARD_S
 from helpers import UNIT_SPREAD
 from helpers import assert_round_trips
@@ -230,6 +231,7 @@ def test_exclude_by_name_and_paper_exclusions():
     }
     opt = kht.HeavyTailSGD(sigma=1.0, seed=0)
     opt.exclude_from_noise(excluded, var_names=["fc/"])
+    opt.set_noise_units(model)  # a custom loop's step: the optimizer is told its model
     variables = model.trainable_variables
     before = [np.asarray(v) for v in variables]
     opt.build(variables)
@@ -665,11 +667,76 @@ def test_a_custom_loop_names_the_model_with_set_noise_units():
         return optimizer
 
     assert unit_noise_spread(told, fit=False) == UNIT_SPREAD
-    # Untold, a custom loop's optimizer takes every kernel's last axis (documented).
-    untold = unit_noise_spread(
-        lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), fit=False
-    )
+    # Untold, a custom loop's optimizer takes every kernel's last axis, and says so.
+    with pytest.warns(UserWarning, match=r"built without its model .*set_noise_units\(model\)"):
+        untold = unit_noise_spread(
+            lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), fit=False
+        )
     assert untold["tr/kernel"] == (3,) and untold["dw/kernel"] == ()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(None, "Received: model=None"), ("model", "Received: model='model'"),
+     (3, "Received: model=3"),
+     (keras.Sequential([keras.layers.Dense(2)]), "has no weights yet")],
+    ids=["None", "a string", "a number", "an unbuilt model"],
+)  # fmt: skip
+def test_set_noise_units_refuses_what_is_not_a_built_model(bad, message):
+    with pytest.raises(ValueError, match=message):
+        kht.HeavyTailSGD(0.01, seed=0).set_noise_units(bad)
+
+
+def test_noise_units_of_subclassed_wrapped_and_inner_layers():
+    # A subclass of Conv2DTranspose, one inside TimeDistributed and a
+    # DepthwiseConv2D inside a custom layer keep their units' axes.
+    class MyUp(keras.layers.Conv2DTranspose):
+        pass
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dw = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")
+
+        def call(self, x):
+            return self.dw(x)
+
+    inputs = keras.Input((2, 6, 6, 3))
+    h = keras.layers.TimeDistributed(keras.layers.Conv2DTranspose(4, 3, name="td"))(inputs)
+    h = keras.layers.Reshape((16, 8, 4))(h)
+    h = Block()(MyUp(5, 3, name="up")(h))
+    model = keras.Model(inputs, h)
+    axes = {v.path.split("/")[-2]: a for v in model.weights
+            for i, a in kht.ModelGraph(model).unit_axes().items() if id(v) == i}  # fmt: skip
+    assert axes == {"td": (-2,), "up": (-2,), "dw": (-2, -1)}
+
+
+def test_a_gan_style_train_step_finds_its_model():
+    class TwoOptimizers(keras.Model):
+        def compile(self, g_optimizer, **kwargs):
+            super().compile(**kwargs)
+            self.g_optimizer = g_optimizer
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((self(x) - y) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.g_optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    kernels = []
+    for sigma in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 3))
+        h = keras.layers.Conv2DTranspose(4, 3, name="tr")(inputs)
+        model = TwoOptimizers(inputs, keras.layers.GlobalAveragePooling2D()(h))
+        model.compile(g_optimizer=kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), optimizer="sgd")
+        x = np.ones((4, 6, 6, 3), "float32")
+        model.fit(x, np.zeros((4, 4), "float32"), epochs=1, verbose=0)  # no warning
+        kernels.append(model.get_layer("tr").kernel.numpy())
+    noise = kernels[1] - kernels[0]
+    assert [np.ptp(noise, axis=a).max() > 1e-7 for a in range(4)] == [False, False, True, False]
 
 
 def test_set_noise_units_after_the_first_step_is_refused():

@@ -114,6 +114,8 @@ def read_idx(path):
     try:
         with opener(path, "rb") as f:
             data = f.read()
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not an IDX file.") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise ValueError(
             f"{path} is truncated or corrupt ({error}); download it again."
@@ -121,6 +123,8 @@ def read_idx(path):
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header ends early; download it again.")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -143,6 +147,17 @@ def _missing(name, places, files):
             f"{'is' if len(lacking) == 1 else 'are'} missing. Copy "
             f"{'it' if len(lacking) == 1 else 'them'} there (a download cut short "
             "leaves a folder like this)."
+        )
+    plain = [
+        Path(place) / f[: -len(".gz")]
+        for place in places for f in files
+        if f.endswith(".gz") and (Path(place) / f[: -len(".gz")]).is_file()
+    ]  # fmt: skip
+    if plain:
+        return FileNotFoundError(
+            f"{str(plain[0].parent)!r} holds the uncompressed {plain[0].name}: "
+            f"the loader reads the .gz files as distributed. Compress them "
+            f"(`gzip {plain[0].parent}/*-ubyte`) or copy the .gz files there."
         )
     where = "\n  ".join(str(p) for p in places)
     return FileNotFoundError(

@@ -46,7 +46,14 @@ def check_export(model, quantize, representative_data):
             "stores float16 weights."
         )
     if representative_data is not None:
-        samples = np.asarray(representative_data)
+        try:
+            samples = np.asarray(representative_data)
+        except ValueError as error:  # ragged lists
+            raise ValueError(
+                "`representative_data` must be an array of model inputs of one shape "
+                f"(e.g. `x_train[:500]`). Received: {type(representative_data).__name__} "
+                f"that numpy cannot stack ({str(error).splitlines()[0][:120]})"
+            ) from None
         if samples.dtype.kind == "b":  # converted to float32 as every input
             samples = samples.astype("float32")
         if samples.dtype.kind not in "fiu" or samples.ndim == 0:
@@ -54,7 +61,7 @@ def check_export(model, quantize, representative_data):
                 "`representative_data` must be an array of model inputs (a few hundred, "
                 "e.g. `x_train[:500]`), not a number, a dataset, a generator or text. "
                 f"Received: {type(representative_data).__name__} of dtype={samples.dtype}"
-                + (f" ({representative_data!r})" if samples.ndim == 0 else "")
+                + (f" ({repr(representative_data)[:80]})" if samples.ndim == 0 else "")
             )
         if len(samples) == 0 or not np.all(np.isfinite(samples)):
             raise ValueError(

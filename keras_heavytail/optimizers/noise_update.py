@@ -21,6 +21,7 @@ References:
 import math
 import re
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -134,12 +135,39 @@ class NoiseUpdate:
                 "`set_noise_units()` can only be called before the optimizer is "
                 "built (before its first step)."
             )
-        self._units_of = ModelGraph(model).unit_axes()
+        graph = model if isinstance(model, ModelGraph) else None
+        if graph is None and not (hasattr(model, "layers") and hasattr(model, "weights")):
+            raise ValueError(
+                "`set_noise_units()` takes the model being trained (a Keras model "
+                f"or its ModelGraph). Received: model={model!r}"
+            )
+        graph = graph or ModelGraph(model)
+        if not graph.model.weights:
+            raise ValueError(
+                f"`set_noise_units()` needs a built model: {graph.model.name!r} has no "
+                "weights yet. Call it on a batch (`model(x[:1])`) or give it an "
+                "`Input` first."
+            )
+        self._units_of = graph.unit_axes()
 
     def _index_unit_axes(self, var_list):
         if self._units_of is None and self.noise != "entry":
             model = _calling_model(self)
-            self._units_of = {} if model is None else ModelGraph(model).unit_axes()
+            if model is not None:
+                self._units_of = ModelGraph(model).unit_axes()
+            elif self.sigma != 0.0 and any(
+                len(v.shape) >= 3 and self.gets_noise(v) for v in var_list
+            ):
+                warnings.warn(
+                    f"{type(self).__name__} was built without its model (a custom "
+                    "training loop, or `optimizer.build` called directly): "
+                    f"{self.noise} noise takes each kernel's last axis as its "
+                    "units, which is wrong for Conv*DTranspose and depthwise "
+                    "kernels. Call `optimizer.set_noise_units(model)` before the "
+                    "first step.",
+                    UserWarning,
+                    stacklevel=3,
+                )
         units_of = self._units_of or {}
         self._unit_axes = {
             index: units_of[id(variable)]
@@ -289,9 +317,10 @@ def _calling_model(optimizer, depth=16):
     """The model whose `fit`, `evaluate` or `compile_from_config` builds `optimizer`.
 
     Keras passes `optimizer.build` the variables, not the model; the model
-    is the caller (`self` in a frame of the trainer), holding this optimizer
-    itself or through a `LossScaleOptimizer`. `None` outside such a call (a
-    custom training loop: `set_noise_units`).
+    is the caller (`self` in a frame of the trainer or of its `train_step`),
+    holding this optimizer as an attribute (`optimizer`, or a GAN's
+    `g_optimizer`), itself or through a `LossScaleOptimizer`. `None` outside
+    such a call (a custom training loop: `set_noise_units`).
     """
     frame = sys._getframe(1)
     for _ in range(depth):
@@ -299,9 +328,11 @@ def _calling_model(optimizer, depth=16):
         if frame is None:
             return None
         owner = frame.f_locals.get("self")
-        held = getattr(owner, "optimizer", None) if hasattr(owner, "layers") else None
-        if held is not None and optimizer in (held, getattr(held, "inner_optimizer", None)):
-            return owner
+        if not (hasattr(owner, "layers") and hasattr(owner, "trainable_variables")):
+            continue
+        for held in vars(owner).values():
+            if held is optimizer or getattr(held, "inner_optimizer", None) is optimizer:
+                return owner
     return None
 
 

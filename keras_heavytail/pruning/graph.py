@@ -32,16 +32,18 @@ def unit_axes(layer):
     Conv `(..., in, out)`: `(-1,)`), except a transposed convolution
     (`(..., out, in)`: `(-2,)`) and a depthwise kernel (`(..., channels,
     multiplier)`: every channel-multiplier pair is a unit, `(-2, -1)`),
-    alone or inside a SeparableConv. Read by class name, so tf_keras layers
-    get the same answer. Weights not named here have their units last.
+    alone or inside a SeparableConv. Read by class name along the class's
+    bases, so tf_keras layers and subclasses get the same answer. Weights not
+    named here have their units last.
     """
-    name = type(layer).__name__
-    if name.startswith("DepthwiseConv"):
-        return {"kernel": (-2, -1), "depthwise_kernel": (-2, -1)}
-    if name.startswith("SeparableConv"):
-        return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
-    if name.startswith("Conv") and name.endswith("Transpose"):
-        return {"kernel": (-2,)}
+    for cls in type(layer).__mro__:  # a user's subclass keeps its base's layout
+        name = cls.__name__
+        if name.startswith("DepthwiseConv") or name == "BaseDepthwiseConv":
+            return {"kernel": (-2, -1), "depthwise_kernel": (-2, -1)}
+        if name.startswith("SeparableConv") or name == "BaseSeparableConv":
+            return {"depthwise_kernel": (-2, -1), "pointwise_kernel": (-1,)}
+        if name.startswith("Conv") and name.endswith("Transpose") or name == "BaseConvTranspose":
+            return {"kernel": (-2,)}
     return {"kernel": (-1,)}
 
 
@@ -117,9 +119,24 @@ class ModelGraph:
         """The leaf-layer names `names` stand for: a nested model's name stands
         for all its layers. Raises a ValueError naming those that match nothing."""
         names = [names] if isinstance(names, str) else list(names or ())
-        leaves = {layer.name for layer in self.layers}
+        inside = {layer.name: owner for owner, leaves in self.nested.items() for layer in leaves}
+        seen = set()
+        for layer in self.layers:
+            if layer.name in seen:  # masks and exclusions are keyed by name
+                where = f"inside {inside[layer.name]!r}" if layer.name in inside else "at the top"
+                raise ValueError(
+                    f"Model {self.model.name!r} has two layers named {layer.name!r} (one "
+                    f"{where}): pruning finds layers by name. Give them distinct names."
+                )
+            seen.add(layer.name)
+        leaves = seen
         expanded, unknown = set(), []
         for name in names:
+            if name in leaves and name in self.nested:
+                raise ValueError(
+                    f"`{argument}` name {name!r} is both a nested model and a layer of "
+                    "another one. Give them distinct names."
+                )
             if name in leaves:
                 expanded.add(name)
             elif name in self.nested:
@@ -140,7 +157,11 @@ class ModelGraph:
         models).
         """
         axes = {}
-        for layer in self.layers:
+        # Every layer the model tracks: wrapped (TimeDistributed) and inner
+        # layers of a custom layer too, whose kernels the optimizer also sees.
+        flatten = getattr(self.model, "_flatten_layers", None)
+        layers = list(flatten()) if flatten is not None else self.layers
+        for layer in layers:
             for attribute, unit in unit_axes(layer).items():
                 variable = getattr(layer, attribute, None)
                 if unit != (-1,) and variable is not None and len(variable.shape) >= 2:
