@@ -273,13 +273,18 @@ NOISE = re.compile(
 )
 
 
-def unit_noise_spread(make_optimizer, fit=True):
+def unit_noise_spread(make_optimizer, how="fit"):
     """`{variable path: axes along which the noise varies}` after one step.
 
     A model with a Conv2DTranspose, a DepthwiseConv2D, a SeparableConv2D and
-    a Dense layer takes one step of SGD and one of `make_optimizer(sigma)`
-    from the same start: the difference is the noise. With `fit=False` the
-    step is a custom loop's `apply` (the optimizer does not see the model).
+    a Dense layer, and `make_optimizer(sigma, model)`:
+    - `"fit"`: one `fit` step at sigma 1 and one at sigma 0 from the same
+      start; the difference is the noise.
+    - `"evaluate"`: on JAX and PyTorch `evaluate` builds the compiled
+      optimizer (which finds its model there), then one `apply` of zero
+      gradients: the step is the noise alone (no train step compiled).
+    - `"loop"`: a custom loop's `apply` of zero gradients; the optimizer
+      does not see the model unless `make_optimizer` tells it.
     """
     import keras
     import numpy as np
@@ -288,7 +293,7 @@ def unit_noise_spread(make_optimizer, fit=True):
     x = rng.random((8, 6, 6, 3)).astype("float32")
     y = rng.random((8, 2)).astype("float32")
     weights = {}
-    for sigma in (0.0, 1.0):
+    for sigma in (0.0, 1.0) if how == "fit" else (1.0,):
         keras.utils.set_random_seed(0)
         inputs = keras.Input((6, 6, 3))
         h = keras.layers.Conv2DTranspose(4, 3, name="tr")(inputs)
@@ -296,14 +301,19 @@ def unit_noise_spread(make_optimizer, fit=True):
         h = keras.layers.SeparableConv2D(5, 3, name="sep")(h)
         outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h))
         model = keras.Model(inputs, outputs)
+        start = {v.path: np.asarray(v) for v in model.trainable_variables}
         optimizer = make_optimizer(sigma, model)
-        if fit:
+        if how == "fit":
             model.compile(optimizer=optimizer, loss="mse")
             model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
-        else:
-            zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
-            optimizer.apply(zeros, model.trainable_variables)
-        weights[sigma] = {v.path: np.asarray(v) for v in model.trainable_variables}
+            weights[sigma] = {v.path: np.asarray(v) for v in model.trainable_variables}
+            continue
+        if how == "evaluate":
+            model.compile(optimizer=optimizer, loss="mse")
+            model.evaluate(x, y, verbose=0)
+        zeros = [np.zeros(v.shape, "float32") for v in model.trainable_variables]
+        optimizer.apply(zeros, model.trainable_variables)
+        weights = {0.0: start, 1.0: {v.path: np.asarray(v) for v in model.trainable_variables}}
     spread = {}
     for path, after in weights[1.0].items():
         noise = after - weights[0.0][path]

@@ -641,23 +641,21 @@ def test_the_wrapper_refuses_to_wrap_a_loss_scale_optimizer():
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make, how",
     [
-        lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1),
-        lambda sigma, model: kht.HeavyTailNoise(
-            keras.optimizers.Adam(0.01), sigma=sigma, seed=1
-        ),
-        lambda sigma, model: keras.optimizers.LossScaleOptimizer(
-            kht.HeavyTailSGD(0.01, sigma=sigma, seed=1)
-        ),
+        (lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), "fit"),
+        (lambda sigma, model: kht.HeavyTailNoise(
+            keras.optimizers.Adam(0.01), sigma=sigma, seed=1), "fit"),
+        (lambda sigma, model: keras.optimizers.LossScaleOptimizer(
+            kht.HeavyTailSGD(0.01, sigma=sigma, seed=1)), "fit"),
     ],
     ids=["HeavyTailSGD", "HeavyTailNoise", "LossScaleOptimizer"],
-)
-def test_neuron_noise_is_shared_per_output_unit_of_every_kernel_layout(make):
-    # fit builds the optimizer: it reads the units of Conv2DTranspose (axis
-    # -2), DepthwiseConv2D and SeparableConv's depthwise kernel (channels)
-    # from the model. A bug that shares along the last axis fails here.
-    assert unit_noise_spread(make) == UNIT_SPREAD
+)  # fmt: skip
+def test_neuron_noise_is_shared_per_output_unit_of_every_kernel_layout(make, how):
+    # fit builds the optimizer: it reads the units of
+    # Conv2DTranspose (axis -2), DepthwiseConv2D and SeparableConv's depthwise
+    # kernel (channels) from the model. Sharing along the last axis fails here.
+    assert unit_noise_spread(make, how) == UNIT_SPREAD
 
 
 def test_a_custom_loop_names_the_model_with_set_noise_units():
@@ -666,11 +664,11 @@ def test_a_custom_loop_names_the_model_with_set_noise_units():
         optimizer.set_noise_units(model)
         return optimizer
 
-    assert unit_noise_spread(told, fit=False) == UNIT_SPREAD
+    assert unit_noise_spread(told, how="loop") == UNIT_SPREAD
     # Untold, a custom loop's optimizer takes every kernel's last axis, and says so.
     with pytest.warns(UserWarning, match=r"built without its model .*set_noise_units\(model\)"):
         untold = unit_noise_spread(
-            lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), fit=False
+            lambda sigma, model: kht.HeavyTailSGD(0.01, sigma=sigma, seed=1), how="loop"
         )
     assert untold["tr/kernel"] == (3,) and untold["dw/kernel"] == ()
 
