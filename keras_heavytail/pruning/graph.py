@@ -117,7 +117,9 @@ class ModelGraph:
 
     def expand_names(self, names, argument="exclude"):
         """The leaf-layer names `names` stand for: a nested model's name stands
-        for all its layers. Raises a ValueError naming those that match nothing."""
+        for all its layers. Pruning's entry point, which finds layers by name:
+        raises a ValueError naming the names that match nothing, or a name
+        that two leaf layers share."""
         names = [names] if isinstance(names, str) else list(names or ())
         inside = {layer.name: owner for owner, leaves in self.nested.items() for layer in leaves}
         seen = set()
