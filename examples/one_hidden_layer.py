@@ -15,7 +15,6 @@ import argparse
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_heavytail as kht  # noqa: E402
 from keras_heavytail import defaults  # noqa: E402

@@ -12,7 +12,6 @@ after removing 70% of the hidden neurons.
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_heavytail as kht  # noqa: E402  first: it hides TensorFlow's start-up lines
 

@@ -18,7 +18,6 @@ import math
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_heavytail import legacy  # noqa: E402  first: it hides TensorFlow's start-up lines
 

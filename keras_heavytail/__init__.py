@@ -170,14 +170,19 @@ if TYPE_CHECKING:  # the public API, one name per line, for readers and IDEs
     from keras_heavytail.pruning.one_shot import prune
     from keras_heavytail.pruning.shrinking import shrink
 elif os.environ.get("KERAS_HEAVYTAIL_LAZY") != "1" and not _RUN_AS_COMMAND:
-    if "keras" not in sys.modules:
-        # TensorFlow 2.21 prints its C++ start-up lines (oneDNN, CUDA) when
-        # imported whatever TF_CPP_MIN_LOG_LEVEL says: Keras (and with it
-        # the backend) is imported with stderr captured. A program that
-        # imports keras first sees them.
-        from keras_heavytail.files import quiet_import
+    # TensorFlow 2.21 prints its C++ start-up lines (oneDNN, CUDA) when
+    # imported whatever TF_CPP_MIN_LOG_LEVEL says, and one more (cuInit) when
+    # it first looks for devices: Keras (and with it the backend) is imported,
+    # and TensorFlow's devices listed, with stderr captured. A program that
+    # imports keras first sees the import's lines.
+    from keras_heavytail.files import quiet_import
 
-        quiet_import("keras")
+    def _find_devices(keras):
+        if keras.backend.backend() == "tensorflow" and "tensorflow" in sys.modules:
+            sys.modules["tensorflow"].config.list_physical_devices()
+
+    quiet_import("keras", then=_find_devices)
+    del quiet_import, _find_devices
     # The backend-neutral core, loaded now so its Keras objects are registered.
     for _name, _module in _WHERE.items():
         if _module not in _TENSORFLOW_ONLY:

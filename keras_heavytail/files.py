@@ -102,21 +102,26 @@ def captured_stderr():
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def quiet_import(name):
+def quiet_import(name, then=None):
     """Imports module `name` with the process's stderr captured (TensorFlow's
     C++ start-up lines), shown again if the import fails; without a usable
     stderr (a closed descriptor 2), or with `KERAS_HEAVYTAIL_VERBOSE=1`, it
-    imports plainly."""
+    imports plainly. `then(module)`, if given, runs under the same capture
+    (TensorFlow prints more lines when it first looks for devices)."""
     import importlib
 
+    then = then or (lambda module: None)
     try:
         os.fstat(2)
     except OSError:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
+        then(module)
+        return module
     failure = None
     with captured_stderr() as log:
         try:
             module = importlib.import_module(name)
+            then(module)
         except BaseException as error:  # shown with what it printed
             failure = error
     if failure is not None:

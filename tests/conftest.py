@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # op thread each spends less CPU spinning than a pool per process per core.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
+# The package first: it imports Keras with TensorFlow's start-up lines hidden.
+import keras_heavytail  # noqa: E402, F401, I001
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

@@ -100,7 +100,15 @@ def test_importing_the_package_first_hides_tensorflows_start_up_lines():
     # README blocks and the examples import keras_heavytail before keras.
     from helpers import NOISE
 
-    code = "import keras_heavytail as kht\nimport keras\nprint(keras.backend.backend())"
+    # TensorFlow's first look for devices (cuInit) prints one more line, at
+    # the first operation: a user's first model and step.
+    code = (
+        "import keras_heavytail as kht\nimport keras, numpy as np\n"
+        "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
+        "m.compile(optimizer=kht.HeavyTailSGD(0.1, seed=0), loss='mse')\n"
+        "m.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)\n"
+        "print(keras.backend.backend())"
+    )
     result = run_python(code, env={"TF_CPP_MIN_LOG_LEVEL": None})  # a user's shell
     assert result.stdout.strip() == "tensorflow"
     assert NOISE.search(result.stderr) is None, result.stderr[-2000:]
