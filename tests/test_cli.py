@@ -73,6 +73,32 @@ def test_help_imports_no_keras_and_the_module_entry_point_works():
     assert re.search(r"median \d\.\d\d µs|median \d+(\.\d+)? (µs|ms), p90 ", result.stdout)
 
 
+def test_argument_and_path_mistakes_are_answered_before_keras_is_imported(tmp_path):
+    (tmp_path / "m.keras").write_text("not a model")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("mine")
+    cases = [
+        (["train", "--output", "m.keras"], "--output 'm.keras' exists; pass --overwrite"),
+        (["prune", "nope.keras", "--ratio", "0.5", "--output", "p.keras"], "no model file"),
+        (["prune", "m.keras", "--output", "p.keras"], "give --ratio R or --criterion"),
+        (["export", "m.keras", "--output", "m.tflite"], "not a .keras file"),
+        (["compress", "m.keras", "--output", "c.keras"], "give a budget"),
+        (["reproduce", "--output", "out"], "already holds 'report.md'"),
+    ]
+    code = (
+        "import sys\nfrom keras_heavytail.experiments import cli\n"
+        f"for argv in {[argv for argv, _ in cases]!r}:\n"
+        "    print(cli.main(argv))\n"
+        "print('heavy:', [m for m in ('tensorflow', 'keras') if m in sys.modules])"
+    )
+    result = run_python(code, env={"KERAS_HEAVYTAIL_LAZY": "1"}, cwd=tmp_path)
+    assert result.stdout.split()[: len(cases)] == ["2"] * len(cases)
+    assert "heavy: []" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    for (argv, message), line in zip(cases, lines, strict=True):
+        assert message in line, (argv, line)
+
+
 @pytest.mark.slow
 def test_demo_writes_report_models_and_cards_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"

@@ -21,6 +21,12 @@ from keras_heavytail.experiments.parser import build_parser
 
 # What `demo` and `reproduce` write into --output (beside their run log).
 REPORT_FILES = ("report.md", "report.json", "pruning_curves.png", "neuron_norm_tails.png", "models")
+# What each folder-writing command writes: a folder holding one of them is refused.
+FOLDER_WRITES = {
+    "demo": REPORT_FILES + ("README.md", "sgd", "heavytail"),
+    "reproduce": REPORT_FILES,
+    "sweep": ("sweep.md", "sweep.json", "sweep.png"),
+}
 
 
 def cmd_demo(args):
@@ -29,9 +35,7 @@ def cmd_demo(args):
     from keras_heavytail.experiments import runner as experiments
     from keras_heavytail.export import deploy
 
-    output = cli_io.output_folder(
-        args.output, REPORT_FILES + ("README.md", "sgd", "heavytail")
-    )
+    output = cli_io.output_folder(args.output, FOLDER_WRITES["demo"])
     data = datasets.load_dataset("digits", seed=0)
     settings = experiments.default_settings()
     protocol = experiments.Protocol(
@@ -80,7 +84,7 @@ def cmd_reproduce(args):
     from keras_heavytail.experiments import report
     from keras_heavytail.experiments import runner as experiments
 
-    output = cli_io.output_folder(args.output, REPORT_FILES)
+    output = cli_io.output_folder(args.output, FOLDER_WRITES["reproduce"])
     data = cli_io.load_data(args)
     result = experiments.run_protocol(
         data, cli_io.settings(args), cli_io.protocol(args, scores=("magnitude", "path")),
@@ -98,7 +102,7 @@ def cmd_reproduce(args):
 def cmd_sweep(args):
     from keras_heavytail.experiments import sweep
 
-    output = cli_io.output_folder(args.output, ("sweep.md", "sweep.json", "sweep.png"))
+    output = cli_io.output_folder(args.output, FOLDER_WRITES["sweep"])
     data = cli_io.load_data(args)
     grid = sweep.Grid(
         sigma=args.sigma, alpha=args.alpha, noise=args.noise, anneal=args.anneal,
@@ -179,6 +183,12 @@ def cmd_analyze(args):
 
 
 def cmd_prune(args):
+    _prune_arguments(args)
+    with cli_io.locked_file(args, ".keras") as output:
+        _prune(args, output)
+
+
+def _prune_arguments(args):
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
     if args.criterion and (args.structure == "entry" or args.scope != "layer"
@@ -193,8 +203,6 @@ def cmd_prune(args):
             "--shrink removes whole neurons: use it with --structure neuron "
             "(entry pruning leaves no neuron empty)"
         )
-    with cli_io.locked_file(args, ".keras") as output:
-        _prune(args, output)
 
 
 def _prune(args, output):
@@ -238,14 +246,19 @@ def _prune(args, output):
 
 
 def cmd_compress(args):
+    kinds = _budget_arguments(args)
+    with cli_io.locked_output(args) as (output, card_file):
+        _compress(args, kinds, output, card_file)
+
+
+def _budget_arguments(args):
     kinds = {"macs": args.macs, "params": args.params, "bytes": args.bytes,
              "latency_ms": args.latency_ms, "latency": args.latency}  # fmt: skip
     if all(v is None for v in kinds.values()):
         raise CommandError(
             "give a budget: --macs, --params, --bytes, --latency-ms or --latency"
         )
-    with cli_io.locked_output(args) as (output, card_file):
-        _compress(args, kinds, output, card_file)
+    return kinds
 
 
 def _compress(args, kinds, output, card_file):
@@ -402,6 +415,18 @@ def cmd_benchmark(args):
 KERAS_FREE = frozenset({"benchmark"})
 
 
+def preflight(args):
+    """The checks that need no Keras, made before it is imported, so that a
+    wrong argument or path is answered at once; each command makes the path
+    checks again when it runs (under its lock)."""
+    checks = {"prune": _prune_arguments, "compress": _budget_arguments}
+    if args.command in checks:
+        checks[args.command](args)
+    if args.command in FOLDER_WRITES:
+        cli_io.output_folder(args.output, FOLDER_WRITES[args.command])
+    cli_io.check_files(args)
+
+
 def main(argv=None):
     try:
         return _main(argv)
@@ -421,6 +446,11 @@ def _main(argv):
     from keras_heavytail.files import RunLogError
     from keras_heavytail.files import captured_stderr
 
+    try:
+        preflight(args)
+    except (CommandError, RunLogError) as error:
+        print(f"keras-heavytail {args.command}: error: {error}", file=sys.stderr)
+        return 2
     failed = False
     with captured_stderr() as log:  # TensorFlow's C++ start-up logs
         try:

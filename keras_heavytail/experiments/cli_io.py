@@ -120,17 +120,38 @@ def load_data(args):
     )
 
 
-def load_model(path):
+# The one file each command writes (its data card beside it for train and
+# compress), checked before Keras is imported by `check_files`.
+OUTPUT_FILES = {"train": ".keras", "prune": ".keras", "compress": ".keras", "export": ".tflite"}
+
+
+def check_files(args):
+    """The model file a command reads and the file it writes, checked without Keras."""
+    if args.command in ("analyze", "prune", "compress", "export"):
+        check_model_file(args.model)
+    suffix = OUTPUT_FILES.get(args.command)
+    if suffix is not None:
+        output = output_file(args.output, args.overwrite, suffix)
+        if args.command in ("train", "compress"):
+            card_file(output, args.overwrite)
+
+
+def check_model_file(path):
+    """Raises a CommandError unless `path` is a file that could be a .keras archive."""
     import zipfile
-
-    import keras
-
-    from keras_heavytail.optimizers import heavy_tail as optimizers  # noqa: F401  registers our classes
 
     if not Path(path).is_file():
         raise CommandError(f"no model file at {path!r}")
     if not zipfile.is_zipfile(path):
         raise CommandError(f"{path!r} is not a .keras file (not a zip archive)")
+
+
+def load_model(path):
+    import keras
+
+    from keras_heavytail.optimizers import heavy_tail as optimizers  # noqa: F401  registers our classes
+
+    check_model_file(path)
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for broken files
