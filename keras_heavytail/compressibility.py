@@ -215,7 +215,9 @@ MORE_COMPRESSIBLE = (
 
 COLUMN_HELP = {
     "layer": "the layer's name; `(model)` pools every kernel",
-    "shape": "the kernel's shape (inputs ... x units); none for `(model)`",
+    "shape": "the kernel's shape as Keras stores it: units last (inputs ... x "
+    "units), except a transposed convolution's (... x units x inputs); none for "
+    "`(model)`",
     "parameters": "kernel entries (biases left out)",
     "tail_index": "tail index alpha of the kernel entries (block-sum estimator, "
     "median-centred): 2 is Gaussian, lower is heavier-tailed",

@@ -161,7 +161,8 @@ def check_data(data, name, classes):
     if y.ndim != 1 or not (y.dtype.kind in "iu" or whole):
         raise ValueError(
             f"`{name}` labels must be integer class ids, one per example (not "
-            f"one-hot, not fractions). Received: shape={y.shape}, dtype={y.dtype}"
+            "one-hot, not fractions): compress fine-tunes and measures classifiers. "
+            f"Received: shape={y.shape}, dtype={y.dtype}"
         )
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(

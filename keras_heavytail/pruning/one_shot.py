@@ -361,6 +361,11 @@ def prune(
     The output layer is left alone, as in the paper (`include_output=True`
     prunes its entries too, for the smallest file); `exclude` names more.
 
+    One shot, without fine-tuning, channel pruning can cost most of a
+    network's accuracy (a BatchNormalization CNN most: pass
+    `batch_norm_data`): measure the pruned model, or use `compress`, which
+    prunes in rounds and fine-tunes after each.
+
     Args:
         model: a Sequential or functional Keras 3 model (not modified), or
             its `ModelGraph`.
