@@ -20,8 +20,6 @@ References:
 
 import math
 import re
-import sys
-import warnings
 
 import keras
 import numpy as np
@@ -33,7 +31,7 @@ from keras_heavytail.optimizers import divergence
 from keras_heavytail.optimizers import exclusions
 from keras_heavytail.optimizers import noise as noise_lib
 from keras_heavytail.optimizers import noise_args
-from keras_heavytail.pruning.graph import ModelGraph
+from keras_heavytail.optimizers import units
 
 
 class NoiseUpdate:
@@ -125,7 +123,8 @@ class NoiseUpdate:
         `(h, w, channels, multiplier)` on the last two. `model.fit` (and
         `compile` from a saved file) builds the optimizer with the model
         that calls it, which this reads on its own; call this method in a
-        custom training loop, before the first `apply`.
+        custom training loop, before the first `apply` (an optimizer built
+        without it on kernels of 3 or more axes warns).
 
         Args:
             model: a built Keras 3 or tf_keras model, or its `ModelGraph`.
@@ -135,45 +134,18 @@ class NoiseUpdate:
                 "`set_noise_units()` can only be called before the optimizer is "
                 "built (before its first step)."
             )
-        graph = model if isinstance(model, ModelGraph) else None
-        if graph is None and not (hasattr(model, "layers") and hasattr(model, "weights")):
-            raise ValueError(
-                "`set_noise_units()` takes the model being trained (a Keras model "
-                f"or its ModelGraph). Received: model={model!r}"
-            )
-        graph = graph or ModelGraph(model)
-        if not graph.model.weights:
-            raise ValueError(
-                f"`set_noise_units()` needs a built model: {graph.model.name!r} has no "
-                "weights yet. Call it on a batch (`model(x[:1])`) or give it an "
-                "`Input` first."
-            )
-        self._units_of = graph.unit_axes()
+        self._units_of = units.units_of(model)
 
     def _index_unit_axes(self, var_list):
         if self._units_of is None and self.noise != "entry":
-            model = _calling_model(self)
+            model = units.calling_model(self)
             if model is not None:
-                self._units_of = ModelGraph(model).unit_axes()
+                self._units_of = units.units_of(model)
             elif self.sigma != 0.0 and any(
                 len(v.shape) >= 3 and self.gets_noise(v) for v in var_list
             ):
-                warnings.warn(
-                    f"{type(self).__name__} was built without its model (a custom "
-                    "training loop, or `optimizer.build` called directly): "
-                    f"{self.noise} noise takes each kernel's last axis as its "
-                    "units, which is wrong for Conv*DTranspose and depthwise "
-                    "kernels. Call `optimizer.set_noise_units(model)` before the "
-                    "first step.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-        units_of = self._units_of or {}
-        self._unit_axes = {
-            index: units_of[id(variable)]
-            for index, variable in enumerate(var_list)
-            if id(variable) in units_of
-        }
+                units.warn_blind(self)
+        self._unit_axes = units.by_index(self._units_of or {}, var_list)
 
     def finalize_variable_values(self, var_list):
         """Keras calls this at the end of `fit`: warns if a weight is not finite.
@@ -311,29 +283,6 @@ class NoiseUpdate:
     def from_config(cls, config, custom_objects=None):
         config = cls.deserialize_sigma(dict(config))
         return super().from_config(config, custom_objects=custom_objects)
-
-
-def _calling_model(optimizer, depth=16):
-    """The model whose `fit`, `evaluate` or `compile_from_config` builds `optimizer`.
-
-    Keras passes `optimizer.build` the variables, not the model; the model
-    is the caller (`self` in a frame of the trainer or of its `train_step`),
-    holding this optimizer as an attribute (`optimizer`, or a GAN's
-    `g_optimizer`), itself or through a `LossScaleOptimizer`. `None` outside
-    such a call (a custom training loop: `set_noise_units`).
-    """
-    frame = sys._getframe(1)
-    for _ in range(depth):
-        frame = frame.f_back
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if not (hasattr(owner, "layers") and hasattr(owner, "trainable_variables")):
-            continue
-        for held in vars(owner).values():
-            if held is optimizer or getattr(held, "inner_optimizer", None) is optimizer:
-                return owner
-    return None
 
 
 def _check_sgd_arguments(nesterov, kwargs):
