@@ -218,8 +218,9 @@ class Lock:
             if current:
                 break
             os.close(handle)
+        # This library writes a process id alone: anything longer or else is a user's.
         holder = os.read(handle, 64).decode("ascii", "replace").strip()
-        if holder and not holder.isdigit():  # a user's file: leave it as it is
+        if os.fstat(handle).st_size > 32 or (holder and not holder.isdigit()):
             os.close(handle)
             raise RunLogError(
                 f"{str(self.lock)!r} holds something other than a process id: a file "

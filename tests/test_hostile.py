@@ -92,6 +92,8 @@ def place(tmp_path_factory):
     (d / "notes.txt").write_text("a user's notes")
     (d / "linked.keras.lock").symlink_to(d / "notes.txt")
     (d / "dirlock.keras.lock").mkdir()
+    shutil.copy(d / "good.keras", d / "carddir.keras")
+    (d / "carddir.json").mkdir()
     blown = digits_model()
     blown.set_weights([w + 1e16 for w in blown.get_weights()])
     files.save_model(blown, d / "blown.keras")
@@ -177,6 +179,16 @@ CLI_ROWS = [
      ["existing.tflite"], []),
     ("train with its lock a link to a user's file", TRAIN + ["--output", "{d}/linked.keras"],
      "is a symbolic link", ["notes.txt"], ["linked.keras"]),
+    ("train with a file name too long for its lock and backup",
+     TRAIN + ["--output", "{d}/" + "x" * 240 + ".keras"], "keep it to 234", [], []),
+    ("demo into a folder whose name is too long", ["demo", "--output", "{d}/" + "x" * 300],
+     "File name too long", [], []),
+    ("train over a model whose card's place is a folder",
+     TRAIN + ["--output", "{d}/carddir.keras", "--overwrite"],
+     "(where the data card of --output goes) is a folder", ["carddir.keras"], []),
+    ("prune with a ratio and the criterion", ["prune", "{d}/good.keras", "--ratio", "0.5",
+     "--criterion", "paper", "--output", "{d}/p.keras"], "not both", ["good.keras"],
+     ["p.keras"]),
     ("train with its lock a folder", TRAIN + ["--output", "{d}/dirlock.keras"],
      "is a folder, not a lock this library wrote; remove or rename it",
      ["dirlock.keras.lock"], ["dirlock.keras"]),
@@ -1055,8 +1067,24 @@ def test_a_lock_that_is_a_fifo_or_a_users_file_is_left_alone(tmp_path):
         with files.Lock(tmp_path / "notes.keras"):
             pass
     assert (tmp_path / "notes.keras.lock").read_text() == "my notes"
+    digits = "1" * 64 + " and my notes"  # digits first, but no process id is that long
+    (tmp_path / "long.keras.lock").write_text(digits)
+    with pytest.raises(files.RunLogError, match="a file of yours"):
+        with files.Lock(tmp_path / "long.keras"):
+            pass
+    assert (tmp_path / "long.keras.lock").read_text() == digits
     # A dead job's lock (its pid inside) is taken over and holds our pid.
     (tmp_path / "old.keras.lock").write_text("99999999")
     with files.Lock(tmp_path / "old.keras"):
         assert (tmp_path / "old.keras.lock").read_text() == str(os.getpid())
     assert not (tmp_path / "old.keras.lock").exists()
+
+
+def test_an_unknown_backend_is_one_line(tmp_path):
+    zip_file(tmp_path / "m.keras")
+    result = run_python(args=["-m", "keras_heavytail", "analyze", str(tmp_path / "m.keras")],
+                        env={"KERAS_BACKEND": "nonsense"}, check=False)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "keras-heavytail analyze: error: cannot import Keras (Unable to import backend : nonsense)"
+    ]

@@ -102,6 +102,11 @@ def cmd_prune(args):
 def _prune_arguments(args):
     if args.criterion is None and args.ratio is None:
         raise CommandError("give --ratio R or --criterion paper")
+    if args.criterion is not None and args.ratio is not None:
+        raise CommandError(
+            "give --ratio R or --criterion paper, not both: the criterion chooses the "
+            f"ratio. Received: --ratio {args.ratio} --criterion {args.criterion}"
+        )
     if args.criterion and (args.structure == "entry" or args.scope != "layer"
                            or args.score != "magnitude"):  # fmt: skip
         raise CommandError(
@@ -359,7 +364,7 @@ def _main(argv):
 
     try:
         preflight(args)
-    except (CommandError, RunLogError) as error:
+    except (CommandError, RunLogError, OSError) as error:  # OSError: a name too long...
         print(f"keras-heavytail {args.command}: error: {error}", file=sys.stderr)
         return 2
     failed = False
@@ -368,12 +373,14 @@ def _main(argv):
             if args.command not in KERAS_FREE:
                 cli_io.tensorflow_first()
                 import keras  # noqa: F401
-        except ImportError:
-            failed = True
+        except (ImportError, ValueError) as error:  # ValueError: an unknown KERAS_BACKEND
+            failed = error
     if failed:
-        print("".join(log), file=sys.stderr)
+        if isinstance(failed, ImportError):  # what the import printed may say why
+            print("".join(log), file=sys.stderr, end="")
+        failed = " ".join(str(failed).split())
         print(
-            f"keras-heavytail {args.command}: error: cannot import Keras",
+            f"keras-heavytail {args.command}: error: cannot import Keras ({failed})",
             file=sys.stderr,
         )
         return 2

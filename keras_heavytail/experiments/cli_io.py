@@ -84,8 +84,20 @@ def _check_parents(path):
             return
 
 
+# A file name's bytes the CLI leaves for what it writes beside it: the lock
+# (`NAME.lock`) and train's epoch backup (`.NAME.backup-<12 hex>`).
+SIDE_FILE_BYTES = 21
+NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
+
+
 def output_file(path, overwrite, suffix):
     path = Path(path)
+    if len(path.name.encode()) > NAME_MAX - SIDE_FILE_BYTES:
+        raise CommandError(
+            f"--output's file name is {len(path.name.encode())} bytes long; keep it to "
+            f"{NAME_MAX - SIDE_FILE_BYTES} (its lock and backup add {SIDE_FILE_BYTES} "
+            f"to it, and a name holds {NAME_MAX}). Received: {str(path)[:60]!r}..."
+        )
     _check_parents(path)
     if path.is_dir():
         raise CommandError(f"--output {str(path)!r} is a folder; give a {suffix} file")
@@ -101,6 +113,11 @@ def output_file(path, overwrite, suffix):
 def card_file(output, overwrite):
     """The data card beside a written .keras file; never a user's file replaced."""
     card = output.with_suffix(".json")
+    if card.is_dir():  # --overwrite replaces files, never a folder
+        raise CommandError(
+            f"{str(card)!r} (where the data card of --output goes) is a folder; move it "
+            "or choose another --output"
+        )
     if os.path.lexists(card) and not overwrite:
         raise CommandError(
             f"{str(card)!r} (the data card of --output) exists; pass --overwrite "
@@ -142,6 +159,10 @@ def check_model_file(path):
 
     if not Path(path).is_file():
         raise CommandError(f"no model file at {path!r}")
+    try:
+        open(path, "rb").close()
+    except OSError as error:
+        raise CommandError(f"cannot read the model file {path!r} ({error.strerror})") from None
     if not zipfile.is_zipfile(path):
         raise CommandError(f"{path!r} is not a .keras file (not a zip archive)")
 
