@@ -181,6 +181,8 @@ CLI_ROWS = [
      "is a symbolic link", ["notes.txt"], ["linked.keras"]),
     ("train with a file name too long for its lock and backup",
      TRAIN + ["--output", "{d}/" + "x" * 240 + ".keras"], "keep it to 234", [], []),
+    ("train into a path ending in a slash", TRAIN + ["--output", "{d}/new.keras/"],
+     "ends in a slash (a folder); give a .keras file", [], ["new.keras"]),
     ("demo into a folder whose name is too long", ["demo", "--output", "{d}/" + "x" * 300],
      "File name too long", [], []),
     ("train over a model whose card's place is a folder",

@@ -91,6 +91,8 @@ NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
 
 
 def output_file(path, overwrite, suffix):
+    if str(path).endswith(("/", os.sep)):  # Path() would drop the slash: a file
+        raise CommandError(f"--output {str(path)!r} ends in a slash (a folder); give a {suffix} file")
     path = Path(path)
     if len(path.name.encode()) > NAME_MAX - SIDE_FILE_BYTES:
         raise CommandError(
