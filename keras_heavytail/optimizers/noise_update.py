@@ -124,7 +124,9 @@ class NoiseUpdate:
         `compile` from a saved file) builds the optimizer with the model
         that calls it, which this reads on its own; call this method in a
         custom training loop, before the first `apply` (an optimizer built
-        without it on kernels of 3 or more axes warns).
+        without it on kernels of 3 or more axes warns). Under a
+        `keras.optimizers.LossScaleOptimizer`, call it on its
+        `inner_optimizer`.
 
         Args:
             model: a built Keras 3 or tf_keras model, or its `ModelGraph`.
