@@ -665,6 +665,15 @@ def test_a_custom_loop_names_the_model_with_set_noise_units():
         return optimizer
 
     assert unit_noise_spread(told, how="loop") == UNIT_SPREAD
+
+    def told_inside(sigma, model):  # mixed precision's wrapper: tell the inner one
+        wrapped = keras.optimizers.LossScaleOptimizer(
+            kht.HeavyTailSGD(0.01, sigma=sigma, seed=1)
+        )
+        wrapped.inner_optimizer.set_noise_units(model)
+        return wrapped
+
+    assert unit_noise_spread(told_inside, how="loop") == UNIT_SPREAD
     # Untold, a custom loop's optimizer takes every kernel's last axis, and says so.
     with pytest.warns(UserWarning, match=r"built without its model .*set_noise_units\(model\)"):
         untold = unit_noise_spread(
