@@ -723,6 +723,28 @@ def test_fit_that_diverges_says_so_and_a_healthy_one_does_not():
         fit(kht.HeavyTailSGD(0.1, seed=0))
 
 
+@pytest.mark.parametrize("make", [
+    lambda: kht.HeavyTailSGD(0.1, seed=0),
+    lambda: kht.HeavyTailNoise(keras.optimizers.Adam(), seed=0, noise="entry"),
+], ids=["HeavyTailSGD", "HeavyTailNoise(entry)"])  # fmt: skip
+def test_fit_names_a_moving_statistic_that_went_non_finite(make):
+    # The optimizer never updates BatchNormalization's moving variance, but
+    # fit hands it the model: its non-trainable float weights are checked too.
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="hidden"),
+                              keras.layers.BatchNormalization(name="bn"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(2, name="out")])  # fmt: skip
+    model.compile(optimizer=make(), loss="sparse_categorical_crossentropy")
+    poison = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: (
+        model.get_layer("bn").moving_variance.assign(np.full(4, np.inf, "float32"))))
+    with pytest.warns(kht.optimizers.DivergenceWarning, match="/bn/moving_variance' is not finite"):
+        model.fit(x, np.arange(32) % 2, epochs=1, batch_size=16, verbose=0, callbacks=[poison])
+    with warnings.catch_warnings():  # healthy statistics (and Dropout's seed state): quiet
+        warnings.simplefilter("error", kht.optimizers.DivergenceWarning)
+        model.get_layer("bn").moving_variance.assign(np.ones(4, "float32"))
+        model.fit(x, np.arange(32) % 2, epochs=1, batch_size=16, verbose=0)
+
+
 def test_exclusions_take_one_pattern_or_a_layer():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden1"),
                               keras.layers.Dense(2, name="logits")])  # fmt: skip

@@ -1,8 +1,9 @@
 """Divergence: a run whose weights are no longer finite says so.
 
 Heavy-tailed noise makes divergence a normal event. The optimizers check
-their weights once per `fit` (`check_finite_weights`) and the research
-harness checks its loss; both give the same advice.
+their weights, and the non-trainable float weights of the model that built
+them, once per `fit` (`check_finite_weights`), and the research harness
+checks its loss; both give the same advice.
 """
 
 import sys
@@ -31,18 +32,28 @@ class DivergenceWarning(RuntimeWarning):
     """
 
 
-def check_finite_weights(optimizer, var_list):
-    """Warns (`DivergenceWarning`) naming the first non-finite variable of `var_list`.
+def float_weights(variables):
+    """The floating-point ones of `variables` (not seed states or counters)."""
+    return [v for v in variables if "float" in str(getattr(v, "dtype", ""))]
 
-    A warning, not an error: an error here would skip the callbacks' end of
-    training (`BackupAndRestore` would keep a backup of the diverged run).
+
+def check_finite_weights(optimizer, var_list, statistics=()):
+    """Warns (`DivergenceWarning`) naming the first diverged variable.
+
+    `var_list` (the trained weights) is diverged when not finite or beyond
+    `BLOWN_UP`; `statistics` (non-trainable weights such as
+    BatchNormalization's moving variance, which may be large) when not
+    finite. A warning, not an error: an error here would skip the
+    callbacks' end of training (`BackupAndRestore` would keep a backup of
+    the diverged run).
     """
     if sys.exc_info()[0] is not None:
         return  # fit is unwinding from another error: let that one through
-    for variable in var_list:
+    bounded = [(v, True) for v in var_list] + [(v, False) for v in statistics]
+    for variable, bound in bounded:
         values = arrays.as_array(variable)
         finite = np.all(np.isfinite(values))
-        if not finite or (values.size and np.max(np.abs(values)) > BLOWN_UP):
+        if not finite or (bound and values.size and np.max(np.abs(values)) > BLOWN_UP):
             what = "is not finite" if not finite else f"holds values beyond {BLOWN_UP:g}"
             warnings.warn(
                 f"Training with {type(optimizer).__name__} diverged: variable "

@@ -271,7 +271,7 @@ class HeavyTailNoise(NoiseUpdate, keras.optimizers.Optimizer):
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
-        check_finite_weights(self, var_list)
+        check_finite_weights(self, var_list, self._model_statistics())
 
     def get_config(self):
         return {

@@ -20,6 +20,7 @@ References:
 
 import math
 import re
+import weakref
 
 import keras
 import numpy as np
@@ -70,6 +71,7 @@ class NoiseUpdate:
         self.noise_exclusions = []
         self._add_exclusions(noise_exclusions or [])
         self._units_of = None  # {id(variable): unit axes}, from a model
+        self._model = None  # a weak reference to the model being trained, once known
         self._unit_axes = {}  # {variable index: unit axes}, once built
         self.check_rates()
 
@@ -111,7 +113,7 @@ class NoiseUpdate:
         self.check_alpha_fits(var_list)
         self.check_rates()
         super().build(var_list)
-        self._index_unit_axes(var_list)
+        self._meet_model(var_list)
 
     def set_noise_units(self, model):
         """Reads from `model` which axes of each kernel index its output units.
@@ -137,10 +139,16 @@ class NoiseUpdate:
                 "built (before its first step)."
             )
         self._units_of = units.units_of(model)
+        self._model = weakref.ref(units.model_of(model))
 
-    def _index_unit_axes(self, var_list):
+    def _meet_model(self, var_list):
+        """Learns the model that builds this optimizer, when a model does:
+        its kernels' unit axes, and its non-trainable weights (checked when
+        `fit` ends)."""
+        model = units.calling_model(self)
+        if model is not None and self._model is None:
+            self._model = weakref.ref(model)
         if self._units_of is None and self.noise != "entry":
-            model = units.calling_model(self)
             if model is not None:
                 self._units_of = units.units_of(model)
             elif self.sigma != 0.0 and any(
@@ -154,11 +162,19 @@ class NoiseUpdate:
 
         Heavy-tailed noise makes divergence a normal event, and a model
         whose weights went NaN or inf would otherwise come out of `fit`
-        without a word. One pass over the weights per `fit` call; skipped
-        while another exception (a Ctrl-C) is on its way out.
+        without a word. One pass over the weights per `fit` call (and over
+        the model's non-trainable float weights, BatchNormalization's moving
+        statistics, when a model built this optimizer); skipped while
+        another exception (a Ctrl-C) is on its way out.
         """
         super().finalize_variable_values(var_list)
-        divergence.check_finite_weights(self, var_list)
+        divergence.check_finite_weights(self, var_list, self._model_statistics())
+
+    def _model_statistics(self):
+        """The non-trainable float weights of the model that built this
+        optimizer (empty when none did, or it is gone)."""
+        model = self._model() if self._model is not None else None
+        return divergence.float_weights(model.non_trainable_weights) if model is not None else []
 
     def _add_exclusions(self, patterns):
         if isinstance(patterns, str):

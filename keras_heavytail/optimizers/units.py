@@ -18,6 +18,11 @@ import warnings
 from keras_heavytail.pruning.graph import ModelGraph
 
 
+def model_of(model):
+    """The Keras model of a model or its `ModelGraph`."""
+    return model.model if isinstance(model, ModelGraph) else model
+
+
 def units_of(model):
     """`{id(variable): unit axes}` of a built model (or its `ModelGraph`)."""
     graph = model if isinstance(model, ModelGraph) else None
