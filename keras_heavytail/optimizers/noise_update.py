@@ -70,7 +70,6 @@ class NoiseUpdate:
         self.max_noise = noise_args.check_max_noise(max_noise)
         self.noise_exclusions = []
         self._add_exclusions(noise_exclusions or [])
-        self._units_of = None  # {id(variable): unit axes}, from a model
         self._model = None  # a weak reference to the model being trained, once known
         self._unit_axes = {}  # {variable index: unit axes}, once built
         self.check_rates()
@@ -138,24 +137,24 @@ class NoiseUpdate:
                 "`set_noise_units()` can only be called before the optimizer is "
                 "built (before its first step)."
             )
-        self._units_of = units.units_of(model)
+        units.units_of(model)  # refuses what is not a built model, now
         self._model = weakref.ref(units.model_of(model))
 
     def _meet_model(self, var_list):
         """Learns the model that builds this optimizer, when a model does:
         its kernels' unit axes, and its non-trainable weights (checked when
         `fit` ends)."""
-        model = units.calling_model(self)
-        if model is not None and self._model is None:
+        model = self._model() if self._model is not None else units.calling_model(self)
+        if model is not None:
             self._model = weakref.ref(model)
-        if self._units_of is None and self.noise != "entry":
-            if model is not None:
-                self._units_of = units.units_of(model)
-            elif self.sigma != 0.0 and any(
-                len(v.shape) >= 3 and self.gets_noise(v) for v in var_list
-            ):
-                units.warn_blind(self)
-        self._unit_axes = units.by_index(self._units_of or {}, var_list)
+        found = {}
+        if self.noise != "entry" and model is not None:
+            found = units.units_of(model)
+        elif self.noise != "entry" and self.sigma != 0.0 and any(
+            len(v.shape) >= 3 and self.gets_noise(v) for v in var_list
+        ):
+            units.warn_blind(self)
+        self._unit_axes = units.by_index(found, var_list)
 
     def finalize_variable_values(self, var_list):
         """Keras calls this at the end of `fit`: warns if a weight is not finite.
